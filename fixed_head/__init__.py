@@ -1,0 +1,10 @@
+"""fixed_head: multi-head attention with a head size chosen on its own (Bhojanapalli et al., 2020).
+
+Modules: ``config`` (ModelConfig), ``attention`` (MultiHeadAttention, masks, the core
+product), ``models`` (TransformerLM, BERT), ``accounting`` (parameters, FLOPs),
+``theory`` (Theorem 1 and the low-rank witness as code), ``paper`` (the paper's setups).
+"""
+
+from fixed_head.config import ModelConfig
+
+__all__ = ['ModelConfig']

@@ -1,0 +1,279 @@
+"""Multi-head attention whose head size d_p is its own hyper-parameter.
+
+One head (PAPER.md, "Notation"), written for row-major activations x of shape [n, d]:
+
+  P = softmax over keys of (x W_q)(x W_k)^T / sqrt(d_p),   head = P (x W_v)
+
+with W_q, W_k, W_v of shape [d, d_p]. The h heads are concatenated ([n, h * d_p]) and
+mapped back to d by W_o ([h * d_p, d]). The paper writes the same thing with tokens as
+columns (X = x^T, P column-stochastic); ``fixed_head.theory`` keeps that convention.
+
+Baseline attention is ``head_size=None`` (d_p = d / h, h must divide d); any integer
+``head_size`` gives the paper's fixed-head attention, where h need not divide d.
+
+Masks are boolean arrays broadcastable to [batch, h, q_len, kv_len]; True means "may
+attend". Build them with ``causal_mask``, ``padding_mask`` and ``segment_mask`` and join
+them with ``combine_masks``. A query row with no allowed key outputs zeros (never NaN).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fixed_head import sharding
+
+Array = jax.Array
+Initializer = Callable[..., Array]
+
+default_kernel_init = nnx.initializers.xavier_uniform()
+
+
+# ---------------------------------------------------------------------------------------
+# Masks
+# ---------------------------------------------------------------------------------------
+
+
+def causal_mask(length: int) -> Array:
+  """[1, 1, n, n] bool: query i may attend to keys j <= i."""
+  idx = jnp.arange(length)
+  return (idx[:, None] >= idx[None, :])[None, None]
+
+
+def padding_mask(valid_q: Array, valid_kv: Array | None = None) -> Array:
+  """valid_q: [b, q_len], valid_kv: [b, kv_len] (default valid_q) -> [b, 1, q_len, kv_len].
+
+  Only valid queries attend, and only to valid keys; padded query rows come out as zeros.
+  """
+  valid_kv = valid_q if valid_kv is None else valid_kv
+  return (valid_q.astype(bool)[:, None, :, None] & valid_kv.astype(bool)[:, None, None, :])
+
+
+def segment_mask(segment_ids_q: Array, segment_ids_kv: Array | None = None) -> Array:
+  """segment ids [b, q_len] (and [b, kv_len]) -> [b, 1, q_len, kv_len] bool.
+
+  Tokens attend only within their own segment (packed documents never see each other).
+  By convention segment id 0 marks padding; combine with ``padding_mask(segment_ids > 0)``
+  to also mask it.
+  """
+  segment_ids_kv = segment_ids_q if segment_ids_kv is None else segment_ids_kv
+  return segment_ids_q[:, None, :, None] == segment_ids_kv[:, None, None, :]
+
+
+def combine_masks(*masks: Array | None) -> Array | None:
+  """Logical AND of the given masks (``None`` entries are ignored; all ``None`` -> None)."""
+  present = [m for m in masks if m is not None]
+  if not present:
+    return None
+  return functools.reduce(jnp.logical_and, present)
+
+
+# ---------------------------------------------------------------------------------------
+# The core product: softmax(Q K^T / sqrt(d_p)) V, behind one function
+# ---------------------------------------------------------------------------------------
+
+
+def _xla_attention(query, key, value, mask, dropout_rate, dropout_rng, precision):
+  """Plain einsum implementation; the reference every other implementation must match."""
+  head_size = query.shape[-1]
+  query = query / jnp.sqrt(head_size).astype(query.dtype)
+  logits = jnp.einsum('bqhd,bkhd->bhqk', query, key, precision=precision)
+  # The softmax runs in float32 whatever the compute dtype, for bf16 stability.
+  logits = logits.astype(jnp.float32)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(logits, axis=-1)
+  if dropout_rate > 0.0:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+  weights = weights.astype(value.dtype)
+  return jnp.einsum('bhqk,bkhd->bqhd', weights, value, precision=precision)
+
+
+def _jax_attention(query, key, value, mask, dropout_rate, dropout_rng, precision):
+  """``jax.nn.dot_product_attention`` (cuDNN flash attention on GPU when it applies)."""
+  del dropout_rng
+  if dropout_rate > 0.0:
+    raise ValueError(
+        "attention_impl='jax' does not support attention dropout; set "
+        "attention_dropout_rate=0 or use attention_impl='xla'.")
+  if precision is not None:
+    raise ValueError("attention_impl='jax' does not take a precision; use 'xla'.")
+  if mask is not None:
+    mask = jnp.broadcast_to(
+        mask, (query.shape[0], mask.shape[1], query.shape[1], key.shape[1]))
+  return jax.nn.dot_product_attention(query, key, value, mask=mask)
+
+
+ATTENTION_IMPLEMENTATIONS: dict[str, Callable[..., Array]] = {
+    'xla': _xla_attention,
+    'jax': _jax_attention,
+}
+
+
+def dot_product_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    *,
+    mask: Array | None = None,
+    dropout_rate: float = 0.0,
+    dropout_rng: Array | None = None,
+    precision: jax.lax.PrecisionLike = None,
+    implementation: str = 'xla',
+) -> Array:
+  """softmax(Q K^T / sqrt(d_p)) V for all heads at once.
+
+  Args:
+    query: [b, q_len, h, d_p].
+    key, value: [b, kv_len, h, d_p].
+    mask: bool, broadcastable to [b, h, q_len, kv_len]; True = may attend.
+    dropout_rate: dropout on the attention weights; needs ``dropout_rng`` when > 0.
+    implementation: a key of ``ATTENTION_IMPLEMENTATIONS``.
+
+  Returns:
+    [b, q_len, h, d_p]. Query rows whose mask allows no key are exactly zero.
+  """
+  if implementation not in ATTENTION_IMPLEMENTATIONS:
+    raise ValueError(f'attention implementation {implementation!r} is not one of '
+                     f'{sorted(ATTENTION_IMPLEMENTATIONS)}.')
+  if dropout_rate > 0.0 and dropout_rng is None:
+    raise ValueError('dropout_rate > 0 needs a dropout_rng (or run deterministically).')
+  out = ATTENTION_IMPLEMENTATIONS[implementation](
+      query, key, value, mask, dropout_rate, dropout_rng, precision)
+  if mask is not None:
+    # A row with every key masked would otherwise average the masked values.
+    has_key = jnp.any(mask, axis=-1)  # [b or 1, h or 1, q_len]
+    has_key = jnp.swapaxes(has_key, 1, 2)[..., None]  # [b, q_len, h, 1]
+    out = jnp.where(has_key, out, jnp.zeros((), out.dtype))
+  return out
+
+
+# ---------------------------------------------------------------------------------------
+# The module
+# ---------------------------------------------------------------------------------------
+
+
+class MultiHeadAttention(nnx.Module):
+  """Multi-head attention with h heads of free size d_p.
+
+  Parameters (all with logical axis names for sharding, see ``fixed_head.sharding``):
+    query / key / value.kernel: [d, h, d_p]  ('embed', 'heads', 'head_dim'); bias [h, d_p]
+    out.kernel: [h, d_p, d_out]              ('heads', 'head_dim', 'embed'); bias [d_out]
+
+  The layout (and the names ``query``, ``key``, ``value``, ``out``) is the same as
+  ``flax.nnx.MultiHeadAttention`` with ``qkv_features = h * d_p``, so weights copy across.
+  """
+
+  def __init__(
+      self,
+      *,
+      in_features: int,
+      num_heads: int,
+      head_size: int | None = None,
+      out_features: int | None = None,
+      dropout_rate: float = 0.0,
+      use_bias: bool = True,
+      dtype: jnp.dtype | None = None,
+      param_dtype: jnp.dtype = jnp.float32,
+      kernel_init: Initializer = default_kernel_init,
+      out_kernel_init: Initializer | None = None,
+      bias_init: Initializer = nnx.initializers.zeros_init(),
+      precision: jax.lax.PrecisionLike = None,
+      implementation: str = 'xla',
+      rngs: nnx.Rngs,
+  ):
+    """Args: in_features d, num_heads h, head_size d_p (None = d // h), out_features
+    (default d); dtype is the compute dtype, param_dtype the storage dtype."""
+    if num_heads <= 0 or in_features <= 0:
+      raise ValueError(f'num_heads={num_heads} and in_features={in_features} must be positive.')
+    if head_size is None:
+      if in_features % num_heads:
+        raise ValueError(
+            f'num_heads={num_heads} does not divide in_features={in_features}, which the '
+            f'baseline head size d/h (head_size=None) requires. Pass head_size=... to fix '
+            f'd_p independently of d and h, or choose num_heads dividing {in_features}.')
+      head_size = in_features // num_heads
+    if head_size <= 0:
+      raise ValueError(f'head_size={head_size} must be a positive integer (or None for d / h).')
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f'implementation={implementation!r} is not one of '
+                       f'{sorted(ATTENTION_IMPLEMENTATIONS)}.')
+    if not 0.0 <= dropout_rate < 1.0:
+      raise ValueError(f'dropout_rate={dropout_rate} must lie in [0, 1).')
+    out_features = in_features if out_features is None else out_features
+    self.in_features = in_features
+    self.num_heads = num_heads
+    self.head_size = head_size
+    self.out_features = out_features
+    self.dropout_rate = dropout_rate
+    self.precision = precision
+    self.implementation = implementation
+
+    logical = sharding.with_logical_axes
+    projection = functools.partial(
+        nnx.LinearGeneral,
+        in_features=in_features,
+        out_features=(num_heads, head_size),
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        precision=precision,
+        kernel_init=logical(kernel_init, ('embed', 'heads', 'head_dim')),
+        bias_init=logical(bias_init, ('heads', 'head_dim')),
+        rngs=rngs,
+    )
+    self.query = projection()
+    self.key = projection()
+    self.value = projection()
+    self.out = nnx.LinearGeneral(
+        in_features=(num_heads, head_size),
+        out_features=out_features,
+        axis=(-2, -1),
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        precision=precision,
+        kernel_init=logical(out_kernel_init or kernel_init, ('heads', 'head_dim', 'embed')),
+        bias_init=logical(bias_init, ('embed',)),
+        rngs=rngs,
+    )
+
+  def __call__(
+      self,
+      inputs_q: Array,
+      inputs_kv: Array | None = None,
+      *,
+      mask: Array | None = None,
+      deterministic: bool = True,
+      rngs: nnx.Rngs | None = None,
+  ) -> Array:
+    """inputs_q: [b, q_len, d]; inputs_kv: [b, kv_len, d] (default: inputs_q, self-attention).
+
+    mask: bool broadcastable to [b, h, q_len, kv_len]. With ``deterministic=False`` and a
+    positive dropout rate, ``rngs`` must provide a 'dropout' stream. Returns [b, q_len, d_out].
+    """
+    inputs_kv = inputs_q if inputs_kv is None else inputs_kv
+    query = self.query(inputs_q)  # [b, q_len, h, d_p]
+    key = self.key(inputs_kv)  # [b, kv_len, h, d_p]
+    value = self.value(inputs_kv)
+    dropout_rate, dropout_rng = 0.0, None
+    if not deterministic and self.dropout_rate > 0.0:
+      if rngs is None:
+        raise ValueError('MultiHeadAttention: deterministic=False with dropout needs rngs '
+                         "with a 'dropout' stream, e.g. rngs=nnx.Rngs(dropout=key).")
+      dropout_rate, dropout_rng = self.dropout_rate, rngs.dropout()
+    context = dot_product_attention(
+        query, key, value,
+        mask=mask,
+        dropout_rate=dropout_rate,
+        dropout_rng=dropout_rng,
+        precision=self.precision,
+        implementation=self.implementation,
+    )
+    return self.out(context)
+

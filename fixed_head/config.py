@@ -1,0 +1,128 @@
+"""The model configuration: one frozen dataclass, validated on construction.
+
+Baseline versus fixed-head attention is one field: ``head_size=None`` ties the head
+size to the width (d_p = d / h, the paper's "standard" attention), an integer fixes
+d_p independently of d and h (the paper's "FixedMultiHead" attention).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+
+MODEL_TYPES = ('lm', 'bert')
+NORM_PLACEMENTS = ('post', 'pre')
+ACTIVATIONS = ('relu', 'gelu')
+# Kept in step with ``fixed_head.attention.ATTENTION_IMPLEMENTATIONS`` (checked by a test);
+# spelled out here so that validating a config imports no model code.
+ATTENTION_IMPLEMENTATIONS = ('xla', 'jax')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Hyper-parameters of a Transformer LM (``model_type='lm'``) or BERT encoder ('bert').
+
+  Symbols are the paper's: d = ``emb_dim``, h = ``num_heads``, d_p = ``head_size``,
+  n = ``max_len`` (the longest sequence the position embeddings cover).
+  """
+
+  model_type: str = 'lm'
+  vocab_size: int = 32_000
+  emb_dim: int = 256  # d
+  num_heads: int = 8  # h
+  head_size: int | None = None  # d_p; None = d // h (baseline)
+  num_layers: int = 6
+  mlp_dim: int = 1024  # feed-forward width
+  max_len: int = 256  # n: number of learned positions
+  type_vocab_size: int = 2  # BERT segment (sentence A/B) embeddings; unused by 'lm'
+  dropout_rate: float = 0.1  # on embeddings, residual branches and feed-forward
+  attention_dropout_rate: float = 0.1  # on the attention weights P
+  norm: str = 'post'  # 'post': Z = LN(X + f(X)) as in the paper; 'pre': Z = X + f(LN(X))
+  activation: str = 'relu'  # feed-forward non-linearity: 'relu' (T2T LM) or 'gelu' (BERT)
+  tie_embeddings: bool = True  # LM output layer reuses the token embedding (BERT always ties)
+  use_bias: bool = True  # biases on the attention and feed-forward projections
+  layer_norm_eps: float = 1e-6
+  embed_init_std: float = 0.02  # std of the normal initialiser of every embedding table
+  dtype: str = 'float32'  # compute dtype
+  param_dtype: str = 'float32'  # storage dtype of the parameters
+  attention_impl: str = 'xla'  # see fixed_head.attention.ATTENTION_IMPLEMENTATIONS
+
+  def __post_init__(self):
+    _validate(self)
+
+  @property
+  def resolved_head_size(self) -> int:
+    """d_p: ``head_size`` if given, else the baseline d // h."""
+    return self.head_size if self.head_size is not None else self.emb_dim // self.num_heads
+
+  @property
+  def is_fixed_head(self) -> bool:
+    return self.head_size is not None
+
+  @classmethod
+  def from_mapping(cls, mapping: Mapping[str, Any] | Any) -> 'ModelConfig':
+    """Builds a config from a dict or an ``ml_collections.ConfigDict``.
+
+    Unknown keys are an error (a typo must not silently fall back to a default).
+    """
+    if isinstance(mapping, ModelConfig):
+      return mapping
+    if hasattr(mapping, 'to_dict'):
+      mapping = mapping.to_dict()
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+      raise ValueError(
+          f'model config: unknown field(s) {unknown}; known fields are {sorted(known)}.')
+    return cls(**dict(mapping))
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def replace(self, **changes) -> 'ModelConfig':
+    return dataclasses.replace(self, **changes)
+
+
+def _validate(c: ModelConfig) -> None:
+  """Raises ValueError naming the offending field and how to fix it."""
+
+  def fail(field, message):
+    raise ValueError(f'model.{field}={getattr(c, field)!r}: {message}')
+
+  def choice(field, options):
+    if getattr(c, field) not in options:
+      fail(field, f'must be one of {options}.')
+
+  choice('model_type', MODEL_TYPES)
+  choice('norm', NORM_PLACEMENTS)
+  choice('activation', ACTIVATIONS)
+  choice('attention_impl', ATTENTION_IMPLEMENTATIONS)
+  for field in ('vocab_size', 'emb_dim', 'num_heads', 'num_layers', 'mlp_dim', 'max_len',
+                'type_vocab_size'):
+    value = getattr(c, field)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+      fail(field, 'must be a positive integer.')
+  if c.head_size is None:
+    if c.emb_dim % c.num_heads:
+      raise ValueError(
+          f'model.num_heads={c.num_heads} does not divide model.emb_dim={c.emb_dim}, which '
+          'the baseline head size d/h (model.head_size=None) requires. Choose num_heads '
+          f'dividing {c.emb_dim}, or set model.head_size to fix d_p independently of d and h.')
+  elif isinstance(c.head_size, bool) or not isinstance(c.head_size, int) or c.head_size <= 0:
+    fail('head_size', 'must be a positive integer, or None for the baseline d / h.')
+  for field in ('dropout_rate', 'attention_dropout_rate'):
+    if not 0.0 <= getattr(c, field) < 1.0:
+      fail(field, 'must lie in [0, 1).')
+  for field in ('layer_norm_eps', 'embed_init_std'):
+    if not getattr(c, field) > 0:
+      fail(field, 'must be positive.')
+  for field in ('dtype', 'param_dtype'):
+    try:
+      dtype = jnp.dtype(getattr(c, field))
+    except TypeError:
+      fail(field, "is not a dtype name; use e.g. 'float32' or 'bfloat16'.")
+    if not jnp.issubdtype(dtype, jnp.floating):
+      fail(field, "must be a floating dtype such as 'float32' or 'bfloat16'.")
