@@ -1,0 +1,185 @@
+"""MultiHeadAttention against flax's own attention, a float64 NumPy reference, and mask rules."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from fixed_head import attention as attn
+from fixed_head import config as config_lib
+
+# (d, h, d_p): baseline shapes, d_p > d / h, d_p < d / h, and h not dividing d.
+SHAPES = [(16, 4, None), (16, 4, 8), (24, 2, 5), (10, 3, 7), (12, 5, 16)]
+
+
+def _inputs(d, batch=2, length=6, seed=0):
+  return jax.random.normal(jax.random.key(seed), (batch, length, d), jnp.float32)
+
+
+def _copy_into_flax(ours, d, h, dp, use_bias=True):
+  """A flax.nnx.MultiHeadAttention with qkv_features = h * d_p holding our weights."""
+  ref = nnx.MultiHeadAttention(
+      num_heads=h, in_features=d, qkv_features=h * dp, decode=False, use_bias=use_bias,
+      rngs=nnx.Rngs(123))
+  for name in ('query', 'key', 'value', 'out'):
+    ours_layer, ref_layer = getattr(ours, name), getattr(ref, name)
+    ref_layer.kernel[...] = ours_layer.kernel[...].reshape(ref_layer.kernel.shape)
+    if use_bias:
+      ref_layer.bias[...] = ours_layer.bias[...].reshape(ref_layer.bias.shape)
+  return ref
+
+
+def _numpy_reference(module, x, mask=None):
+  """The paper's formula in float64 NumPy: per head P = softmax(Q K^T / sqrt(d_p)), then W_o."""
+  p = lambda layer, field: np.asarray(getattr(layer, field)[...], np.float64)
+  x = np.asarray(x, np.float64)
+  q = np.einsum('bnd,dhk->bnhk', x, p(module.query, 'kernel')) + p(module.query, 'bias')
+  k = np.einsum('bnd,dhk->bnhk', x, p(module.key, 'kernel')) + p(module.key, 'bias')
+  v = np.einsum('bnd,dhk->bnhk', x, p(module.value, 'kernel')) + p(module.value, 'bias')
+  logits = np.einsum('bqhk,bshk->bhqs', q, k) / np.sqrt(q.shape[-1])
+  if mask is not None:
+    logits = np.where(np.asarray(mask), logits, -np.inf)
+  logits = logits - logits.max(-1, keepdims=True)
+  weights = np.exp(logits)
+  weights /= weights.sum(-1, keepdims=True)
+  context = np.einsum('bhqs,bshk->bqhk', weights, v)
+  return np.einsum('bqhk,hkd->bqd', context, p(module.out, 'kernel')) + p(module.out, 'bias')
+
+
+@pytest.mark.parametrize('d,h,dp', SHAPES)
+def test_parameter_shapes_follow_head_size(d, h, dp):
+  m = attn.MultiHeadAttention(in_features=d, num_heads=h, head_size=dp, rngs=nnx.Rngs(0))
+  dp = d // h if dp is None else dp
+  assert m.head_size == dp
+  assert m.query.kernel[...].shape == (d, h, dp)
+  assert m.out.kernel[...].shape == (h, dp, d)
+  assert m.query.kernel.get_metadata()['out_sharding'] == ('embed', 'heads', 'head_dim')
+  assert m.out.kernel.get_metadata()['out_sharding'] == ('heads', 'head_dim', 'embed')
+  assert m.query.bias.get_metadata()['out_sharding'] == ('heads', 'head_dim')
+
+
+@pytest.mark.parametrize('d,h,dp', SHAPES)
+@pytest.mark.parametrize('masked', [False, True])
+def test_matches_flax_multihead_attention(d, h, dp, masked):
+  ours = attn.MultiHeadAttention(in_features=d, num_heads=h, head_size=dp, rngs=nnx.Rngs(1))
+  dp = ours.head_size
+  ref = _copy_into_flax(ours, d, h, dp)
+  x = _inputs(d)
+  mask = None
+  if masked:
+    valid = jnp.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
+    mask = attn.combine_masks(attn.causal_mask(6), attn.padding_mask(valid))
+  got = ours(x, mask=mask)
+  want = ref(x, mask=mask, deterministic=True)
+  if masked:  # flax averages fully masked (padded) query rows; compare the valid ones
+    got, want = got[valid], want[valid]
+  np.testing.assert_allclose(got, want, atol=2e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize('d,h,dp', SHAPES)
+def test_matches_float64_numpy_formula(d, h, dp):
+  ours = attn.MultiHeadAttention(in_features=d, num_heads=h, head_size=dp, rngs=nnx.Rngs(2),
+                                 bias_init=nnx.initializers.normal(0.5))
+  x = _inputs(d, seed=3)
+  segments = jnp.array([[1, 1, 2, 2, 2, 3], [1, 1, 1, 1, 1, 1]])
+  mask = attn.combine_masks(attn.causal_mask(6), attn.segment_mask(segments))
+  np.testing.assert_allclose(ours(x, mask=mask), _numpy_reference(ours, x, mask),
+                             atol=2e-5, rtol=2e-5)
+
+
+def test_baseline_requires_heads_to_divide_width():
+  with pytest.raises(ValueError, match='num_heads=3 does not divide in_features=10'):
+    attn.MultiHeadAttention(in_features=10, num_heads=3, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match='head_size=0'):
+    attn.MultiHeadAttention(in_features=10, num_heads=2, head_size=0, rngs=nnx.Rngs(0))
+
+
+def test_attention_implementations_agree_and_match_config():
+  assert set(attn.ATTENTION_IMPLEMENTATIONS) == set(config_lib.ATTENTION_IMPLEMENTATIONS)
+  q, k, v = (jax.random.normal(jax.random.key(i), (2, 5, 3, 4)) for i in range(3))
+  segments = jnp.array([[1, 1, 2, 2, 0], [1, 2, 2, 2, 2]])
+  mask = attn.combine_masks(attn.causal_mask(5), attn.segment_mask(segments),
+                            attn.padding_mask(segments > 0))
+  outs = {impl: attn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+          for impl in attn.ATTENTION_IMPLEMENTATIONS}
+  for out in outs.values():
+    np.testing.assert_allclose(out, outs['xla'], atol=1e-6)
+  with pytest.raises(ValueError, match="'nope' is not one of"):
+    attn.dot_product_attention(q, k, v, implementation='nope')
+
+
+def test_no_future_leakage_under_causal_mask():
+  m = attn.MultiHeadAttention(in_features=8, num_heads=2, head_size=6, rngs=nnx.Rngs(0))
+  x = _inputs(8, batch=1, length=7)
+  x_changed = x.at[:, 4:].set(100.0)  # perturb the future of position 3
+  mask = attn.causal_mask(7)
+  a, b = m(x, mask=mask), m(x_changed, mask=mask)
+  np.testing.assert_array_equal(a[:, :4], b[:, :4])
+  assert not np.allclose(a[:, 4:], b[:, 4:])
+
+
+def test_no_attention_across_packed_segments():
+  m = attn.MultiHeadAttention(in_features=8, num_heads=4, head_size=3, rngs=nnx.Rngs(0))
+  doc_a, doc_b = _inputs(8, 1, 3, seed=1), _inputs(8, 1, 4, seed=2)
+  packed = jnp.concatenate([doc_a, doc_b], axis=1)
+  segments = jnp.array([[1, 1, 1, 2, 2, 2, 2]])
+  out = m(packed, mask=attn.combine_masks(attn.causal_mask(7), attn.segment_mask(segments)))
+  np.testing.assert_allclose(out[:, :3], m(doc_a, mask=attn.causal_mask(3)), atol=1e-6)
+  np.testing.assert_allclose(out[:, 3:], m(doc_b, mask=attn.causal_mask(4)), atol=1e-6)
+
+
+def test_fully_masked_rows_are_zero_not_nan():
+  m = attn.MultiHeadAttention(in_features=8, num_heads=2, head_size=4, rngs=nnx.Rngs(0),
+                              use_bias=False)
+  x = _inputs(8, batch=2, length=5)
+  valid = jnp.array([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0]], bool)
+  mask = attn.padding_mask(valid)
+
+  def loss(module):
+    return jnp.sum(module(x, mask=mask) ** 2)
+
+  out = m(x, mask=mask)
+  grads = nnx.grad(loss)(m)
+  assert np.all(np.isfinite(out))
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+  np.testing.assert_array_equal(out[0, 2:], 0.0)
+  np.testing.assert_array_equal(out[1], 0.0)
+  assert np.all(np.abs(out[0, :2]) > 0)
+
+
+def test_masks_have_the_documented_meaning():
+  assert attn.causal_mask(3)[0, 0].tolist() == [[True, False, False], [True, True, False],
+                                                [True, True, True]]
+  seg = attn.segment_mask(jnp.array([[1, 1, 2]]))[0, 0]
+  assert seg.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
+  pad = attn.padding_mask(jnp.array([[1, 0]]))[0, 0]
+  assert pad.tolist() == [[True, False], [False, False]]
+  assert attn.combine_masks(None, None) is None
+
+
+def test_attention_dropout_is_keyed_and_off_when_deterministic():
+  m = attn.MultiHeadAttention(in_features=8, num_heads=2, head_size=4, dropout_rate=0.5,
+                              rngs=nnx.Rngs(0))
+  x = _inputs(8)
+  clean = m(x)
+  np.testing.assert_array_equal(clean, m(x, deterministic=True))
+  a = m(x, deterministic=False, rngs=nnx.Rngs(dropout=1))
+  b = m(x, deterministic=False, rngs=nnx.Rngs(dropout=1))
+  c = m(x, deterministic=False, rngs=nnx.Rngs(dropout=2))
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c) and not np.allclose(a, clean)
+  with pytest.raises(ValueError, match="'dropout' stream"):
+    m(x, deterministic=False)
+
+
+def test_bf16_compute_with_f32_params():
+  m = attn.MultiHeadAttention(in_features=16, num_heads=4, head_size=8, dtype=jnp.bfloat16,
+                              param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+  ref = attn.MultiHeadAttention(in_features=16, num_heads=4, head_size=8, rngs=nnx.Rngs(0))
+  x = _inputs(16)
+  out = m(x, mask=attn.causal_mask(6))
+  assert m.query.kernel[...].dtype == jnp.float32
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(out.astype(jnp.float32), ref(x, mask=attn.causal_mask(6)),
+                             atol=5e-2, rtol=5e-2)
