@@ -1,35 +1,121 @@
-"""Logical axis names on parameters.
+"""Logical axis names on parameters, the device mesh, and the rules joining them.
 
-Modules name every parameter axis with a logical name; a rules table (in the training
-code) maps logical names to mesh axes, so the model code never mentions a mesh.
+Modules name every parameter axis with a logical name; ``LOGICAL_RULES`` maps logical
+names to mesh axes, so the model code never mentions a mesh.
 
 Logical names used by the models:
-  'vocab'     token / type vocabulary rows of an embedding table
+  'vocab'     token vocabulary rows of an embedding table
   'embed'     the model width d
   'heads'     the attention heads h
   'head_dim'  the head size d_p
   'mlp'       the feed-forward width
   'pos'       learned positions (n)
   'norm'      LayerNorm scale and bias (size d)
+Activations use 'batch' for their leading axis.
+
+The mesh has three axes: 'data' (pure data parallel: parameters replicated), 'fsdp'
+(data parallel with parameters sharded over their 'embed' axis) and 'tensor' (heads,
+feed-forward width and vocabulary split across devices).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import jax
+import numpy as np
 from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 LOGICAL_AXES = ('vocab', 'embed', 'heads', 'head_dim', 'mlp', 'pos', 'norm')
+MESH_AXES = ('data', 'fsdp', 'tensor')
+
+LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ('batch', ('data', 'fsdp')),
+    ('vocab', 'tensor'),
+    ('embed', 'fsdp'),
+    ('heads', 'tensor'),
+    ('mlp', 'tensor'),
+    ('head_dim', None),
+    ('pos', None),
+    ('norm', None),
+)
 
 
 def with_logical_axes(init: Callable, names: Sequence[str | None]) -> Callable:
   """Wraps an initialiser so its parameter carries ``names`` as its logical axes.
 
   Sharding is not applied at creation (``eager_sharding=False``): placement is decided by
-  the trainer, which turns the names into ``PartitionSpec``s with
-  ``nnx.logical_axis_rules(rules)`` + ``nnx.get_partition_spec``.
+  the trainer through ``param_shardings``.
   """
   unknown = [n for n in names if n is not None and n not in LOGICAL_AXES]
   if unknown:
     raise ValueError(f'unknown logical axis names {unknown}; known: {LOGICAL_AXES}.')
   return nnx.with_partitioning(init, tuple(names), eager_sharding=False)
+
+
+def resolve_mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
+  """(data, fsdp, tensor) sizes; at most one may be -1, meaning "all remaining devices"."""
+  sizes = [int(mesh_config[a]) for a in MESH_AXES]
+  fill = [a for a, s in zip(MESH_AXES, sizes) if s == -1]
+  bad = [a for a, s in zip(MESH_AXES, sizes) if s == 0 or s < -1]
+  if bad:
+    raise ValueError(f'mesh.{bad[0]}={mesh_config[bad[0]]}: mesh sizes must be positive or -1.')
+  if len(fill) > 1:
+    raise ValueError(f'mesh: only one axis may be -1 (fill), got {fill}.')
+  known = math.prod(s for s in sizes if s != -1)
+  if fill:
+    if num_devices % known:
+      raise ValueError(f'mesh: {num_devices} devices cannot be split with fixed axes of '
+                       f'total size {known}; mesh.{fill[0]}=-1 needs a divisor.')
+    sizes[MESH_AXES.index(fill[0])] = num_devices // known
+  if math.prod(sizes) != num_devices:
+    raise ValueError(f'mesh: data x fsdp x tensor = {" x ".join(map(str, sizes))} = '
+                     f'{math.prod(sizes)}, but {num_devices} devices are present; set one '
+                     'axis to -1 to fill the rest.')
+  return tuple(sizes)
+
+
+def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[Any] | None = None) -> Mesh:
+  """A ('data', 'fsdp', 'tensor') mesh over ``devices`` (default: all)."""
+  devices = jax.devices() if devices is None else list(devices)
+  shape = resolve_mesh_shape(mesh_config, len(devices))
+  device_array = np.asarray(devices).reshape(shape)
+  return Mesh(device_array, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def logical_to_spec(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh) -> P:
+  """PartitionSpec for an array with logical axis ``names``; a dimension not divisible by
+  its mesh axes stays replicated (so odd sizes never fail to place)."""
+  rules = dict(LOGICAL_RULES)
+  spec = []
+  for name, dim in zip(names, shape):
+    axes = rules.get(name) if name is not None else None
+    if axes is not None:
+      size = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+      if dim % size:
+        axes = None
+    spec.append(axes)
+  return P(*spec)
+
+
+def param_shardings(abstract_state: nnx.State, mesh: Mesh) -> Any:
+  """NamedShardings for an ``nnx.State`` of parameters, as a pure dict."""
+
+  def one(variable):
+    names = variable.get_metadata().get('out_sharding') or (None,) * variable.ndim
+    return NamedSharding(mesh, logical_to_spec(names, variable.shape, mesh))
+
+  shardings = jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  return nnx.to_pure_dict(shardings)
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+  """Leading (batch) axis over 'data' and 'fsdp'; the rest replicated."""
+  return NamedSharding(mesh, P(dict(LOGICAL_RULES)['batch'], *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())

@@ -1,0 +1,43 @@
+"""Next-token losses for the LM, shared by the train step and the evaluators."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def next_token_targets(batch: dict[str, Array]) -> tuple[Array, Array]:
+  """targets [b, n-1] (token i + 1) and weights [b, n-1] for logits[:, :-1].
+
+  A target counts when it is not padding and lies in the same packed document as its
+  input token (``segment_ids``; 0 = padding). Without segment ids every target counts.
+  """
+  tokens = batch['tokens']
+  targets = tokens[:, 1:]
+  if 'segment_ids' in batch:
+    seg = batch['segment_ids']
+    weights = (seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] > 0)
+  else:
+    weights = jnp.ones(targets.shape, bool)
+  return targets, weights.astype(jnp.float32)
+
+
+def next_token_stats(logits: Array, batch: dict[str, Array]) -> dict[str, Array]:
+  """Sums over the batch: nll, correct predictions, token count (weights) and, when the
+  batch carries ``optimal_nll`` (the synthetic language), the optimal nll of the same
+  targets. logits: [b, n, V] for inputs batch['tokens'] [b, n]."""
+  targets, weights = next_token_targets(batch)
+  logits = logits[:, :-1].astype(jnp.float32)
+  log_probs = jax.nn.log_softmax(logits)
+  nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+  stats = {
+      'nll_sum': jnp.sum(nll * weights),
+      'correct_sum': jnp.sum(correct * weights),
+      'weight_sum': jnp.sum(weights),
+  }
+  if 'optimal_nll' in batch:
+    stats['optimal_nll_sum'] = jnp.sum(batch['optimal_nll'][:, 1:] * weights)
+  return stats

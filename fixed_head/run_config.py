@@ -1,0 +1,155 @@
+"""The run configuration (an ``ml_collections.ConfigDict``): defaults, validation, and the
+check that a workdir's saved config is compatible with the one resuming it.
+
+Every config in ``configs/`` starts from ``defaults()`` and changes fields; ``validate``
+runs before anything is built and names the field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import ml_collections
+
+from fixed_head import optim
+from fixed_head.config import ModelConfig
+from fixed_head.data import SOURCES
+from fixed_head.evaluators import EVALUATORS
+from fixed_head.sharding import resolve_mesh_shape
+
+# Model fields that change parameter shapes or structure: a checkpoint written with other
+# values cannot be restored.
+SHAPE_FIELDS = ('model_type', 'vocab_size', 'emb_dim', 'num_heads', 'head_size', 'num_layers',
+                'mlp_dim', 'max_len', 'type_vocab_size', 'norm', 'tie_embeddings', 'use_bias',
+                'param_dtype')
+
+
+def defaults() -> ml_collections.ConfigDict:
+  """Every field a run config has, with its default value."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # parameter init and dropout; the run is a function of (config, seed)
+  c.num_train_steps = 1000
+  c.batch_size = 64  # global, over all processes and devices
+
+  c.model = ml_collections.ConfigDict(ModelConfig().to_dict())
+  # head_size is None (baseline) by default; let overrides set it to an int.
+  c.model.head_size = ml_collections.FieldReference(None, field_type=int)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'synthetic'
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name='adamw', learning_rate=1e-3, schedule='cosine', warmup_steps=100,
+      weight_decay=0.01, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=1.0))
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+  c.checkpoint = ml_collections.ConfigDict(dict(
+      every_steps=500, max_to_keep=3, async_save=True))
+
+  c.log_every_steps = 50
+  c.eval_every_steps = 500  # 0: evaluate only at the end
+  # Named evaluators, run during training and by eval.py: {name: {type: ..., options}}.
+  c.evals = ml_collections.ConfigDict()
+  c.evals.valid = dict(type='lm', split='eval', num_examples=1024, batch_size=64)
+  return c
+
+
+def _known_keys(tree: Any, prefix: str = '') -> set[str]:
+  keys = set()
+  for key, value in tree.items():
+    path = f'{prefix}{key}'
+    keys.add(path)
+    if isinstance(value, ml_collections.ConfigDict) and key not in ('data', 'evals'):
+      keys |= _known_keys(value, path + '.')
+  return keys
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
+             num_processes: int = 1) -> ModelConfig:
+  """Checks ``config``; raises ValueError naming the field. Returns the ModelConfig.
+
+  ``num_devices``: when given, the mesh and batch are checked against it.
+  """
+  unknown = sorted(_known_keys(config) - _known_keys(defaults()))
+  if unknown:
+    raise ValueError(f'config: unknown field(s) {unknown}; see fixed_head/run_config.py '
+                     'defaults() for the known ones.')
+  for field in ('num_train_steps', 'batch_size', 'log_every_steps'):
+    if not isinstance(config[field], int) or config[field] <= 0:
+      raise ValueError(f'config.{field}={config[field]!r}: must be a positive integer.')
+  for field in ('eval_every_steps',):
+    if not isinstance(config[field], int) or config[field] < 0:
+      raise ValueError(f'config.{field}={config[field]!r}: must be an integer >= 0.')
+  ck = config.checkpoint
+  for field in ('every_steps', 'max_to_keep'):
+    if not isinstance(ck[field], int) or ck[field] <= 0:
+      raise ValueError(f'config.checkpoint.{field}={ck[field]!r}: must be a positive integer.')
+
+  model = ModelConfig.from_mapping(config.model)
+
+  if config.data.name not in SOURCES:
+    raise ValueError(f'config.data.name={config.data.name!r}: not one of {sorted(SOURCES)}.')
+  seq_len = config.data.get('seq_len')
+  if seq_len is not None and seq_len > model.max_len:
+    raise ValueError(f'config.data.seq_len={seq_len} exceeds config.model.max_len='
+                     f'{model.max_len}; raise max_len or shorten the sequences.')
+
+  opt = config.optimizer
+  if opt.name not in optim.OPTIMIZERS:
+    raise ValueError(f'config.optimizer.name={opt.name!r}: not one of {optim.OPTIMIZERS}.')
+  if opt.schedule not in optim.SCHEDULES:
+    raise ValueError(f'config.optimizer.schedule={opt.schedule!r}: not one of '
+                     f'{optim.SCHEDULES}.')
+  if not opt.learning_rate > 0:
+    raise ValueError(f'config.optimizer.learning_rate={opt.learning_rate!r}: must be positive.')
+  if opt.warmup_steps < 0:
+    raise ValueError(f'config.optimizer.warmup_steps={opt.warmup_steps}: must be >= 0.')
+
+  for name, spec in config.evals.items():
+    if spec.get('type') not in EVALUATORS:
+      raise ValueError(f'config.evals.{name}.type={spec.get("type")!r}: not one of '
+                       f'{sorted(EVALUATORS)}.')
+    EVALUATORS[spec['type']].check_options(f'config.evals.{name}', spec)
+
+  if num_devices is not None:
+    try:
+      data, fsdp, tensor = resolve_mesh_shape(config.mesh, num_devices)
+    except ValueError as e:
+      raise ValueError(f'config.{e}') from None
+    if config.batch_size % (data * fsdp):
+      raise ValueError(f'config.batch_size={config.batch_size} is not divisible by the '
+                       f'data-parallel size data x fsdp = {data * fsdp}.')
+    if model.num_heads % tensor:
+      raise ValueError(f'config.model.num_heads={model.num_heads} is not divisible by the '
+                       f'tensor-parallel size mesh.tensor={tensor}.')
+    if config.batch_size % num_processes:
+      raise ValueError(f'config.batch_size={config.batch_size} is not divisible by the '
+                       f'number of processes ({num_processes}).')
+    for name, spec in config.evals.items():
+      if spec['batch_size'] % (data * fsdp):
+        raise ValueError(f'config.evals.{name}.batch_size={spec["batch_size"]} is not '
+                         f'divisible by the data-parallel size {data * fsdp}.')
+  return model
+
+
+def check_compatible(saved: dict[str, Any], config: ml_collections.ConfigDict,
+                     workdir: str) -> None:
+  """Refuses to resume ``workdir`` when its saved config has other parameter shapes."""
+  current = config.to_dict()
+  diffs = [f'model.{f}: saved {saved["model"].get(f)!r}, now {current["model"].get(f)!r}'
+           for f in SHAPE_FIELDS if saved['model'].get(f) != current['model'].get(f)]
+  if saved['optimizer']['name'] != current['optimizer']['name']:
+    diffs.append(f"optimizer.name: saved {saved['optimizer']['name']!r}, "
+                 f"now {current['optimizer']['name']!r}")
+  if diffs:
+    raise ValueError(
+        f'workdir {workdir} holds a run whose config is incompatible with this one '
+        f'({"; ".join(diffs)}). Use a new --workdir, or restore the saved settings '
+        f'(see {workdir}/config.json).')
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+

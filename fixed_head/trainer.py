@@ -1,0 +1,282 @@
+"""Training and evaluation of a run, callable from Python with a config and a workdir.
+
+  train_and_evaluate(config, workdir)   # what train.py runs
+  evaluate(config, workdir, step=None)  # what eval.py runs
+
+The train state is a plain dict ``{'step', 'params', 'opt_state'}`` (params as a pure
+dict of arrays), created already sharded by ``jax.jit(init, out_shardings=...)``; the
+step ``train_step(state, batch) -> (state, metrics)`` is a pure function compiled with
+explicit in/out shardings and the state donated. Dropout keys are derived from
+(seed, step), and the data iterator position is checkpointed, so a resumed run
+continues exactly where an uninterrupted one would be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from fixed_head import checkpoints
+from fixed_head import data as data_lib
+from fixed_head import evaluators as evaluators_lib
+from fixed_head import losses, optim, run_config, sharding
+from fixed_head.config import ModelConfig
+from fixed_head.metric_writer import MetricWriter
+from fixed_head.models import build_model
+
+State = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Everything derived from a config and the devices, before any array is made."""
+
+  config: ml_collections.ConfigDict
+  model_config: ModelConfig
+  mesh: Mesh
+  graphdef: Any  # nnx.GraphDef of the model
+  param_treedef: Any  # tree structure of the model's nnx.State of parameters
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  abstract_state: State  # ShapeDtypeStructs with their shardings
+  state_shardings: State
+
+  def logits_fn(self, params, batch, *, deterministic: bool = True,
+                rngs: nnx.Rngs | None = None) -> jax.Array:
+    """The model's logits [b, n, V] for a batch, with ``params`` a pure dict."""
+    state = jax.tree.unflatten(self.param_treedef, jax.tree.leaves(params))
+    model = nnx.merge(self.graphdef, state)
+    return model(batch['tokens'], positions=batch.get('positions'),
+                 segment_ids=batch.get('segment_ids'), deterministic=deterministic,
+                 rngs=rngs)
+
+  def put_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """This process's rows -> global arrays sharded over ('data', 'fsdp')."""
+    return {k: jax.make_array_from_process_local_data(
+        sharding.batch_sharding(self.mesh, v.ndim), v) for k, v in local_batch.items()}
+
+
+def _keys(seed: int) -> tuple[jax.Array, jax.Array]:
+  """(init key, dropout base key) from the run seed."""
+  init_key, dropout_key = jax.random.split(jax.random.key(seed))
+  return init_key, dropout_key
+
+
+def _init_fn(model_config: ModelConfig, tx: optax.GradientTransformation) -> Callable:
+  """key -> fresh train state {'step', 'params', 'opt_state'}."""
+
+  def init(key):
+    model = build_model(model_config, rngs=nnx.Rngs(params=key))
+    params = nnx.to_pure_dict(nnx.state(model))
+    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params)}
+
+  return init
+
+
+def build_setup(config: ml_collections.ConfigDict,
+                devices: Sequence[jax.Device] | None = None) -> Setup:
+  """Validates ``config`` against the devices and derives the mesh, model and shardings."""
+  devices = jax.devices() if devices is None else list(devices)
+  model_config = run_config.validate(config, num_devices=len(devices),
+                                     num_processes=jax.process_count())
+  if model_config.model_type != 'lm':
+    raise ValueError(f"config.model.model_type={model_config.model_type!r}: the trainer "
+                     "trains language models ('lm'); BERT pre-training is not built yet.")
+  mesh = sharding.make_mesh(config.mesh, devices)
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+
+  abstract_model = nnx.eval_shape(lambda: build_model(model_config, rngs=nnx.Rngs(0)))
+  graphdef, abstract_params = nnx.split(abstract_model)
+  param_treedef = jax.tree.structure(abstract_params)
+  param_shardings = sharding.param_shardings(abstract_params, mesh)
+  replicated = sharding.replicated(mesh)
+
+  abstract = jax.eval_shape(_init_fn(model_config, tx), _keys(config.seed)[0])
+  opt_shardings = optax.tree_map_params(
+      tx, lambda _, s: s, abstract['opt_state'], param_shardings,
+      transform_non_params=lambda _: replicated)
+  state_shardings = {'step': replicated, 'params': param_shardings,
+                     'opt_state': opt_shardings}
+  abstract_state = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+      state_shardings)
+  return Setup(config=config, model_config=model_config, mesh=mesh, graphdef=graphdef,
+               param_treedef=param_treedef, tx=tx, schedule=schedule,
+               abstract_state=abstract_state, state_shardings=state_shardings)
+
+
+def init_state(setup: Setup) -> State:
+  """Fresh train state, created directly in its shardings."""
+  init = _init_fn(setup.model_config, setup.tx)
+  return jax.jit(init, out_shardings=setup.state_shardings)(_keys(setup.config.seed)[0])
+
+
+def make_train_step(setup: Setup, batch_example: dict[str, np.ndarray]) -> Callable:
+  """The compiled ``train_step(state, batch) -> (state, metrics)``."""
+  dropout_base = _keys(setup.config.seed)[1]
+  tx, schedule = setup.tx, setup.schedule
+
+  def train_step(state: State, batch: dict[str, jax.Array]):
+    step = state['step']
+    rngs = nnx.Rngs(dropout=jax.random.fold_in(dropout_base, step))
+
+    def loss_fn(params):
+      logits = setup.logits_fn(params, batch, deterministic=False, rngs=rngs)
+      stats = losses.next_token_stats(logits, batch)
+      return stats['nll_sum'] / jnp.maximum(stats['weight_sum'], 1.0), stats
+
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    count = jnp.maximum(stats['weight_sum'], 1.0)
+    metrics = {'loss': loss, 'accuracy': stats['correct_sum'] / count,
+               'grad_norm': optax.global_norm(grads), 'learning_rate': schedule(step)}
+    if 'optimal_nll_sum' in stats:
+      metrics['gap_to_optimal'] = loss - stats['optimal_nll_sum'] / count
+    return {'step': step + 1, 'params': params, 'opt_state': opt_state}, metrics
+
+  batch_shardings = {k: sharding.batch_sharding(setup.mesh, v.ndim)
+                     for k, v in batch_example.items()}
+  return jax.jit(train_step, in_shardings=(setup.state_shardings, batch_shardings),
+                 out_shardings=(setup.state_shardings, sharding.replicated(setup.mesh)),
+                 donate_argnums=(0,))
+
+
+def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes the resolved config, or refuses a workdir holding an incompatible run."""
+  path = os.path.join(workdir, 'config.json')
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      run_config.check_compatible(json.load(f), config, workdir)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, 'w', encoding='utf-8') as f:
+      f.write(run_config.to_json(config))
+
+
+def _run_evals(evaluators, params, step, writer: MetricWriter) -> dict[str, dict[str, float]]:
+  results = {name: evaluator(params) for name, evaluator in evaluators.items()}
+  for name, result in results.items():
+    writer.write(step, {f'{name}/{k}': v for k, v in result.items()})
+    shown = ', '.join(f'{k} {v:.4f}' for k, v in result.items() if k != 'num_tokens')
+    writer.log(f'eval {name} @ step {step}: {shown}')
+  return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
+  """Trains to ``config.num_train_steps`` (resuming from the latest checkpoint in
+  ``workdir`` if there is one), evaluating and checkpointing on the way.
+
+  Returns {'step', 'train': last logged train metrics, 'evals': last eval results}.
+  """
+  setup = build_setup(config, devices)
+  _prepare_workdir(config, workdir)
+  process_index, process_count = jax.process_index(), jax.process_count()
+
+  source = data_lib.build_source(config.data, 'train')
+  if source.vocab_size != setup.model_config.vocab_size:
+    raise ValueError(f'config.model.vocab_size={setup.model_config.vocab_size} does not match '
+                     f'the data ({source.vocab_size} symbols); set them equal.')
+  train_iter = data_lib.IndexIterator(source, config.batch_size, process_index=process_index,
+                                      process_count=process_count)
+
+  manager = checkpoints.make_manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
+                                     async_save=config.checkpoint.async_save)
+  start_step = manager.latest_step() or 0
+  if start_step:
+    restored, data_state = checkpoints.restore(manager, start_step, setup.abstract_state)
+    step_array = jax.device_put(jnp.asarray(start_step, jnp.int32),
+                                setup.state_shardings['step'])
+    state = {'step': step_array, **restored}
+    train_iter.set_state(data_state)
+  else:
+    state = init_state(setup)
+
+  writer = MetricWriter(workdir, num_train_steps=config.num_train_steps,
+                        start_step=start_step, enabled=process_index == 0)
+  writer.log(f'{"Resuming from step " + str(start_step) if start_step else "Starting"}: '
+             f'{setup.model_config.num_layers} layers, d={setup.model_config.emb_dim}, '
+             f'h={setup.model_config.num_heads}, d_p={setup.model_config.resolved_head_size} '
+             f'({"fixed" if setup.model_config.is_fixed_head else "baseline d/h"}), mesh '
+             f'{dict(setup.mesh.shape)}, workdir {workdir}')
+  evaluators = evaluators_lib.build_evaluators(
+      config, setup.logits_fn, setup.put_batch, process_index=process_index,
+      process_count=process_count)
+
+  train_step = None
+  train_metrics: dict[str, float] = {}
+  eval_results: dict[str, dict[str, float]] = {}
+  tokens_per_step = config.batch_size * source.seq_len
+  for step in range(start_step + 1, config.num_train_steps + 1):
+    local = next(train_iter)
+    if train_step is None:
+      train_step = make_train_step(setup, local)
+    state, metrics = train_step(state, setup.put_batch(local))
+
+    last = step == config.num_train_steps
+    if step % config.log_every_steps == 0 or last:
+      train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      rate = writer.rate(step)
+      writer.write(step, {**{f'train/{k}': v for k, v in train_metrics.items()},
+                          'train/steps_per_sec': rate,
+                          'train/tokens_per_sec': rate * tokens_per_step})
+      writer.progress(step, {k: train_metrics[k] for k in ('loss', 'learning_rate')
+                             if k in train_metrics}, rate)
+    if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
+      eval_results = _run_evals(evaluators, state['params'], step, writer)
+    if step % config.checkpoint.every_steps == 0 or last:
+      checkpoints.save(manager, step, state, train_iter.get_state())
+
+  manager.wait_until_finished()
+  manager.close()
+  writer.close()
+  return {'step': config.num_train_steps, 'train': train_metrics, 'evals': eval_results}
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None,
+             devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
+  """Runs ``config.evals`` on checkpoint ``step`` (default: latest) of ``workdir`` and
+  writes ``workdir/eval/step_<N>.json``. Returns {'step', 'evals'}."""
+  setup = build_setup(config, devices)
+  manager = checkpoints.make_manager(workdir, async_save=False)
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(f'no checkpoint in {checkpoints.checkpoint_dir(workdir)}: train '
+                            f'first (python train.py --config=... --workdir={workdir}).')
+  step = max(steps) if step is None else step
+  if step not in steps:
+    raise FileNotFoundError(f'no checkpoint for step {step} in '
+                            f'{checkpoints.checkpoint_dir(workdir)}; available: {sorted(steps)}.')
+  saved_config = os.path.join(workdir, 'config.json')
+  if os.path.exists(saved_config):
+    with open(saved_config, encoding='utf-8') as f:
+      run_config.check_compatible(json.load(f), config, workdir)
+  params = checkpoints.restore_params(manager, step, setup.abstract_state['params'])
+  manager.close()
+  writer = MetricWriter(workdir, num_train_steps=config.num_train_steps, start_step=step,
+                        enabled=False)
+  evaluators = evaluators_lib.build_evaluators(
+      config, setup.logits_fn, setup.put_batch, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  results = _run_evals(evaluators, params, step, writer)
+  if jax.process_index() == 0:
+    for name, result in results.items():
+      print(f'eval {name} @ step {step}: ' + ', '.join(
+          f'{k} {v:.4f}' for k, v in result.items() if k != 'num_tokens'), flush=True)
+    out_dir = os.path.join(workdir, 'eval')
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f'step_{step}.json'), 'w', encoding='utf-8') as f:
+      json.dump({'step': step, 'evals': results}, f, indent=2)
+  return {'step': step, 'evals': results}
