@@ -33,8 +33,9 @@ def defaults() -> ml_collections.ConfigDict:
   c.batch_size = 64  # global, over all processes and devices
 
   c.model = ml_collections.ConfigDict(ModelConfig().to_dict())
-  # head_size is None (baseline) by default; let overrides set it to an int.
-  c.model.head_size = ml_collections.FieldReference(None, field_type=int)
+  # head_size: None (baseline d / h) or an int; typed `object` so that both
+  # --config.model.head_size=64 and --config.model.head_size=None parse.
+  c.model.head_size = ml_collections.config_dict.placeholder(object)
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'synthetic'

@@ -129,9 +129,9 @@ def make_train_step(setup: Setup, batch_example: dict[str, np.ndarray]) -> Calla
 
   def train_step(state: State, batch: dict[str, jax.Array]):
     step = state['step']
-    rngs = nnx.Rngs(dropout=jax.random.fold_in(dropout_base, step))
 
     def loss_fn(params):
+      rngs = nnx.Rngs(dropout=jax.random.fold_in(dropout_base, step))
       logits = setup.logits_fn(params, batch, deterministic=False, rngs=rngs)
       stats = losses.next_token_stats(logits, batch)
       return stats['nll_sum'] / jnp.maximum(stats['weight_sum'], 1.0), stats
@@ -141,7 +141,7 @@ def make_train_step(setup: Setup, batch_example: dict[str, np.ndarray]) -> Calla
     params = optax.apply_updates(state['params'], updates)
     count = jnp.maximum(stats['weight_sum'], 1.0)
     metrics = {'loss': loss, 'accuracy': stats['correct_sum'] / count,
-               'grad_norm': optax.global_norm(grads), 'learning_rate': schedule(step)}
+               'grad_norm': optax.tree.norm(grads), 'learning_rate': schedule(step)}
     if 'optimal_nll_sum' in stats:
       metrics['gap_to_optimal'] = loss - stats['optimal_nll_sum'] / count
     return {'step': step + 1, 'params': params, 'opt_state': opt_state}, metrics
@@ -175,11 +175,14 @@ def _run_evals(evaluators, params, step, writer: MetricWriter) -> dict[str, dict
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
+                       devices: Sequence[jax.Device] | None = None,
+                       stop_after: int | None = None) -> dict[str, Any]:
   """Trains to ``config.num_train_steps`` (resuming from the latest checkpoint in
   ``workdir`` if there is one), evaluating and checkpointing on the way.
 
-  Returns {'step', 'train': last logged train metrics, 'evals': last eval results}.
+  ``stop_after``: end early after this step, with a checkpoint there (a planned
+  interruption; running again resumes). Returns {'step', 'train': last logged train
+  metrics, 'evals': last eval results}.
   """
   setup = build_setup(config, devices)
   _prepare_workdir(config, workdir)
@@ -219,7 +222,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   train_metrics: dict[str, float] = {}
   eval_results: dict[str, dict[str, float]] = {}
   tokens_per_step = config.batch_size * source.seq_len
-  for step in range(start_step + 1, config.num_train_steps + 1):
+  end_step = config.num_train_steps if stop_after is None else min(
+      stop_after, config.num_train_steps)
+  for step in range(start_step + 1, end_step + 1):
     local = next(train_iter)
     if train_step is None:
       train_step = make_train_step(setup, local)
@@ -236,13 +241,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                              if k in train_metrics}, rate)
     if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
       eval_results = _run_evals(evaluators, state['params'], step, writer)
-    if step % config.checkpoint.every_steps == 0 or last:
+    if step % config.checkpoint.every_steps == 0 or step == end_step:
       checkpoints.save(manager, step, state, train_iter.get_state())
 
   manager.wait_until_finished()
   manager.close()
   writer.close()
-  return {'step': config.num_train_steps, 'train': train_metrics, 'evals': eval_results}
+  return {'step': end_step, 'train': train_metrics, 'evals': eval_results}
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None,
