@@ -1,0 +1,46 @@
+"""The shipped configs: they validate, and their variants select what they say."""
+
+import os
+import sys
+
+import pytest
+
+from fixed_head import accounting, run_config
+from fixed_head.config import ModelConfig
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import default, lm1b  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+@pytest.mark.parametrize('variant,head_size', [('fixed', 32), ('baseline', 8)])
+def test_default_config_validates(variant, head_size):
+  config = default.get_config(variant)
+  model = run_config.validate(config, num_devices=1)
+  assert model.resolved_head_size == head_size
+  assert model.emb_dim == 64 and model.num_heads == 8
+
+
+@pytest.mark.parametrize('arg,d,h,dp', [
+    ('fixed', 256, 16, 32), ('baseline', 256, 8, 32), ('fixed,h=64', 256, 64, 32),
+    ('baseline,d=512,h=16', 512, 16, 32), ('fixed,dp=64,h=4', 256, 4, 64)])
+def test_lm1b_variants(arg, d, h, dp):
+  config = lm1b.get_config(arg)
+  model = ModelConfig.from_mapping(config.model)
+  assert (model.emb_dim, model.num_heads, model.resolved_head_size) == (d, h, dp)
+  assert model.num_layers == 6 and model.mlp_dim == 1024 and model.max_len == 256
+  assert config.batch_size == 4096 and config.num_train_steps == 250_000
+  assert config.optimizer.schedule == 'rsqrt' and config.optimizer.warmup_steps == 10_000
+
+
+def test_lm1b_fixed_heads_can_match_a_wider_baseline():
+  """The paper's Fig. 1 pairs d = 256 fixed-head models with d = 512 baselines."""
+  baseline = ModelConfig.from_mapping(lm1b.get_config('baseline,d=512,h=8').model)
+  h = accounting.match_num_heads(baseline, head_size=32, emb_dim=256)
+  fixed = ModelConfig.from_mapping(lm1b.get_config(f'fixed,h={h}').model)
+  assert abs(accounting.count_params(fixed) / accounting.count_params(baseline) - 1) < 0.01
+
+
+@pytest.mark.parametrize('arg', ['wide', 'fixed,h=x', 'baseline,dp=16', 'fixed,k=3'])
+def test_lm1b_bad_arguments(arg):
+  with pytest.raises(ValueError, match='configs/lm1b.py:'):
+    lm1b.get_config(arg)
