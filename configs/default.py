@@ -20,11 +20,13 @@ def get_config(variant: str = 'fixed'):
   c.num_train_steps = 1500
   c.batch_size = 64
 
-  c.data.name = 'synthetic'
+  c.data.name = 'synthetic'  # fixed_head/data/synthetic.py: a copy language (Theorem 1)
   c.data.seq_len = SEQ_LEN
-  c.data.vocab_size = 16
+  c.data.vocab_size = 32
+  c.data.memory_len = 16  # m uniform tokens, then n - m copies of them
+  c.data.support = 8  # each copy position draws from k = 8 random memory positions
+  c.data.concentration = float('inf')  # equal weights over each row's support
   c.data.copy_prob = 0.95
-  c.data.concentration = 0.1
   c.data.seed = 0  # the language itself (its context matrix A)
 
   m = c.model
@@ -33,17 +35,17 @@ def get_config(variant: str = 'fixed'):
   m.max_len = SEQ_LEN
   m.emb_dim = 64  # d
   m.num_heads = 8  # h
-  m.head_size = SEQ_LEN if variant == 'fixed' else None  # d_p = n, or d / h = 8
-  m.num_layers = 2
-  m.mlp_dim = 128
+  m.head_size = SEQ_LEN if variant == 'fixed' else None  # d_p = n = 32, or d / h = 8
+  m.num_layers = 1
+  m.mlp_dim = 256
   m.dropout_rate = 0.0
   m.attention_dropout_rate = 0.0
-  m.norm = 'pre'
+  m.norm = 'post'
 
-  c.optimizer.learning_rate = 3e-3
+  c.optimizer.learning_rate = 1e-2
   c.optimizer.schedule = 'cosine'
   c.optimizer.warmup_steps = 100
-  c.optimizer.weight_decay = 0.01
+  c.optimizer.weight_decay = 0.0
 
   c.log_every_steps = 100
   c.eval_every_steps = 500

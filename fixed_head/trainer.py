@@ -237,8 +237,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       writer.write(step, {**{f'train/{k}': v for k, v in train_metrics.items()},
                           'train/steps_per_sec': rate,
                           'train/tokens_per_sec': rate * tokens_per_step})
-      writer.progress(step, {k: train_metrics[k] for k in ('loss', 'learning_rate')
-                             if k in train_metrics}, rate)
+      shown = ('loss', 'gap_to_optimal', 'learning_rate')
+      writer.progress(step, {k: train_metrics[k] for k in shown if k in train_metrics}, rate)
     if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
       eval_results = _run_evals(evaluators, state['params'], step, writer)
     if step % config.checkpoint.every_steps == 0 or step == end_step:

@@ -17,7 +17,7 @@ def test_default_config_validates(variant, head_size):
   config = default.get_config(variant)
   model = run_config.validate(config, num_devices=1)
   assert model.resolved_head_size == head_size
-  assert model.emb_dim == 64 and model.num_heads == 8
+  assert model.emb_dim == 64 and model.num_heads == 8 and model.num_layers == 1
 
 
 @pytest.mark.parametrize('arg,d,h,dp', [
