@@ -185,13 +185,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   metrics, 'evals': last eval results}.
   """
   setup = build_setup(config, devices)
-  _prepare_workdir(config, workdir)
   process_index, process_count = jax.process_index(), jax.process_count()
-
   source = data_lib.build_source(config.data, 'train')
   if source.vocab_size != setup.model_config.vocab_size:
     raise ValueError(f'config.model.vocab_size={setup.model_config.vocab_size} does not match '
                      f'the data ({source.vocab_size} symbols); set them equal.')
+  _prepare_workdir(config, workdir)
   train_iter = data_lib.IndexIterator(source, config.batch_size, process_index=process_index,
                                       process_count=process_count)
 
