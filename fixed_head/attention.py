@@ -77,6 +77,12 @@ def combine_masks(*masks: Array | None) -> Array | None:
 # ---------------------------------------------------------------------------------------
 
 
+def dropout(x: Array, rate: float, rng: Array) -> Array:
+  """Inverted dropout: zeroes each entry with probability ``rate``, scales the rest."""
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
+
+
 def _xla_attention(query, key, value, mask, dropout_rate, dropout_rng, precision):
   """Plain einsum implementation; the reference every other implementation must match."""
   head_size = query.shape[-1]
@@ -88,8 +94,7 @@ def _xla_attention(query, key, value, mask, dropout_rate, dropout_rng, precision
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(logits, axis=-1)
   if dropout_rate > 0.0:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    weights = dropout(weights, dropout_rate, dropout_rng)
   weights = weights.astype(value.dtype)
   return jnp.einsum('bhqk,bkhd->bqhd', weights, value, precision=precision)
 

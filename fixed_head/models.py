@@ -73,8 +73,7 @@ def _dropout(x: Array, rate: float, deterministic: bool, rngs: nnx.Rngs | None) 
   if rngs is None:
     raise ValueError("deterministic=False needs rngs with a 'dropout' stream, "
                      'e.g. rngs=nnx.Rngs(dropout=jax.random.key(step)).')
-  keep = jax.random.bernoulli(rngs.dropout(), 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
+  return attn.dropout(x, rate, rngs.dropout())
 
 
 class MlpBlock(nnx.Module):

@@ -80,9 +80,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   for field in ('num_train_steps', 'batch_size', 'log_every_steps'):
     if not isinstance(config[field], int) or config[field] <= 0:
       raise ValueError(f'config.{field}={config[field]!r}: must be a positive integer.')
-  for field in ('eval_every_steps',):
-    if not isinstance(config[field], int) or config[field] < 0:
-      raise ValueError(f'config.{field}={config[field]!r}: must be an integer >= 0.')
+  if not isinstance(config.eval_every_steps, int) or config.eval_every_steps < 0:
+    raise ValueError(f'config.eval_every_steps={config.eval_every_steps!r}: must be an '
+                     'integer >= 0.')
   ck = config.checkpoint
   for field in ('every_steps', 'max_to_keep'):
     if not isinstance(ck[field], int) or ck[field] <= 0:

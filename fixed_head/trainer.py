@@ -165,12 +165,16 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
       f.write(run_config.to_json(config))
 
 
+def _eval_line(name: str, step: int, result: dict[str, float]) -> str:
+  shown = ', '.join(f'{k} {v:.4f}' for k, v in result.items() if k != 'num_tokens')
+  return f'eval {name} @ step {step}: {shown}'
+
+
 def _run_evals(evaluators, params, step, writer: MetricWriter) -> dict[str, dict[str, float]]:
   results = {name: evaluator(params) for name, evaluator in evaluators.items()}
   for name, result in results.items():
     writer.write(step, {f'{name}/{k}': v for k, v in result.items()})
-    shown = ', '.join(f'{k} {v:.4f}' for k, v in result.items() if k != 'num_tokens')
-    writer.log(f'eval {name} @ step {step}: {shown}')
+    writer.log(_eval_line(name, step, result))
   return results
 
 
@@ -269,16 +273,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
       run_config.check_compatible(json.load(f), config, workdir)
   params = checkpoints.restore_params(manager, step, setup.abstract_state['params'])
   manager.close()
-  writer = MetricWriter(workdir, num_train_steps=config.num_train_steps, start_step=step,
-                        enabled=False)
   evaluators = evaluators_lib.build_evaluators(
       config, setup.logits_fn, setup.put_batch, process_index=jax.process_index(),
       process_count=jax.process_count())
-  results = _run_evals(evaluators, params, step, writer)
+  results = {name: evaluator(params) for name, evaluator in evaluators.items()}
   if jax.process_index() == 0:
     for name, result in results.items():
-      print(f'eval {name} @ step {step}: ' + ', '.join(
-          f'{k} {v:.4f}' for k, v in result.items() if k != 'num_tokens'), flush=True)
+      print(_eval_line(name, step, result), flush=True)
     out_dir = os.path.join(workdir, 'eval')
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f'step_{step}.json'), 'w', encoding='utf-8') as f:
