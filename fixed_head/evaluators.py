@@ -62,6 +62,9 @@ class LMEvaluator:
       stats = jax.device_get(self._stats(params, self.put_batch(local)))
       for key, value in stats.items():
         totals[key] = totals.get(key, 0.0) + float(value)
+    if not totals:
+      raise ValueError(f'evaluator on split {self.split!r}: no whole batch of {self.batch_size} '
+                       f'rows among {len(self.source)}; lower the evaluator batch_size.')
     count = totals['weight_sum']
     loss = totals['nll_sum'] / count
     result = {

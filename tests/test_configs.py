@@ -9,7 +9,7 @@ from fixed_head import accounting, run_config
 from fixed_head.config import ModelConfig
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import default, lm1b  # noqa: E402  pylint: disable=g-import-not-at-top
+from configs import default, lm1b, text  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
 @pytest.mark.parametrize('variant,head_size', [('fixed', 32), ('baseline', 8)])
@@ -44,3 +44,10 @@ def test_lm1b_fixed_heads_can_match_a_wider_baseline():
 def test_lm1b_bad_arguments(arg):
   with pytest.raises(ValueError, match='configs/lm1b.py:'):
     lm1b.get_config(arg)
+
+
+@pytest.mark.parametrize('variant,head_size', [('fixed', 128), ('baseline', 16)])
+def test_text_config_validates(variant, head_size):
+  config = text.get_config(variant)
+  assert run_config.validate(config, num_devices=1).resolved_head_size == head_size
+  assert config.model.vocab_size == config.data.vocab_size == 259

@@ -18,18 +18,24 @@ from typing import Any
 
 import numpy as np
 
-from fixed_head.data import synthetic
+from fixed_head.data import synthetic, text
 
 Batch = dict[str, np.ndarray]
 
 
-def _synthetic(data_config: Mapping[str, Any], split: str, num_examples: int | None = None):
-  options = {k: v for k, v in data_config.items() if k != 'name'}
-  return synthetic.SyntheticCopyLM(split=split, num_examples=num_examples, **options)
+def _source(cls) -> Callable[..., Any]:
+  """A registry entry: (data config, split, num_examples) -> cls(split=..., **options)."""
+
+  def build(data_config: Mapping[str, Any], split: str, num_examples: int | None = None):
+    options = {k: v for k, v in data_config.items() if k != 'name'}
+    return cls(split=split, num_examples=num_examples, **options)
+
+  return build
 
 
 SOURCES: dict[str, Callable[..., Any]] = {
-    'synthetic': _synthetic,
+    'synthetic': _source(synthetic.SyntheticCopyLM),  # the embedded default
+    'text': _source(text.TextFilesLM),  # local UTF-8 files
 }
 
 

@@ -1,0 +1,54 @@
+r"""A small fixed-head LM on your own UTF-8 text files (one document per line by default).
+
+  python train.py --config=configs/text.py --workdir=/tmp/fixed_head_text \
+    --config.data.files='/path/to/corpus/*.txt'
+
+Without --config.data.files it trains on this repository's README.md, a quick offline
+check. Byte-level tokens by default; for a SentencePiece vocabulary add
+``--config.data.tokenizer=sentencepiece --config.data.tokenizer_path=/path/vocab.model
+--config.data.vocab_size=8000 --config.model.vocab_size=8000`` (trained on the train
+documents the first time, reused after).
+"""
+
+from fixed_head import run_config
+
+SEQ_LEN = 128  # n
+
+
+def get_config(variant: str = 'fixed'):
+  if variant not in ('fixed', 'baseline'):
+    raise ValueError(f"configs/text.py:{variant}: use ':fixed' or ':baseline'.")
+  c = run_config.defaults()
+  c.num_train_steps = 300
+  c.batch_size = 16
+
+  c.data.name = 'text'  # fixed_head/data/text.py
+  c.data.files = 'README.md'  # a glob
+  c.data.doc_per = 'line'  # or 'file'
+  c.data.seq_len = SEQ_LEN
+  c.data.tokenizer = 'byte'  # or 'sentencepiece'
+  c.data.tokenizer_path = ''  # the SentencePiece model: read, or trained here on first use
+  c.data.vocab_size = 259  # bytes + pad, bos, eos
+  c.data.eval_fraction = 0.05
+  c.data.split_seed = 0
+  c.data.shuffle_seed = 0
+  c.data.packing_mode = 'pack'  # or 'pad': one document per row
+  c.data.long_docs = 'split'  # or 'truncate' (counted in the log either way)
+
+  m = c.model
+  m.vocab_size = c.data.vocab_size
+  m.max_len = SEQ_LEN
+  m.emb_dim = 128
+  m.num_heads = 8
+  m.head_size = SEQ_LEN if variant == 'fixed' else None  # d_p = n, or d / h = 16
+  m.num_layers = 2
+  m.mlp_dim = 512
+  m.norm = 'pre'
+
+  c.optimizer.learning_rate = 3e-3
+  c.optimizer.warmup_steps = 50
+  c.log_every_steps = 50
+  c.eval_every_steps = 150
+  c.checkpoint.every_steps = 150
+  c.evals.valid = dict(type='lm', split='eval', num_examples=64, batch_size=8)
+  return c

@@ -1,0 +1,146 @@
+"""A local text corpus as a language-modelling source (``config.data.name = 'text'``).
+
+A glob of UTF-8 files, one document per line or per file, is split deterministically
+into 'train' and 'eval' documents, tokenised (bytes, or a SentencePiece model trained on
+the train documents the first time and reused after), packed into rows of n tokens with
+segment ids and positions (or padded, one document per row), and held in memory.
+
+The train split repeats forever in a new seeded order each epoch: index k reads row
+perm_e[k mod R] of epoch e = k // R, so the batch iterator's position (a row index) is
+all a checkpoint needs for an exact resume. The eval split is one pass in file order.
+Meant for corpora that fit in memory; LM1B goes through TFDS instead.
+"""
+
+from __future__ import annotations
+
+import glob as glob_lib
+import os
+from collections.abc import Iterable
+
+import numpy as np
+
+from fixed_head.data import packing, tokenizers
+
+SPLITS = ('train', 'eval')
+
+
+def read_documents(pattern: str, doc_per: str = 'line') -> list[str]:
+  """Documents of the files matching ``pattern`` (sorted), one per non-empty line
+  (``doc_per='line'``) or one per file ('file')."""
+  if doc_per not in ('line', 'file'):
+    raise ValueError(f"data.doc_per={doc_per!r}: must be 'line' or 'file'.")
+  paths = sorted(p for p in glob_lib.glob(os.path.expanduser(pattern), recursive=True)
+                 if os.path.isfile(p))
+  if not paths:
+    raise ValueError(f'data.files={pattern!r} matches no file; give a glob of UTF-8 text '
+                     'files, e.g. "~/corpus/*.txt".')
+  docs = []
+  for path in paths:
+    try:
+      with open(path, encoding='utf-8') as f:
+        text = f.read()
+    except UnicodeDecodeError as e:
+      raise ValueError(f'{path} is not valid UTF-8 (byte {e.start}: {e.reason}); convert it '
+                       'or leave it out of data.files.') from None
+    except OSError as e:
+      raise ValueError(f'{path} cannot be read: {e.strerror}.') from None
+    if doc_per == 'file':
+      docs.append(text.strip())
+    else:
+      docs.extend(line.strip() for line in text.splitlines())
+  docs = [d for d in docs if d]
+  if not docs:
+    raise ValueError(f'data.files={pattern!r}: the {len(paths)} file(s) hold no text.')
+  return docs
+
+
+def split_documents(docs: list[str], split: str, eval_fraction: float,
+                    seed: int) -> list[str]:
+  """Each document goes to 'eval' with probability ``eval_fraction`` (seeded, fixed for a
+  given corpus), else to 'train'; at least one document lands in each."""
+  if not 0.0 < eval_fraction < 1.0:
+    raise ValueError(f'data.eval_fraction={eval_fraction}: must lie in (0, 1).')
+  if len(docs) < 2:
+    raise ValueError('data.files: at least 2 documents are needed for a train/eval split.')
+  is_eval = np.random.default_rng(seed).random(len(docs)) < eval_fraction
+  if is_eval.all() or not is_eval.any():
+    is_eval[:] = False
+    is_eval[-1] = True
+  chosen = is_eval if split == 'eval' else ~is_eval
+  return [d for d, keep in zip(docs, chosen) if keep]
+
+
+class TextFilesLM:
+  """Random-access source of packed rows from local text files.
+
+  Rows: {'tokens', 'segment_ids', 'positions'}: int32 [n] each (segment id 0 = padding).
+  """
+
+  def __init__(self, *, split: str, files: str, seq_len: int, vocab_size: int,
+               tokenizer: str = 'byte', tokenizer_path: str | None = None,
+               doc_per: str = 'line', eval_fraction: float = 0.05, split_seed: int = 0,
+               shuffle_seed: int = 0, packing_mode: str = 'pack', long_docs: str = 'split',
+               tokenizer_max_sentences: int = 100_000, num_examples: int | None = None,
+               log=print):
+    if split not in SPLITS:
+      raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
+    if packing_mode not in ('pack', 'pad'):
+      raise ValueError(f"data.packing_mode={packing_mode!r}: must be 'pack' or 'pad'.")
+    docs = read_documents(files, doc_per)
+    train_docs = split_documents(docs, 'train', eval_fraction, split_seed)
+    self.tokenizer = self._tokenizer(tokenizer, tokenizer_path, vocab_size, train_docs,
+                                     tokenizer_max_sentences)
+    if self.tokenizer.vocab_size != vocab_size:
+      raise ValueError(f'data.vocab_size={vocab_size} does not match the {tokenizer} '
+                       f'tokenizer ({self.tokenizer.vocab_size} ids); set data.vocab_size and '
+                       f'model.vocab_size to {self.tokenizer.vocab_size}.')
+    self.split, self.seq_len, self.vocab_size = split, seq_len, vocab_size
+    self.shuffle_seed = shuffle_seed
+    mine = train_docs if split == 'train' else split_documents(docs, 'eval', eval_fraction,
+                                                               split_seed)
+    pack = packing.pack_documents if packing_mode == 'pack' else packing.pad_documents
+    rows = pack(tokenizers.encode_documents(self.tokenizer, mine), seq_len,
+                long_docs=long_docs)
+    self._rows = packing.stack_rows(rows)
+    self.stats = rows.stats
+    self.num_rows = self.stats.rows
+    log(f'data {split}: {self.stats.documents} documents -> {self.num_rows} rows of {seq_len} '
+        f'tokens ({self.stats.fill:.0%} filled); {self.stats.split} split and '
+        f'{self.stats.truncated} truncated documents, {self.stats.dropped_tokens} tokens '
+        f'dropped, {self.stats.empty_documents} empty skipped.')
+    default = 2**31 - 1 if split == 'train' else self.num_rows
+    self.num_examples = default if num_examples is None else min(num_examples, default)
+
+  @staticmethod
+  def _tokenizer(kind, path, vocab_size, train_docs, max_sentences):
+    if kind == 'byte':
+      return tokenizers.ByteTokenizer()
+    if kind == 'sentencepiece':
+      if not path:
+        raise ValueError("data.tokenizer='sentencepiece' needs data.tokenizer_path: where the "
+                         'model is read from, or trained to on first use.')
+      return tokenizers.load_or_train(os.path.expanduser(path), lambda: train_docs, vocab_size,
+                                      max_sentences=max_sentences)
+    raise ValueError(f"data.tokenizer={kind!r}: must be 'byte' or 'sentencepiece'.")
+
+  def __len__(self) -> int:
+    return self.num_examples
+
+  def row_index(self, indices: np.ndarray) -> np.ndarray:
+    """Which stored row each example index reads (epoch-wise seeded order for 'train')."""
+    indices = np.asarray(indices, np.int64)
+    if self.split == 'eval':
+      return indices
+    epochs, offsets = np.divmod(indices, self.num_rows)
+    out = np.empty_like(indices)
+    for epoch in np.unique(epochs):
+      order = np.random.default_rng([self.shuffle_seed, int(epoch)]).permutation(self.num_rows)
+      out[epochs == epoch] = order[offsets[epochs == epoch]]
+    return out
+
+  def get_batch(self, indices: Iterable[int]) -> dict[str, np.ndarray]:
+    rows = self.row_index(np.fromiter(indices, np.int64))
+    return {key: value[rows] for key, value in self._rows.items()}
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return {key: value[0] for key, value in self.get_batch([index]).items()}
