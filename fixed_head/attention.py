@@ -64,6 +64,12 @@ def segment_mask(segment_ids_q: Array, segment_ids_kv: Array | None = None) -> A
   return segment_ids_q[:, None, :, None] == segment_ids_kv[:, None, None, :]
 
 
+def packed_mask(segment_ids: Array) -> Array:
+  """segment ids [b, n] (0 = padding) -> [b, 1, n, n]: attend within one's own document,
+  never to or from padding."""
+  return segment_mask(segment_ids) & padding_mask(segment_ids > 0)
+
+
 def combine_masks(*masks: Array | None) -> Array | None:
   """Logical AND of the given masks (``None`` entries are ignored; all ``None`` -> None)."""
   present = [m for m in masks if m is not None]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 
 
@@ -36,19 +35,13 @@ def save(manager: ocp.CheckpointManager, step: int, state: dict[str, Any],
   ))
 
 
-def _abstract(tree: Any) -> Any:
-  """ShapeDtypeStructs carrying each leaf's sharding (for arrays or abstract arrays)."""
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
-
-
 def restore(manager: ocp.CheckpointManager, step: int,
             abstract_state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
   """({'params', 'opt_state'}, data iterator state) of ``step``, placed as
-  ``abstract_state`` says (the caller sets the state's step counter)."""
+  ``abstract_state`` (sharded ShapeDtypeStructs) says; the caller sets the step counter."""
   restored = manager.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(_abstract(abstract_state['params'])),
-      opt_state=ocp.args.StandardRestore(_abstract(abstract_state['opt_state'])),
+      params=ocp.args.StandardRestore(abstract_state['params']),
+      opt_state=ocp.args.StandardRestore(abstract_state['opt_state']),
       data=ocp.args.JsonRestore(),
   ))
   state = {'params': restored['params'], 'opt_state': restored['opt_state']}
@@ -58,5 +51,5 @@ def restore(manager: ocp.CheckpointManager, step: int,
 def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: Any) -> Any:
   """Only the parameters of ``step``."""
   restored = manager.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(_abstract(abstract_params))))
+      params=ocp.args.StandardRestore(abstract_params)))
   return restored['params']

@@ -185,8 +185,7 @@ class TransformerLM(nnx.Module):
     positions = _default_positions(tokens) if positions is None else positions
     mask = attn.causal_mask(tokens.shape[1])
     if segment_ids is not None:
-      mask = attn.combine_masks(mask, attn.segment_mask(segment_ids),
-                                attn.padding_mask(segment_ids > 0))
+      mask = attn.combine_masks(mask, attn.packed_mask(segment_ids))
     x = self.token_embed(tokens) + self.position_embed(positions)
     x = _dropout(x, self.config.dropout_rate, deterministic, rngs)
     x = self.decoder(x, mask=mask, deterministic=deterministic, rngs=rngs)
@@ -239,8 +238,7 @@ class BertEncoder(nnx.Module):
     if input_mask is not None:
       mask = attn.padding_mask(input_mask)
     if segment_ids is not None:
-      mask = attn.combine_masks(mask, attn.segment_mask(segment_ids),
-                                attn.padding_mask(segment_ids > 0))
+      mask = attn.combine_masks(mask, attn.packed_mask(segment_ids))
     x = (self.token_embed(tokens) + self.position_embed(positions)
          + self.type_embed(token_types))
     if self.embed_norm is not None:

@@ -153,12 +153,18 @@ def make_train_step(setup: Setup, batch_example: dict[str, np.ndarray]) -> Calla
                  donate_argnums=(0,))
 
 
-def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes the resolved config, or refuses a workdir holding an incompatible run."""
+def _check_saved_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Refuses a workdir whose saved config.json is incompatible; returns that path."""
   path = os.path.join(workdir, 'config.json')
   if os.path.exists(path):
     with open(path, encoding='utf-8') as f:
       run_config.check_compatible(json.load(f), config, workdir)
+  return path
+
+
+def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes the resolved config, or refuses a workdir holding an incompatible run."""
+  path = _check_saved_config(config, workdir)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(path, 'w', encoding='utf-8') as f:
@@ -267,10 +273,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
   if step not in steps:
     raise FileNotFoundError(f'no checkpoint for step {step} in '
                             f'{checkpoints.checkpoint_dir(workdir)}; available: {sorted(steps)}.')
-  saved_config = os.path.join(workdir, 'config.json')
-  if os.path.exists(saved_config):
-    with open(saved_config, encoding='utf-8') as f:
-      run_config.check_compatible(json.load(f), config, workdir)
+  _check_saved_config(config, workdir)
   params = checkpoints.restore_params(manager, step, setup.abstract_state['params'])
   manager.close()
   evaluators = evaluators_lib.build_evaluators(

@@ -156,6 +156,9 @@ def test_masks_have_the_documented_meaning():
   pad = attn.padding_mask(jnp.array([[1, 0]]))[0, 0]
   assert pad.tolist() == [[True, False], [False, False]]
   assert attn.combine_masks(None, None) is None
+  packed = attn.packed_mask(jnp.array([[1, 1, 2, 0]]))[0, 0]
+  assert packed.tolist() == [[True, True, False, False], [True, True, False, False],
+                             [False, False, True, False], [False, False, False, False]]
 
 
 def test_attention_dropout_is_keyed_and_off_when_deterministic():
