@@ -5,9 +5,9 @@ r"""A small fixed-head LM on your own UTF-8 text files (one document per line by
 
 Without --config.data.files it trains on this repository's README.md, a quick offline
 check. Byte-level tokens by default; for a SentencePiece vocabulary add
-``--config.data.tokenizer=sentencepiece --config.data.tokenizer_path=/path/vocab.model
---config.data.vocab_size=8000 --config.model.vocab_size=8000`` (trained on the train
-documents the first time, reused after).
+``--config.data.tokenizer=sentencepiece --config.data.vocab_size=8000
+--config.model.vocab_size=8000``: it is trained on the train documents the first time and
+kept in ``WORKDIR/tokenizer/`` (or at ``--config.data.tokenizer_path``), reused after.
 """
 
 from fixed_head import run_config
@@ -27,7 +27,7 @@ def get_config(variant: str = 'fixed'):
   c.data.doc_per = 'line'  # or 'file'
   c.data.seq_len = SEQ_LEN
   c.data.tokenizer = 'byte'  # or 'sentencepiece'
-  c.data.tokenizer_path = ''  # the SentencePiece model: read, or trained here on first use
+  c.data.tokenizer_path = ''  # SentencePiece model to read; '' = train into WORKDIR/tokenizer/
   c.data.vocab_size = 259  # bytes + pad, bos, eos
   c.data.eval_fraction = 0.05
   c.data.split_seed = 0

@@ -40,15 +40,15 @@ class LMEvaluator:
                        '(only whole batches are evaluated).')
 
   def __init__(self, spec: Mapping[str, Any], data_config: Mapping[str, Any],
-               logits_fn: Callable, put_batch: Callable, *, process_index: int = 0,
-               process_count: int = 1):
+               logits_fn: Callable, put_batch: Callable, *, workdir: str | None = None,
+               process_index: int = 0, process_count: int = 1):
     """logits_fn(params, batch) -> [b, n, V]; put_batch(local numpy batch) -> global arrays."""
     options = {**self.OPTIONS, **dict(spec)}
     self.split = options['split']
     self.batch_size = options['batch_size']
     self.num_examples = options['num_examples']
     self.source = data_lib.build_source(data_config, self.split,
-                                        num_examples=self.num_examples)
+                                        num_examples=self.num_examples, workdir=workdir)
     self.put_batch = put_batch
     self.process_index, self.process_count = process_index, process_count
     self._stats = jax.jit(lambda params, batch: losses.next_token_stats(
@@ -85,10 +85,11 @@ EVALUATORS: dict[str, type] = {
 
 
 def build_evaluators(config, logits_fn: Callable, put_batch: Callable, *,
-                     process_index: int = 0, process_count: int = 1) -> dict[str, Any]:
+                     workdir: str | None = None, process_index: int = 0,
+                     process_count: int = 1) -> dict[str, Any]:
   """One evaluator per entry of ``config.evals``."""
   return {
-      name: EVALUATORS[spec['type']](spec, config.data, logits_fn, put_batch,
+      name: EVALUATORS[spec['type']](spec, config.data, logits_fn, put_batch, workdir=workdir,
                                      process_index=process_index, process_count=process_count)
       for name, spec in config.evals.items()
   }

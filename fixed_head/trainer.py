@@ -196,13 +196,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   setup = build_setup(config, devices)
   process_index, process_count = jax.process_index(), jax.process_count()
-  source = data_lib.build_source(config.data, 'train')
+  source = data_lib.build_source(config.data, 'train', workdir=workdir)
   if source.vocab_size != setup.model_config.vocab_size:
     raise ValueError(f'config.model.vocab_size={setup.model_config.vocab_size} does not match '
                      f'the data ({source.vocab_size} symbols); set them equal.')
   _prepare_workdir(config, workdir)
-  train_iter = data_lib.IndexIterator(source, config.batch_size, process_index=process_index,
-                                      process_count=process_count)
+  train_iter = data_lib.train_iterator(source, config.batch_size, process_index=process_index,
+                                       process_count=process_count)
 
   manager = checkpoints.make_manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
                                      async_save=config.checkpoint.async_save)
@@ -224,7 +224,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
              f'({"fixed" if setup.model_config.is_fixed_head else "baseline d/h"}), mesh '
              f'{dict(setup.mesh.shape)}, workdir {workdir}')
   evaluators = evaluators_lib.build_evaluators(
-      config, setup.logits_fn, setup.put_batch, process_index=process_index,
+      config, setup.logits_fn, setup.put_batch, workdir=workdir, process_index=process_index,
       process_count=process_count)
 
   train_step = None
@@ -277,8 +277,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
   params = checkpoints.restore_params(manager, step, setup.abstract_state['params'])
   manager.close()
   evaluators = evaluators_lib.build_evaluators(
-      config, setup.logits_fn, setup.put_batch, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      config, setup.logits_fn, setup.put_batch, workdir=workdir,
+      process_index=jax.process_index(), process_count=jax.process_count())
   results = {name: evaluator(params) for name, evaluator in evaluators.items()}
   if jax.process_index() == 0:
     for name, result in results.items():

@@ -80,6 +80,15 @@ def test_sentencepiece_vocabulary_is_trained_once_and_reused(tmp_path):
     build_source(config, 'train')
 
 
+def test_sentencepiece_defaults_to_the_workdir(tmp_path):
+  config = data_config(write_corpus(tmp_path), tokenizer='sentencepiece', log=lambda _: None)
+  config['vocab_size'] = 40
+  source = build_source(config, 'train', workdir=str(tmp_path / 'run'))
+  assert source.tokenizer.model_path == str(tmp_path / 'run' / 'tokenizer' /
+                                            'sentencepiece_40.model')
+  assert os.path.isfile(source.tokenizer.model_path)
+
+
 def test_bad_input_names_the_path_or_field(tmp_path):
   with pytest.raises(ValueError, match=r"data.files='.*nothing\*.txt' matches no file"):
     build_source(data_config(str(tmp_path / 'nothing*.txt')), 'train')
@@ -89,7 +98,7 @@ def test_bad_input_names_the_path_or_field(tmp_path):
   pattern = write_corpus(tmp_path)
   with pytest.raises(ValueError, match=r'data.vocab_size=300 does not match the byte'):
     build_source(dict(data_config(pattern), vocab_size=300), 'train')
-  with pytest.raises(ValueError, match="data.tokenizer_path"):
+  with pytest.raises(ValueError, match="data.tokenizer_path"):  # no path and no workdir
     build_source(data_config(pattern, tokenizer='sentencepiece'), 'train')
 
 

@@ -8,7 +8,12 @@ language, ``optimal_nll`` (the Bayes-optimal per-token loss).
 
 A *train iterator* yields this process's rows of each global batch as NumPy arrays and
 exposes ``get_state()`` / ``set_state(state)`` (JSON-serialisable), saved in every
-checkpoint so a resumed run reads exactly the batches it would have read.
+checkpoint so a resumed run reads exactly the batches it would have read. A source that
+streams (TFDS through Grain) provides its own with ``source.train_iterator(global_batch_size,
+process_index=, process_count=)``; any other source is read by index (``IndexIterator``).
+
+Sources that keep files of their own (a SentencePiece model trained on first use) are
+given the run's ``workdir``.
 """
 
 from __future__ import annotations
@@ -23,11 +28,15 @@ from fixed_head.data import synthetic, text
 Batch = dict[str, np.ndarray]
 
 
-def _source(cls) -> Callable[..., Any]:
-  """A registry entry: (data config, split, num_examples) -> cls(split=..., **options)."""
+def _source(cls, *, takes_workdir: bool = False) -> Callable[..., Any]:
+  """A registry entry: (data config, split, num_examples, workdir) ->
+  cls(split=..., num_examples=..., [workdir=...,] **options)."""
 
-  def build(data_config: Mapping[str, Any], split: str, num_examples: int | None = None):
+  def build(data_config: Mapping[str, Any], split: str, num_examples: int | None,
+            workdir: str | None):
     options = {k: v for k, v in data_config.items() if k != 'name'}
+    if takes_workdir:
+      options['workdir'] = workdir
     return cls(split=split, num_examples=num_examples, **options)
 
   return build
@@ -35,21 +44,32 @@ def _source(cls) -> Callable[..., Any]:
 
 SOURCES: dict[str, Callable[..., Any]] = {
     'synthetic': _source(synthetic.SyntheticCopyLM),  # the embedded default
-    'text': _source(text.TextFilesLM),  # local UTF-8 files
+    'text': _source(text.TextFilesLM, takes_workdir=True),  # local UTF-8 files
 }
 
 
 def build_source(data_config: Mapping[str, Any], split: str,
-                 num_examples: int | None = None):
-  """The source ``data_config.name`` for ``split`` ('train' or 'eval')."""
+                 num_examples: int | None = None, *, workdir: str | None = None):
+  """The source ``data_config.name`` for ``split`` ('train' or 'eval'); ``workdir`` is
+  where a source keeps files it makes (a trained tokenizer)."""
   data_config = data_config.to_dict() if hasattr(data_config, 'to_dict') else dict(data_config)
   name = data_config.get('name')
   if name not in SOURCES:
     raise ValueError(f'data.name={name!r} is not one of {sorted(SOURCES)}.')
   try:
-    return SOURCES[name](data_config, split, num_examples)
+    return SOURCES[name](data_config, split, num_examples, workdir)
   except TypeError as e:  # an unknown or missing option for this source
     raise ValueError(f'data options for data.name={name!r}: {e}') from e
+
+
+def train_iterator(source, global_batch_size: int, *, process_index: int = 0,
+                   process_count: int = 1):
+  """The checkpointable iterator over this process's rows of each global batch."""
+  if hasattr(source, 'train_iterator'):
+    return source.train_iterator(global_batch_size, process_index=process_index,
+                                 process_count=process_count)
+  return IndexIterator(source, global_batch_size, process_index=process_index,
+                       process_count=process_count)
 
 
 class IndexIterator(Iterator[Batch]):

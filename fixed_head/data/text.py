@@ -81,15 +81,16 @@ class TextFilesLM:
                doc_per: str = 'line', eval_fraction: float = 0.05, split_seed: int = 0,
                shuffle_seed: int = 0, packing_mode: str = 'pack', long_docs: str = 'split',
                tokenizer_max_sentences: int = 100_000, num_examples: int | None = None,
-               log=print):
+               workdir: str | None = None, log=print):
     if split not in SPLITS:
       raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
     if packing_mode not in ('pack', 'pad'):
       raise ValueError(f"data.packing_mode={packing_mode!r}: must be 'pack' or 'pad'.")
     docs = read_documents(files, doc_per)
     train_docs = split_documents(docs, 'train', eval_fraction, split_seed)
-    self.tokenizer = self._tokenizer(tokenizer, tokenizer_path, vocab_size, train_docs,
-                                     tokenizer_max_sentences)
+    self.tokenizer = tokenizers.for_run(
+        tokenizer, vocab_size, model_path=tokenizer_path, workdir=workdir,
+        texts_fn=lambda: train_docs, max_sentences=tokenizer_max_sentences)
     if self.tokenizer.vocab_size != vocab_size:
       raise ValueError(f'data.vocab_size={vocab_size} does not match the {tokenizer} '
                        f'tokenizer ({self.tokenizer.vocab_size} ids); set data.vocab_size and '
@@ -110,18 +111,6 @@ class TextFilesLM:
         f'dropped, {self.stats.empty_documents} empty skipped.')
     default = 2**31 - 1 if split == 'train' else self.num_rows
     self.num_examples = default if num_examples is None else min(num_examples, default)
-
-  @staticmethod
-  def _tokenizer(kind, path, vocab_size, train_docs, max_sentences):
-    if kind == 'byte':
-      return tokenizers.ByteTokenizer()
-    if kind == 'sentencepiece':
-      if not path:
-        raise ValueError("data.tokenizer='sentencepiece' needs data.tokenizer_path: where the "
-                         'model is read from, or trained to on first use.')
-      return tokenizers.load_or_train(os.path.expanduser(path), lambda: train_docs, vocab_size,
-                                      max_sentences=max_sentences)
-    raise ValueError(f"data.tokenizer={kind!r}: must be 'byte' or 'sentencepiece'.")
 
   def __len__(self) -> int:
     return self.num_examples

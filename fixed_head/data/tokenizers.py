@@ -174,6 +174,43 @@ def load_or_train(model_path: str, texts_fn: Callable[[], Iterable[str]], vocab_
   return SentencePieceTokenizer.train(texts_fn(), model_path, vocab_size, **train_kwargs)
 
 
+def default_model_path(workdir: str, vocab_size: int) -> str:
+  """Where a run keeps the SentencePiece model it trains: ``workdir/tokenizer/``."""
+  return os.path.join(os.path.abspath(os.path.expanduser(workdir)), 'tokenizer',
+                      f'sentencepiece_{vocab_size}.model')
+
+
+def for_run(kind: str, vocab_size: int, *, model_path: str | None = None,
+            workdir: str | None = None, texts_fn: Callable[[], Iterable[str]],
+            max_sentences: int = 1_000_000):
+  """The tokenizer a run's ``config.data`` asks for (``data.tokenizer``, ``data.vocab_size``,
+  ``data.tokenizer_path``).
+
+  SentencePiece reads ``model_path``, by default ``default_model_path(workdir)``; when the
+  file is missing it is trained on the first ``max_sentences`` of ``texts_fn()``. With
+  several JAX processes only process 0 trains; the others wait at a barrier, then load
+  the file (so the path must be on a file system all processes see).
+  """
+  if kind == 'byte':
+    return ByteTokenizer()
+  if kind != 'sentencepiece':
+    raise ValueError(f"data.tokenizer={kind!r}: must be 'byte' or 'sentencepiece'.")
+  if not model_path:
+    if not workdir:
+      raise ValueError("data.tokenizer='sentencepiece' needs data.tokenizer_path (the model "
+                       'file, read or trained on first use) when no workdir is given.')
+    model_path = default_model_path(workdir, vocab_size)
+  model_path = os.path.expanduser(model_path)
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    if jax.process_index() == 0:
+      load_or_train(model_path, texts_fn, vocab_size, max_sentences=max_sentences)
+    multihost_utils.sync_global_devices(f'sentencepiece:{model_path}')
+    return SentencePieceTokenizer.load(model_path, expected_vocab_size=vocab_size)
+  return load_or_train(model_path, texts_fn, vocab_size, max_sentences=max_sentences)
+
+
 def build_tokenizer(kind: str, *, vocab_size: int | None = None, model_path: str | None = None,
                     texts_fn: Callable[[], Iterable[str]] | None = None, **train_kwargs):
   """``kind='byte'``: a ByteTokenizer; ``'sentencepiece'``: ``load_or_train`` (or ``load``
