@@ -4,52 +4,146 @@ Layout: ``workdir/checkpoints/<step>/{params, opt_state, data}``. Parameters are
 item, so evaluation (and later fine-tuning) restores them without the optimiser state.
 Restoring targets an abstract, sharded tree, so arrays land directly on the current mesh,
 whatever mesh wrote them.
+
+Orbax writes each step into a temporary directory and renames it to ``<step>`` only when
+every file is written, so a run killed mid-save leaves no step directory behind (the
+temporary one is removed when the next run opens the workdir). A step that cannot be read
+(files truncated or deleted later) raises ``CheckpointError`` naming the step, its path and
+the good steps; with ``config.checkpoint.on_unreadable='fall_back'`` the trainer moves it
+out of the way with ``set_aside`` (deleting nothing) and resumes from the step before.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from fixed_head.errors import CheckpointError
 
 
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
-def make_manager(workdir: str, *, max_to_keep: int = 3,
-                 async_save: bool = True) -> ocp.CheckpointManager:
+def set_aside_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), 'checkpoints_set_aside')
+
+
+def make_manager(workdir: str, *, max_to_keep: int = 3, async_save: bool = True,
+                 read_only: bool = False) -> ocp.CheckpointManager:
+  """The run's manager; ``read_only`` (for evaluation) creates and cleans up nothing."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True)
+      max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=not read_only,
+      cleanup_tmp_directories=not read_only, read_only=read_only)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
+def _step_path(manager: ocp.CheckpointManager, step: int) -> str:
+  return os.path.join(os.fspath(manager.directory), str(step))
+
+
+def _short(error: BaseException) -> str:
+  """The first line of an Orbax / TensorStore error, without its spec dump."""
+  text = str(error).strip().splitlines()
+  first = (text[0] if text else '').split(' See full TensorStore details')[0]
+  return f'{type(error).__name__}: {first}'[:300]
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: dict[str, Any],
-         data_state: dict[str, Any]) -> None:
-  """Starts saving (asynchronously when the manager is async) the train state at ``step``."""
-  manager.save(step, args=ocp.args.Composite(
-      params=ocp.args.StandardSave(state['params']),
-      opt_state=ocp.args.StandardSave(state['opt_state']),
-      data=ocp.args.JsonSave(data_state),
-  ))
+         data_state: dict[str, Any], *, previous_step: int | None = None) -> None:
+  """Starts saving (asynchronously when the manager is async) the train state at ``step``,
+  once the save of ``previous_step`` (if still in flight) is done.
+
+  Raises CheckpointError naming the step whose save failed (a full disk, say); the
+  checkpoints already written are left as they were.
+  """
+  wait_until_finished(manager, previous_step)
+  try:
+    manager.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(state['params']),
+        opt_state=ocp.args.StandardSave(state['opt_state']),
+        data=ocp.args.JsonSave(data_state),
+    ))
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_error(manager, step, e) from e
+
+
+def wait_until_finished(manager: ocp.CheckpointManager, step: int | None = None) -> None:
+  """Blocks until the save in flight (of ``step``) is durable; CheckpointError if it failed."""
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_error(manager, step, e) from e
+
+
+def _save_error(manager: ocp.CheckpointManager, step: int | None,
+                error: BaseException) -> CheckpointError:
+  good = sorted(manager.all_steps(read=True))
+  what = 'the last checkpoint' if step is None else f'the checkpoint of step {step}'
+  return CheckpointError(
+      f'saving {what} to {manager.directory} failed ({_short(error)}). The checkpoints '
+      f'already written are intact: steps {good or "none"}. Free space or fix the directory, '
+      'then run the same command again to resume from the latest of them.')
 
 
 def restore(manager: ocp.CheckpointManager, step: int,
             abstract_state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
   """({'params', 'opt_state'}, data iterator state) of ``step``, placed as
   ``abstract_state`` (sharded ShapeDtypeStructs) says; the caller sets the step counter."""
-  restored = manager.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(abstract_state['params']),
-      opt_state=ocp.args.StandardRestore(abstract_state['opt_state']),
-      data=ocp.args.JsonRestore(),
-  ))
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_state['params']),
+        opt_state=ocp.args.StandardRestore(abstract_state['opt_state']),
+        data=ocp.args.JsonRestore(),
+    ))
+    data_state = restored['data']
+    if not isinstance(data_state, dict):
+      raise ValueError(f'the data item holds {type(data_state).__name__}, not a dict')
+  except Exception as e:  # pylint: disable=broad-except
+    raise unreadable(manager, step, e) from e
   state = {'params': restored['params'], 'opt_state': restored['opt_state']}
-  return state, dict(restored['data'])
+  return state, dict(data_state)
 
 
 def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: Any) -> Any:
   """Only the parameters of ``step``."""
-  restored = manager.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(abstract_params)))
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_params)))
+  except Exception as e:  # pylint: disable=broad-except
+    raise unreadable(manager, step, e) from e
   return restored['params']
+
+
+def unreadable(manager: ocp.CheckpointManager, step: int,
+               error: BaseException) -> CheckpointError:
+  """The error for a checkpoint step that cannot be restored, naming the way out."""
+  earlier = sorted(s for s in manager.all_steps(read=True) if s < step)
+  aside = set_aside_dir(os.path.dirname(os.fspath(manager.directory)))
+  if earlier:
+    fix = (f'To resume from the previous checkpoint (step {earlier[-1]}) instead, run again '
+           f'with --config.checkpoint.on_unreadable=fall_back: step {step} is then moved to '
+           f'{aside}, not deleted.')
+  else:
+    fix = ('There is no earlier checkpoint: --config.checkpoint.on_unreadable=fall_back '
+           f'moves step {step} to {aside} and starts afresh.')
+  return CheckpointError(
+      f'checkpoint step {step} at {_step_path(manager, step)} cannot be restored: its files '
+      f'are truncated, missing or not a checkpoint of this model ({_short(error)}). {fix}')
+
+
+def set_aside(workdir: str, step: int) -> str:
+  """Moves checkpoint ``step`` to ``set_aside_dir(workdir)/<step>-<time>`` (process 0;
+  the others wait); deletes nothing. Returns the new path."""
+  target = os.path.join(set_aside_dir(workdir), f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+  if jax.process_index() == 0:
+    os.makedirs(set_aside_dir(workdir), exist_ok=True)
+    os.rename(os.path.join(checkpoint_dir(workdir), str(step)), target)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'set_aside:{step}')
+  return target

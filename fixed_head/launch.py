@@ -8,7 +8,9 @@ import sys
 import jax
 from absl import flags, logging
 
-USAGE_ERROR = 2  # exit code for a bad config, workdir or input
+from fixed_head import errors
+
+USAGE_ERROR = errors.UsageError.exit_code  # a bad config, workdir, input or checkpoint
 
 
 def define_multiprocess_flags() -> None:
@@ -32,13 +34,21 @@ def initialize() -> None:
 
 
 def user_errors(main):
-  """Turns ValueError / FileNotFoundError (bad config, workdir, input) into one line on
-  stderr and exit code 2, instead of a stack trace."""
+  """Turns the errors a run ends with on purpose into one line on stderr and the exit
+  code of ``fixed_head.errors`` (2 bad config, workdir, input or checkpoint; 3 NaN/Inf;
+  75 preempted after a checkpoint), instead of a stack trace."""
 
   @functools.wraps(main)
   def wrapped(argv):
     try:
       return main(argv)
+    except errors.Preempted as e:
+      print(f'stopped: {e}; run the same command again to continue.', file=sys.stderr,
+            flush=True)
+      sys.exit(e.exit_code)
+    except errors.NonFiniteLoss as e:
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      sys.exit(e.exit_code)
     except (ValueError, FileNotFoundError) as e:
       print(f'error: {e}', file=sys.stderr, flush=True)
       sys.exit(USAGE_ERROR)

@@ -48,6 +48,10 @@ def defaults() -> ml_collections.ConfigDict:
 
   c.checkpoint = ml_collections.ConfigDict(dict(
       every_steps=500, max_to_keep=3, async_save=True))
+  # A latest checkpoint that cannot be read: 'error' stops with a message; 'fall_back'
+  # moves it to WORKDIR/checkpoints_set_aside (nothing is deleted) and resumes from the
+  # newest readable one.
+  c.checkpoint.on_unreadable = 'error'
 
   c.log_every_steps = 50
   c.eval_every_steps = 500  # 0: evaluate only at the end
@@ -87,6 +91,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   for field in ('every_steps', 'max_to_keep'):
     if not isinstance(ck[field], int) or ck[field] <= 0:
       raise ValueError(f'config.checkpoint.{field}={ck[field]!r}: must be a positive integer.')
+  if ck.on_unreadable not in ('error', 'fall_back'):
+    raise ValueError(f"config.checkpoint.on_unreadable={ck.on_unreadable!r}: must be 'error' "
+                     "or 'fall_back'.")
 
   model = ModelConfig.from_mapping(config.model)
 

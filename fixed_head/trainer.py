@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,8 +31,9 @@ from jax.sharding import Mesh
 from fixed_head import checkpoints
 from fixed_head import data as data_lib
 from fixed_head import evaluators as evaluators_lib
-from fixed_head import losses, optim, run_config, sharding
+from fixed_head import losses, optim, preemption, run_config, sharding
 from fixed_head.config import ModelConfig
+from fixed_head.errors import CheckpointError, NonFiniteLoss, Preempted, UsageError
 from fixed_head.metric_writer import MetricWriter
 from fixed_head.models import build_model
 
@@ -166,9 +168,15 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes the resolved config, or refuses a workdir holding an incompatible run."""
   path = _check_saved_config(config, workdir)
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(path, 'w', encoding='utf-8') as f:
-      f.write(run_config.to_json(config))
+    try:
+      os.makedirs(workdir, exist_ok=True)
+      tmp = f'{path}.tmp'
+      with open(tmp, 'w', encoding='utf-8') as f:
+        f.write(run_config.to_json(config))
+      os.replace(tmp, path)
+    except OSError as e:
+      raise UsageError(f'workdir {workdir} cannot be written ({e.strerror}: {e.filename}); '
+                       'choose another --workdir or fix its permissions.') from e
 
 
 def _eval_line(name: str, step: int, result: dict[str, float]) -> str:
@@ -184,6 +192,41 @@ def _run_evals(evaluators, params, step, writer: MetricWriter) -> dict[str, dict
   return results
 
 
+def _restore_latest(config, workdir, manager, setup: Setup, log) -> tuple[int, Any, Any]:
+  """(step, {'params', 'opt_state'}, data state) of the newest readable checkpoint, or
+  (0, None, None). An unreadable one raises, or with checkpoint.on_unreadable='fall_back'
+  is set aside and the one before is tried."""
+  while step := manager.latest_step():
+    try:
+      restored, data_state = checkpoints.restore(manager, step, setup.abstract_state)
+      return step, restored, data_state
+    except CheckpointError as e:
+      if config.checkpoint.on_unreadable != 'fall_back':
+        raise
+      path = checkpoints.set_aside(workdir, step)
+      manager.reload()
+      log(f'{e}\n-> on_unreadable=fall_back: moved step {step} to {path}; trying the '
+          'checkpoint before it.')
+  return 0, None, None
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _check_finite(metrics: dict[str, jax.Array], step: int, last_saved: int) -> None:
+  """Raises NonFiniteLoss if the step's loss or gradient norm is NaN or Inf."""
+  loss, grad_norm = (float(v) for v in jax.device_get((metrics['loss'], metrics['grad_norm'])))
+  if math.isfinite(loss) and math.isfinite(grad_norm):
+    return
+  raise NonFiniteLoss(
+      f'training stopped: the loss is {loss} (gradient norm {grad_norm}) at step {step}. '
+      f'Nothing after step {last_saved} was saved; lower config.optimizer.learning_rate or set '
+      'config.optimizer.grad_clip_norm, then run again (it resumes from step '
+      f'{last_saved}), or use a new --workdir.')
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        devices: Sequence[jax.Device] | None = None,
                        stop_after: int | None = None) -> dict[str, Any]:
@@ -193,6 +236,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   ``stop_after``: end early after this step, with a checkpoint there (a planned
   interruption; running again resumes). Returns {'step', 'train': last logged train
   metrics, 'evals': last eval results}.
+
+  Raises ``errors.Preempted`` after writing a durable checkpoint when SIGTERM (or a
+  multi-host preemption notice) arrives, ``errors.NonFiniteLoss`` when the loss becomes
+  NaN/Inf (no checkpoint holding a NaN is written), ``errors.CheckpointError`` for a
+  checkpoint that cannot be read or written, and ValueError for a bad config or input.
   """
   setup = build_setup(config, devices)
   process_index, process_count = jax.process_index(), jax.process_count()
@@ -206,41 +254,70 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   manager = checkpoints.make_manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
                                      async_save=config.checkpoint.async_save)
-  start_step = manager.latest_step() or 0
-  if start_step:
-    restored, data_state = checkpoints.restore(manager, start_step, setup.abstract_state)
-    step_array = jax.device_put(jnp.asarray(start_step, jnp.int32),
-                                setup.state_shardings['step'])
-    state = {'step': step_array, **restored}
-    train_iter.set_state(data_state)
-  else:
-    state = init_state(setup)
+  writer = None
+  finished = False
+  try:
+    start_step, restored, data_state = _restore_latest(
+        config, workdir, manager, setup, log=print if process_index == 0 else lambda _: None)
+    if start_step:
+      step_array = jax.device_put(jnp.asarray(start_step, jnp.int32),
+                                  setup.state_shardings['step'])
+      state = {'step': step_array, **restored}
+      train_iter.set_state(data_state)
+    else:
+      state = init_state(setup)
 
-  writer = MetricWriter(workdir, num_train_steps=config.num_train_steps,
-                        start_step=start_step, enabled=process_index == 0)
-  writer.log(f'{"Resuming from step " + str(start_step) if start_step else "Starting"}: '
-             f'{setup.model_config.num_layers} layers, d={setup.model_config.emb_dim}, '
-             f'h={setup.model_config.num_heads}, d_p={setup.model_config.resolved_head_size} '
-             f'({"fixed" if setup.model_config.is_fixed_head else "baseline d/h"}), mesh '
-             f'{dict(setup.mesh.shape)}, workdir {workdir}')
-  evaluators = evaluators_lib.build_evaluators(
-      config, setup.logits_fn, setup.put_batch, workdir=workdir, process_index=process_index,
-      process_count=process_count)
+    writer = MetricWriter(workdir, num_train_steps=config.num_train_steps,
+                          start_step=start_step, enabled=process_index == 0)
+    mc = setup.model_config
+    writer.log(f'{"Resuming from step " + str(start_step) if start_step else "Starting"}: '
+               f'{mc.num_layers} layers, d={mc.emb_dim}, h={mc.num_heads}, '
+               f'd_p={mc.resolved_head_size} ({"fixed" if mc.is_fixed_head else "baseline d/h"})'
+               f', mesh {dict(setup.mesh.shape)}, workdir {workdir}')
+    evaluators = evaluators_lib.build_evaluators(
+        config, setup.logits_fn, setup.put_batch, workdir=workdir,
+        process_index=process_index, process_count=process_count)
+    end_step = config.num_train_steps if stop_after is None else min(
+        stop_after, config.num_train_steps)
+    with preemption.PreemptionWatcher() as watcher:
+      result = _train_loop(config, setup, state, train_iter, evaluators, manager, writer,
+                           watcher, start_step, end_step, source.seq_len)
+    finished = True
+  finally:
+    # On the way out of an error, a save still in flight may finish (a good checkpoint
+    # stays good) or fail too; the first error is the one reported.
+    try:
+      manager.close()
+    except Exception:  # pylint: disable=broad-except
+      if finished:
+        raise
+    if writer is not None:
+      writer.close()
+  return result
 
+
+def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, manager,
+                writer: MetricWriter, watcher: preemption.PreemptionWatcher, start_step: int,
+                end_step: int, seq_len: int) -> dict[str, Any]:
+  """Steps start_step + 1 .. end_step; see train_and_evaluate."""
   train_step = None
   train_metrics: dict[str, float] = {}
   eval_results: dict[str, dict[str, float]] = {}
-  tokens_per_step = config.batch_size * source.seq_len
-  end_step = config.num_train_steps if stop_after is None else min(
-      stop_after, config.num_train_steps)
+  tokens_per_step = config.batch_size * seq_len
+  last_saved = start_step
+  previous = None  # the last step's metrics, checked once the next step is dispatched
   for step in range(start_step + 1, end_step + 1):
     local = next(train_iter)
     if train_step is None:
       train_step = make_train_step(setup, local)
     state, metrics = train_step(state, setup.put_batch(local))
+    if previous is not None:
+      _check_finite(previous, step - 1, last_saved)
+    previous = metrics
 
     last = step == config.num_train_steps
     if step % config.log_every_steps == 0 or last:
+      _check_finite(metrics, step, last_saved)
       train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       rate = writer.rate(step)
       writer.write(step, {**{f'train/{k}': v for k, v in train_metrics.items()},
@@ -249,13 +326,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       shown = ('loss', 'gap_to_optimal', 'learning_rate')
       writer.progress(step, {k: train_metrics[k] for k in shown if k in train_metrics}, rate)
     if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
+      _check_finite(metrics, step, last_saved)
       eval_results = _run_evals(evaluators, state['params'], step, writer)
-    if step % config.checkpoint.every_steps == 0 or step == end_step:
-      checkpoints.save(manager, step, state, train_iter.get_state())
-
-  manager.wait_until_finished()
-  manager.close()
-  writer.close()
+    preempted = watcher.reached(step)
+    if step % config.checkpoint.every_steps == 0 or step == end_step or preempted:
+      _check_finite(metrics, step, last_saved)
+      if not bool(_all_finite(state)):
+        raise NonFiniteLoss(f'training stopped: the parameters or optimizer state after step '
+                            f'{step} hold NaN/Inf, so they were not saved; the last checkpoint '
+                            f'is step {last_saved}. Lower config.optimizer.learning_rate.')
+      checkpoints.save(manager, step, state, train_iter.get_state(), previous_step=last_saved)
+      last_saved = step
+    if preempted:
+      checkpoints.wait_until_finished(manager, step)
+      writer.log(f'{watcher.signal_name} received: saved a checkpoint of step {step} in '
+                 f'{manager.directory}; run the same command again to continue from there.')
+      raise Preempted(step, f'preempted at step {step} (checkpoint saved)')
+  checkpoints.wait_until_finished(manager, last_saved)
   return {'step': end_step, 'train': train_metrics, 'evals': eval_results}
 
 
@@ -264,7 +351,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
   """Runs ``config.evals`` on checkpoint ``step`` (default: latest) of ``workdir`` and
   writes ``workdir/eval/step_<N>.json``. Returns {'step', 'evals'}."""
   setup = build_setup(config, devices)
-  manager = checkpoints.make_manager(workdir, async_save=False)
+  manager = checkpoints.make_manager(workdir, async_save=False, read_only=True)
   steps = manager.all_steps()
   if not steps:
     raise FileNotFoundError(f'no checkpoint in {checkpoints.checkpoint_dir(workdir)}: train '
