@@ -166,6 +166,10 @@ def _check_saved_config(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes the resolved config, or refuses a workdir holding an incompatible run."""
+  if '://' in workdir:
+    raise UsageError(f'workdir {workdir}: URLs are not supported yet (files are written with '
+                     'the local file API); mount the bucket (e.g. gcsfuse) and give the '
+                     'mounted path.')
   path = _check_saved_config(config, workdir)
   if jax.process_index() == 0:
     try:

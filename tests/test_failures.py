@@ -139,6 +139,8 @@ def test_a_workdir_that_cannot_be_written_is_one_clear_error(tmp_path):
   blocker.write_text('not a directory')
   with pytest.raises(errors.UsageError, match=r'workdir .*a_file/run cannot be written'):
     run(tiny_config(), blocker / 'run')
+  with pytest.raises(errors.UsageError, match='URLs are not supported yet'):
+    run(tiny_config(), 'gs://bucket/run')
 
 
 def test_bad_input_leaves_earlier_checkpoints_intact(tmp_path, config_and_expected):
