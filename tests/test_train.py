@@ -75,19 +75,67 @@ def test_training_learns_and_eval_writes_json(tmp_path):
   assert os.listdir(tmp_path / 'tensorboard')
 
 
-@pytest.mark.parametrize('mesh', [(8, 1, 1), (2, 2, 2), (1, 2, 4)])
-def test_sharded_training_matches_one_device(tmp_path, mesh):
-  config = tiny_config(steps=5, num_heads=4, head_size=6, emb_dim=16)
-  trainer.train_and_evaluate(config, str(tmp_path / 'one'), devices=jax.devices()[:1])
+# Both kinds of model on 8 devices: the baseline (d_p = d / h) and a fixed head size with a
+# head count that does not divide the width (8 heads, d = 20: 'embed' cannot be split 8 ways,
+# so the rules leave it replicated while the heads shard).
+VARIANTS = {'baseline': dict(emb_dim=16, num_heads=8, head_size=None),
+            'fixed_h_not_dividing_d': dict(emb_dim=20, num_heads=8, head_size=6)}
+MESHES = [(8, 1, 1), (1, 8, 1), (2, 2, 2), (1, 1, 8), (1, 2, 4)]
+
+
+def variant_config(variant, steps=6, mesh=(1, 1, 1)):
+  config = tiny_config(steps=steps, **VARIANTS[variant])
   config.mesh.update(dict(zip(('data', 'fsdp', 'tensor'), mesh)))
-  trainer.train_and_evaluate(config, str(tmp_path / 'many'))
-  np.testing.assert_allclose(losses(tmp_path / 'many'), losses(tmp_path / 'one'), rtol=2e-5)
-  many, one = final_params(tmp_path / 'many', config), final_params(tmp_path / 'one', config)
+  return config
+
+
+@pytest.fixture(scope='module')
+def one_device_runs(tmp_path_factory):
+  """{variant: workdir} of each variant trained on one device."""
+  runs = {}
+  for variant in VARIANTS:
+    runs[variant] = tmp_path_factory.mktemp(variant)
+    trainer.train_and_evaluate(variant_config(variant), str(runs[variant]),
+                               devices=jax.devices()[:1])
+  return runs
+
+
+def assert_same_params(a, b):
   # The key bias adds a constant to each query's scores, which the softmax removes: its
   # exact gradient is zero, and Adam turns the rounding noise into lr-sized steps.
-  for tree in (many, one):
+  for tree in (a, b):
     del tree['decoder']['blocks'][0]['attention']['key']['bias']
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), many, one)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5), a, b)
+
+
+@pytest.mark.parametrize('mesh', MESHES)
+@pytest.mark.parametrize('variant', list(VARIANTS))
+def test_sharded_training_matches_one_device(tmp_path, one_device_runs, variant, mesh):
+  config = variant_config(variant, mesh=mesh)
+  specs = trainer.build_setup(config).state_shardings['params']
+  query = specs['decoder']['blocks'][0]['attention']['query']['kernel'].spec  # [d, h, d_p]
+  assert query[1] == 'tensor'  # the heads are split over 'tensor' (size 1 or more)
+  assert query[0] == ('fsdp' if config.model.emb_dim % mesh[1] == 0 else None)
+  trainer.train_and_evaluate(config, str(tmp_path))
+  one = one_device_runs[variant]
+  np.testing.assert_allclose(losses(tmp_path), losses(one), rtol=2e-5)  # every step
+  assert_same_params(final_params(tmp_path, config), final_params(one, config))
+
+
+@pytest.mark.parametrize('first,then', [((2, 2, 2), (8, 1, 1)), ((1, 1, 8), (1, 1, 1)),
+                                        ((1, 1, 1), (1, 8, 1))])
+def test_a_checkpoint_continues_on_another_mesh(tmp_path, one_device_runs, first, then):
+  """Steps 1-3 on one mesh, 4-6 on another: the losses of an uninterrupted run."""
+  variant = 'fixed_h_not_dividing_d'
+  devices = lambda mesh: jax.devices()[:int(np.prod(mesh))]
+  trainer.train_and_evaluate(variant_config(variant, mesh=first), str(tmp_path),
+                             devices=devices(first), stop_after=3)
+  trainer.train_and_evaluate(variant_config(variant, mesh=then), str(tmp_path),
+                             devices=devices(then))
+  one = one_device_runs[variant]
+  np.testing.assert_allclose(losses(tmp_path), losses(one), rtol=2e-5)
+  config = variant_config(variant)
+  assert_same_params(final_params(tmp_path, config), final_params(one, config))
 
 
 def test_parameters_are_sharded_as_the_rules_say():
