@@ -16,8 +16,14 @@ warm-up and inverse-square-root decay (peak 1e-3), dropout 0.1. As in tensor2ten
 Transformer the LayerNorm is pre-LN and the output embedding is tied; positions are
 learned here (tensor2tensor used sinusoids).
 
-The data source 'lm1b' (TFDS + Grain, SentencePiece 32k) is provided by the real-text
-pipeline; until it is installed, validation stops at ``config.data.name``.
+Data: LM1B from TFDS through Grain (``data.name='tfds'``, fixed_head/data/tfds_text.py),
+read from a prepared ArrayRecord copy (README "LM1B": ``tfds build lm1b
+--file_format=array_record --data_dir=DIR`` once, with requirements-prepare.txt). Sentences
+get bos/eos and are packed into rows of n = 256 with segment ids; the 32k SentencePiece
+vocabulary is trained on the first 1M train sentences the first time and kept in
+``WORKDIR/tokenizer/``. Evaluation reads the 'test' split (LM1B's held-out set). Point at
+the data with ``--config.data.data_dir=DIR`` (default: $TFDS_DATA_DIR, else
+~/tensorflow_datasets).
 """
 
 from fixed_head import run_config
@@ -48,9 +54,20 @@ def get_config(arg: str = 'fixed'):
   c.num_train_steps = 250_000
   c.batch_size = 4096
 
-  c.data.name = 'lm1b'
+  c.data.name = 'tfds'  # fixed_head/data/tfds_text.py
+  c.data.dataset = 'lm1b'
+  c.data.feature = 'text'
+  c.data.train_split = 'train'
+  c.data.eval_split = 'test'
+  c.data.data_dir = ''  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
   c.data.seq_len = 256
   c.data.vocab_size = 32_000
+  c.data.tokenizer = 'sentencepiece'
+  c.data.tokenizer_path = ''  # '' = train into WORKDIR/tokenizer/ on first use
+  c.data.tokenizer_max_sentences = 1_000_000
+  c.data.shuffle_seed = 0
+  c.data.packing_mode = 'pack'
+  c.data.long_docs = 'split'
 
   m = c.model
   m.model_type = 'lm'

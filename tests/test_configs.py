@@ -51,3 +51,11 @@ def test_text_config_validates(variant, head_size):
   config = text.get_config(variant)
   assert run_config.validate(config, num_devices=1).resolved_head_size == head_size
   assert config.model.vocab_size == config.data.vocab_size == 259
+
+
+def test_lm1b_config_reads_lm1b_through_tfds():
+  config = lm1b.get_config('fixed')
+  run_config.validate(config, num_devices=8)
+  assert (config.data.name, config.data.dataset, config.data.tokenizer) == (
+      'tfds', 'lm1b', 'sentencepiece')
+  assert config.data.vocab_size == config.model.vocab_size == 32_000

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fixed_head.data import synthetic, text
+from fixed_head.data import synthetic, text, tfds_text
 
 Batch = dict[str, np.ndarray]
 
@@ -45,6 +45,7 @@ def _source(cls, *, takes_workdir: bool = False) -> Callable[..., Any]:
 SOURCES: dict[str, Callable[..., Any]] = {
     'synthetic': _source(synthetic.SyntheticCopyLM),  # the embedded default
     'text': _source(text.TextFilesLM, takes_workdir=True),  # local UTF-8 files
+    'tfds': _source(tfds_text.TfdsTextLM, takes_workdir=True),  # TFDS through Grain (LM1B)
 }
 
 

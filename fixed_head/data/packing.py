@@ -64,37 +64,43 @@ def _check(seq_len: int, long_docs: str) -> None:
     raise ValueError(f'long_docs={long_docs!r} is not one of {list(LONG_DOCS)}.')
 
 
+def document_pieces(doc: Sequence[int], n: int, long_docs: str, stats: PackingStats, *,
+                    index: int = 0) -> list[np.ndarray]:
+  """One document's pieces of 1..n tokens (int32 [k] each; none if it is empty), counted
+  into ``stats``; ``index`` names the document in errors."""
+  tokens = np.asarray(doc)
+  if tokens.ndim != 1:
+    raise ValueError(f'Document {index} has shape {tokens.shape}: each document must be a '
+                     '1-D sequence of token ids.')
+  if tokens.size == 0:
+    stats.empty_documents += 1
+    return []
+  if not np.issubdtype(tokens.dtype, np.integer):
+    raise ValueError(f'Document {index} has dtype {tokens.dtype}: token ids must be ints.')
+  if tokens.min() < 0 or tokens.max() > np.iinfo(np.int32).max:
+    raise ValueError(f'Document {index} has token ids outside [0, 2**31): '
+                     f'min {tokens.min()}, max {tokens.max()}.')
+  tokens = tokens.astype(np.int32)
+  stats.documents += 1
+  if tokens.size <= n:
+    return [tokens]
+  if long_docs == 'truncate':
+    stats.truncated += 1
+    stats.dropped_tokens += tokens.size - n
+    return [tokens[:n]]
+  stats.split += 1
+  return [tokens[start:start + n] for start in range(0, tokens.size, n)]
+
+
 def _pieces(docs: Iterable[Sequence[int]], n: int, long_docs: str,
             stats: PackingStats) -> Iterator[np.ndarray]:
   """Each document's pieces of 1..n tokens (int32 [k]), counting into ``stats``."""
   for index, doc in enumerate(docs):
-    tokens = np.asarray(doc)
-    if tokens.ndim != 1:
-      raise ValueError(f'Document {index} has shape {tokens.shape}: each document must be a '
-                       '1-D sequence of token ids.')
-    if tokens.size == 0:
-      stats.empty_documents += 1
-      continue
-    if not np.issubdtype(tokens.dtype, np.integer):
-      raise ValueError(f'Document {index} has dtype {tokens.dtype}: token ids must be ints.')
-    if tokens.min() < 0 or tokens.max() > np.iinfo(np.int32).max:
-      raise ValueError(f'Document {index} has token ids outside [0, 2**31): '
-                       f'min {tokens.min()}, max {tokens.max()}.')
-    tokens = tokens.astype(np.int32)
-    stats.documents += 1
-    if tokens.size <= n:
-      yield tokens
-    elif long_docs == 'truncate':
-      stats.truncated += 1
-      stats.dropped_tokens += tokens.size - n
-      yield tokens[:n]
-    else:
-      stats.split += 1
-      for start in range(0, tokens.size, n):
-        yield tokens[start:start + n]
+    yield from document_pieces(doc, n, long_docs, stats, index=index)
 
 
-def _row(pieces: list[np.ndarray], n: int, stats: PackingStats) -> Row:
+def make_row(pieces: Sequence[np.ndarray], n: int, stats: PackingStats) -> Row:
+  """Pieces (at most n tokens in all) -> one row of int32 [n] arrays, counted into ``stats``."""
   row = {key: np.zeros((n,), np.int32) for key in ('tokens', 'segment_ids', 'positions')}
   start = 0
   for segment, piece in enumerate(pieces, start=1):
@@ -126,12 +132,12 @@ def pack_documents(docs: Iterable[Sequence[int]], seq_len: int, *, long_docs: st
     current, used = [], 0
     for piece in _pieces(docs, seq_len, long_docs, stats):
       if used + piece.size > seq_len:
-        yield _row(current, seq_len, stats)
+        yield make_row(current, seq_len, stats)
         current, used = [], 0
       current.append(piece)
       used += piece.size
     if current:
-      yield _row(current, seq_len, stats)
+      yield make_row(current, seq_len, stats)
 
   return PackedRows(rows(), stats)
 
@@ -142,7 +148,7 @@ def pad_documents(docs: Iterable[Sequence[int]], seq_len: int, *, long_docs: str
   [seq_len]; long documents are split or truncated as in ``pack_documents``."""
   _check(seq_len, long_docs)
   stats = PackingStats() if stats is None else stats
-  rows = (_row([piece], seq_len, stats)
+  rows = (make_row([piece], seq_len, stats)
           for piece in _pieces(docs, seq_len, long_docs, stats))
   return PackedRows(rows, stats)
 

@@ -1,8 +1,9 @@
 """Tokenizers for text sources: UTF-8 bytes, or a SentencePiece model trained in Python.
 
-Both share one interface: ``encode(text) -> list[int]``, ``decode(ids) -> str`` (special ids
-skipped), ``vocab_size``, ``pad_id`` (0), ``bos_id`` (1) and ``eos_id`` (2). Id 0 is padding
-everywhere, matching ``segment_ids == 0`` in packed rows (``fixed_head.data.packing``).
+Both share one interface: ``encode(text) -> list[int]``, ``encode_batch(texts)`` (a list of
+those), ``decode(ids) -> str`` (special ids skipped), ``vocab_size``, ``pad_id`` (0),
+``bos_id`` (1) and ``eos_id`` (2). Id 0 is padding everywhere, matching ``segment_ids == 0``
+in packed rows (``fixed_head.data.packing``).
 ``encode`` adds no bos/eos: the caller chooses, e.g. ``[tok.bos_id, *tok.encode(t), tok.eos_id]``.
 
 No TensorFlow: SentencePiece models are trained from any iterable of strings with the
@@ -39,6 +40,10 @@ class ByteTokenizer:
   def encode(self, text: str) -> list[int]:
     """``text`` -> ids in [3, 259), one per UTF-8 byte."""
     return [b + self._OFFSET for b in text.encode('utf-8')]
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    """``encode`` of each text."""
+    return [self.encode(text) for text in texts]
 
   def decode(self, ids: Iterable[int]) -> str:
     """Ids -> text; ids below 3 (specials) or above the byte range are skipped; invalid UTF-8
@@ -78,6 +83,10 @@ class SentencePieceTokenizer:
   def encode(self, text: str) -> list[int]:
     """``text`` -> piece ids (no bos/eos added)."""
     return list(self._sp.encode(text, out_type=int))
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    """``encode`` of each text, in one call into SentencePiece's C++ batch encoder."""
+    return self._sp.encode(list(texts), out_type=int)
 
   def decode(self, ids: Iterable[int]) -> str:
     """Piece ids -> text; control ids (pad/bos/eos) are skipped, unk decodes to ' ⁇ '."""

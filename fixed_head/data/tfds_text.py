@@ -1,0 +1,431 @@
+"""A TFDS text dataset as a language-modelling source (``config.data.name = 'tfds'``).
+
+Any TFDS dataset with a text feature (``data.dataset``, ``data.feature``; LM1B first) is
+read without TensorFlow: ``tfds.data_source`` opens its prepared ArrayRecord files for
+random access and Grain reads them. Each record's text is tokenised (SentencePiece, trained
+on the first ``data.tokenizer_max_sentences`` train records the first time and kept in the
+workdir; or bytes), wrapped in bos/eos, and packed into rows of n tokens exactly as
+``packing.pack_documents`` packs (or padded, one document per row, as ``pad_documents``).
+
+Train (``train_iterator``): this process's records ``[process_index::process_count]`` in a
+seeded order that changes every epoch (Grain's ``shuffle(seed).repeat()`` permutes epoch e
+with seed s + e, where s is mixed from ``data.shuffle_seed``), repeated forever, packed,
+batched. The iterator state is a few integers per process: the position of the next
+document in that endless order, how many pieces of a document split across a row boundary
+are already placed, and the packing counts. A resumed run reads exactly the rows an
+uninterrupted one would.
+
+Eval (and ``get_batch`` / ``len`` on any split): one pass in stored order, packed; the first
+``num_examples`` rows are held in memory.
+
+Prepare a dataset once (this needs TensorFlow; see requirements-prepare.txt, README "LM1B"):
+
+  tfds build lm1b --file_format=array_record --data_dir=DIR
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import grain
+import numpy as np
+
+from fixed_head.data import packing, tokenizers
+
+SPLITS = ('train', 'eval')
+PACKING_MODES = ('pack', 'pad')
+DOCS_PER_READ = 256  # records read (and encoded) per call; part of the iterator state's unit
+Row = dict[str, np.ndarray]
+
+
+def prepare_command(dataset: str, data_dir: str | None) -> str:
+  """The shell command that prepares ``dataset`` for ``tfds.data_source``."""
+  return (f'tfds build {dataset} --file_format=array_record'
+          + (f' --data_dir={data_dir}' if data_dir else ''))
+
+
+def _how_to_prepare(dataset: str, data_dir: str | None) -> str:
+  return (f'prepare it once with `{prepare_command(dataset, data_dir)}` (needs '
+          '`pip install -r requirements-prepare.txt`; see README.md, "LM1B"), or set '
+          'data.data_dir to the directory where it is prepared')
+
+
+def open_split(dataset: str, split: str, *, data_dir: str | None = None,
+               feature: str = 'text', split_field: str = 'data.train_split'):
+  """``tfds.data_source`` of a prepared split, checked: records hold text at ``feature``.
+
+  Raises one ValueError naming the dataset, the directory searched, the config field and
+  the fix for an unknown dataset, an unprepared one (never downloads), one prepared in a
+  format that cannot be read by index, a missing split, an empty split or a missing feature.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    builder = tfds.builder(dataset, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(
+        f'data.dataset={dataset!r}: tensorflow-datasets {tfds.__version__} knows no dataset of '
+        f'that name and none is prepared under data.data_dir={data_dir!r} (None: '
+        '$TFDS_DATA_DIR or ~/tensorflow_datasets). Check the name against '
+        'https://www.tensorflow.org/datasets/catalog/overview, or point data.data_dir at '
+        'its prepared files.') from None
+  where = str(builder.data_dir)
+  try:
+    records = tfds.data_source(dataset, split=split, data_dir=data_dir, download=False)
+  except Exception as e:  # pylint: disable=broad-except
+    if not builder.is_prepared():
+      raise ValueError(f'data.dataset={dataset!r} is not prepared: nothing in {where} '
+                       f'(data.data_dir={data_dir!r}); {_how_to_prepare(dataset, data_dir)}.'
+                       ) from None
+    splits = sorted(builder.info.splits)
+    if split.split('[')[0] not in splits:
+      raise ValueError(f'{split_field}={split!r}: {dataset} in {where} has the splits {splits}; '
+                       f'set {split_field} to one of them (a slice such as '
+                       f"'{splits[0]}[:1%]' works too).") from None
+    file_format = str(getattr(builder.info, 'file_format', '') or '')
+    if file_format and 'array_record' not in file_format and 'parquet' not in file_format:
+      raise ValueError(f'data.dataset={dataset!r} in {where} is prepared as {file_format}, which '
+                       'cannot be read by index; prepare it again with '
+                       f'`{prepare_command(dataset, "ANOTHER_DIR")}` and set data.data_dir, or '
+                       f'delete {where} first.') from None
+    raise ValueError(f'data.dataset={dataset!r}, {split_field}={split!r} in {where} cannot be '
+                     f'opened ({type(e).__name__}: {e}).') from e
+  if len(records) == 0:  # pylint: disable=g-explicit-length-test
+    raise ValueError(f'{split_field}={split!r} of {dataset} in {where} holds no records; '
+                     'choose another split.')
+  first = records[0]
+  if feature not in first:
+    raise ValueError(f'data.feature={feature!r}: the records of {dataset} in {where} have the '
+                     f'features {sorted(first)}; set data.feature to the text one.')
+  if not isinstance(first[feature], (str, bytes)):
+    raise ValueError(f'data.feature={feature!r} of {dataset} holds {type(first[feature]).__name__}'
+                     ', not text; set data.feature to a text feature.')
+  return records
+
+
+def _text(value: str | bytes) -> str:
+  # Prepared TFDS Text features read back as UTF-8 bytes (str under tfds.testing.mock_data).
+  return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else value
+
+
+class ReadDocuments:
+  """Record indices int [k] -> their documents: token ids wrapped in bos/eos (as
+  ``tokenizers.encode_documents``), a list of k int32 [len_i] arrays.
+
+  Reads the k records in one ``__getitems__`` call (ArrayRecord reads them in parallel: on
+  a 2-core VM about 20 us a record, against 300-400 us one ``[i]`` at a time) and encodes
+  them in one ``tokenizer.encode_batch`` call.
+  """
+
+  def __init__(self, records, feature: str, tokenizer=None):
+    self.records, self.feature, self.tokenizer = records, feature, tokenizer
+    try:
+      records.__getitems__([0])
+      self._batched = True
+    except (AttributeError, TypeError):  # tfds.testing.mock_data's sources (tfds 4.9.10)
+      self._batched = False
+
+  def texts(self, indices) -> list[str]:
+    keys = [int(i) for i in indices]
+    found = (self.records.__getitems__(keys) if self._batched
+             else [self.records[k] for k in keys])
+    return [_text(record[self.feature]) for record in found]
+
+  def __call__(self, indices) -> list[np.ndarray]:
+    ids = self.tokenizer.encode_batch(self.texts(indices))
+    bos, eos = [self.tokenizer.bos_id], [self.tokenizer.eos_id]
+    return [np.asarray(bos + doc + eos, np.int32) for doc in ids]
+
+
+class PackedRowsIterDataset(grain.IterDataset):
+  """Chunks of documents (lists of int32 [k] arrays) -> rows {'tokens', 'segment_ids',
+  'positions'}: int32 [n] each: the rows ``packing.pack_documents`` (``mode='pack'``) or
+  ``pad_documents`` ('pad') makes of the concatenated chunks, with a small exact state."""
+
+  def __init__(self, parent: grain.IterDataset, seq_len: int, *, mode: str = 'pack',
+               long_docs: str = 'split'):
+    super().__init__(parent)
+    self.seq_len, self.mode, self.long_docs = seq_len, mode, long_docs
+
+  def __iter__(self) -> 'PackedRowsIterator':
+    return PackedRowsIterator(self._parent.__iter__(), self.seq_len, mode=self.mode,
+                              long_docs=self.long_docs)
+
+
+class PackedRowsIterator(grain.DatasetIterator):
+  """See ``PackedRowsIterDataset``; ``stats`` counts documents, splits, truncations, rows.
+
+  State: {'parent': the parent's state before the chunk being read (or its current state
+  between chunks), 'next_doc': documents of that chunk already started, 'doc_piece': pieces
+  of the last started one already in earlier rows (None: it is done), 'stats': the counts}.
+  Restoring re-reads that one chunk.
+  """
+
+  def __init__(self, parent: grain.DatasetIterator, seq_len: int, *, mode: str = 'pack',
+               long_docs: str = 'split'):
+    super().__init__(parent)
+    self._n, self._mode, self._long_docs = seq_len, mode, long_docs
+    self.stats = packing.PackingStats()
+    self._chunk = None  # [parent state before it, its documents, next document index]
+    self._pieces = None  # [pieces of the document being placed, next piece index]
+
+  def _next_piece(self) -> np.ndarray:
+    """The next piece to place (left pending until ``_take``)."""
+    while self._pieces is None:
+      if self._chunk is None:
+        state = copy.deepcopy(self._parent.get_state())
+        self._chunk = [state, next(self._parent), 0]
+      _, docs, index = self._chunk
+      if index == len(docs):
+        self._chunk = None
+        continue
+      self._chunk[2] += 1
+      pieces = packing.document_pieces(docs[index], self._n, self._long_docs, self.stats)
+      if pieces:
+        self._pieces = [pieces, 0]
+    return self._pieces[0][self._pieces[1]]
+
+  def _take(self) -> None:
+    self._pieces[1] += 1
+    if self._pieces[1] == len(self._pieces[0]):
+      self._pieces = None
+
+  def __next__(self) -> Row:
+    pieces, used = [], 0
+    while used < self._n:
+      try:
+        piece = self._next_piece()
+      except StopIteration:
+        if pieces:
+          break
+        raise
+      if pieces and used + piece.size > self._n:
+        break  # the piece opens the next row
+      pieces.append(piece)
+      used += piece.size
+      self._take()
+      if self._mode == 'pad':
+        break
+    return packing.make_row(pieces, self._n, self.stats)
+
+  def get_state(self) -> dict[str, Any]:
+    if self._chunk is None:
+      return {'parent': self._parent.get_state(), 'next_doc': 0, 'doc_piece': None,
+              'stats': dataclasses.asdict(self.stats)}
+    return {'parent': self._chunk[0], 'next_doc': self._chunk[2],
+            'doc_piece': None if self._pieces is None else self._pieces[1],
+            'stats': dataclasses.asdict(self.stats)}
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    self._parent.set_state(state['parent'])
+    self.stats = packing.PackingStats(**state['stats'])
+    self._chunk, self._pieces = None, None
+    next_doc = int(state['next_doc'])
+    if next_doc or state['doc_piece'] is not None:  # re-read the chunk being placed
+      self._chunk = [copy.deepcopy(state['parent']), next(self._parent), next_doc]
+    if state['doc_piece'] is not None:  # its last started document was counted already
+      doc = self._chunk[1][next_doc - 1]
+      self._pieces = [packing.document_pieces(doc, self._n, self._long_docs,
+                                              packing.PackingStats()), int(state['doc_piece'])]
+
+
+def _gather_strings(local: str) -> list[str]:
+  """Every JAX process's ``local`` string, in process order (a collective)."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  data = np.frombuffer(local.encode('utf-8'), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.asarray([data.size], np.int32)))
+  sizes = sizes.reshape(-1)
+  padded = np.zeros((int(sizes.max()),), np.uint8)
+  padded[:data.size] = data
+  everything = np.asarray(multihost_utils.process_allgather(padded))
+  return [bytes(row[:size]).decode('utf-8') for row, size in zip(everything, sizes)]
+
+
+class TrainIterator(Iterator[Row]):
+  """This process's rows of each global batch: {'tokens', 'segment_ids', 'positions'}:
+  int32 [local_batch, n] each.
+
+  ``get_state()`` -> {'process_count': P, 'processes': {'<p>': state of process p}}, JSON.
+  The trainer saves it from process 0 only, so with several JAX processes ``get_state`` is
+  a collective (every process calls it at the same step, as the trainer does) that gathers
+  all their states; ``set_state`` takes this process's own.
+  """
+
+  def __init__(self, rows: PackedRowsIterDataset, local_batch_size: int, *,
+               process_index: int, process_count: int, describe: str = 'data train',
+               log: Callable[[str], None] = print):
+    self._rows = rows.__iter__()
+    self.local_batch_size = local_batch_size
+    self.process_index, self.process_count = process_index, process_count
+    self._describe, self._log = describe, log
+
+  @property
+  def stats(self) -> packing.PackingStats:
+    """This process's packing counts since the start of training."""
+    return self._rows.stats
+
+  def __next__(self) -> Row:
+    rows = [next(self._rows) for _ in range(self.local_batch_size)]
+    return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+
+  def get_state(self) -> dict[str, Any]:
+    own = json.dumps(self._rows.get_state())
+    import jax  # pylint: disable=g-import-not-at-top
+    if jax.process_count() > 1:
+      states = dict(enumerate(_gather_strings(own)))
+    else:
+      states = {self.process_index: own}
+    s = self.stats
+    if self.process_index == 0:
+      self._log(f'{self._describe} (process 0 of {self.process_count}) so far: {s.documents} '
+                f'documents -> {s.rows} rows ({s.fill:.0%} filled); {s.split} split and '
+                f'{s.truncated} truncated documents, {s.dropped_tokens} tokens dropped.')
+    return {'process_count': self.process_count,
+            'processes': {str(p): json.loads(state) for p, state in states.items()}}
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    saved = state.get('processes', {})
+    if state.get('process_count') != self.process_count or str(self.process_index) not in saved:
+      raise ValueError(
+          f'the checkpoint\'s data state was written by {state.get("process_count")} process(es) '
+          f'(states for {sorted(saved)}), but this run has {self.process_count}; resume with '
+          'the same number of processes (each reads its own shard of the data), or start a '
+          'new --workdir.')
+    self._rows.set_state(saved[str(self.process_index)])
+
+
+def _grain_seed(shuffle_seed: int) -> int:
+  """A 31-bit seed mixed from ``data.shuffle_seed``: Grain permutes epoch e with seed + e, so
+  nearby seeds would otherwise repeat each other's orders one epoch apart."""
+  return int(np.random.SeedSequence([int(shuffle_seed), 0x7EED]).generate_state(1)[0] >> 1)
+
+
+class TfdsTextLM:
+  """Rows {'tokens', 'segment_ids', 'positions'}: int32 [n] each (segment id 0 = padding)
+  from a TFDS text dataset.
+
+  ``split`` 'train' reads ``train_split`` (shuffled stream: ``train_iterator``), 'eval'
+  reads ``eval_split``; ``len`` / ``get_batch`` / ``[i]`` serve the first ``num_examples``
+  rows of one in-order pass (built at once for 'eval', on first use for 'train').
+  """
+
+  def __init__(self, *, split: str, seq_len: int, vocab_size: int, dataset: str = 'lm1b',
+               feature: str = 'text', train_split: str = 'train', eval_split: str = 'test',
+               data_dir: str | None = None, tokenizer: str = 'sentencepiece',
+               tokenizer_path: str | None = None, tokenizer_max_sentences: int = 1_000_000,
+               shuffle_seed: int = 0, packing_mode: str = 'pack', long_docs: str = 'split',
+               read_threads: int = 8, num_examples: int | None = None,
+               workdir: str | None = None, log: Callable[[str], None] = print):
+    if split not in SPLITS:
+      raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
+    if packing_mode not in PACKING_MODES:
+      raise ValueError(f"data.packing_mode={packing_mode!r}: must be 'pack' or 'pad'.")
+    if long_docs not in packing.LONG_DOCS:
+      raise ValueError(f"data.long_docs={long_docs!r}: must be 'split' or 'truncate'.")
+    if not isinstance(seq_len, int) or seq_len <= 0:
+      raise ValueError(f'data.seq_len={seq_len!r}: must be a positive int (the row length n).')
+    if not isinstance(read_threads, int) or read_threads < 0:
+      raise ValueError(f'data.read_threads={read_threads!r}: must be an int >= 0.')
+    self.split, self.seq_len, self._vocab_size = split, seq_len, vocab_size
+    self.dataset, self.feature, self.data_dir = dataset, feature, data_dir or None
+    self.train_split, self.shuffle_seed = train_split, shuffle_seed
+    self.packing_mode, self.long_docs, self.read_threads = packing_mode, long_docs, read_threads
+    self.num_examples, self._log = num_examples, log
+    self.tfds_split = train_split if split == 'train' else eval_split
+    self.records = open_split(dataset, self.tfds_split, data_dir=self.data_dir, feature=feature,
+                              split_field=f'data.{split}_split')
+    self.tokenizer = tokenizers.for_run(
+        tokenizer, vocab_size, model_path=tokenizer_path, workdir=workdir,
+        texts_fn=lambda: self.train_texts(tokenizer_max_sentences),
+        max_sentences=tokenizer_max_sentences)
+    if self.tokenizer.vocab_size != vocab_size:
+      raise ValueError(f'data.vocab_size={vocab_size} does not match the {tokenizer} '
+                       f'tokenizer ({self.tokenizer.vocab_size} ids); set data.vocab_size and '
+                       f'model.vocab_size to {self.tokenizer.vocab_size}.')
+    self.read = ReadDocuments(self.records, feature, self.tokenizer)
+    self._rows: dict[str, np.ndarray] | None = None
+    self.stats: packing.PackingStats | None = None  # of the held rows
+    if split == 'eval':
+      self._hold_rows()
+
+  @property
+  def vocab_size(self) -> int:
+    return self._vocab_size
+
+  def read_options(self) -> grain.ReadOptions:
+    """Grain's threads read and encode chunks of ``DOCS_PER_READ`` records ahead."""
+    return grain.ReadOptions(num_threads=self.read_threads,
+                             prefetch_buffer_size=max(2, 2 * self.read_threads))
+
+  def _chunks(self, order: grain.MapDataset, fn: Callable[[np.ndarray], list]
+              ) -> grain.IterDataset:
+    """``fn`` of each run of ``DOCS_PER_READ`` consecutive record indices of ``order``."""
+    return order.batch(DOCS_PER_READ).map(fn).to_iter_dataset(self.read_options())
+
+  def train_texts(self, limit: int) -> Iterable[str]:
+    """The first ``limit`` texts of the train split in stored order (TFDS shuffles records
+    when it prepares a dataset, so this is a sample): what SentencePiece trains on."""
+    records = self.records if self.split == 'train' else open_split(
+        self.dataset, self.train_split, data_dir=self.data_dir, feature=self.feature)
+    reader = ReadDocuments(records, self.feature)
+    order = grain.MapDataset.range(min(limit, len(records)))
+    return itertools.chain.from_iterable(self._chunks(order, reader.texts))
+
+  def _hold_rows(self) -> None:
+    documents = itertools.chain.from_iterable(
+        self._chunks(grain.MapDataset.range(len(self.records)), self.read))
+    pack = packing.pack_documents if self.packing_mode == 'pack' else packing.pad_documents
+    rows = pack(documents, self.seq_len, long_docs=self.long_docs)
+    self._rows = packing.stack_rows(itertools.islice(rows, self.num_examples))
+    self.stats = rows.stats
+    held = len(self._rows['tokens'])
+    scope = 'all' if self.num_examples is None or held < self.num_examples else 'the first'
+    self._log(f'data {self.split} ({self.dataset} {self.tfds_split!r}): {self.stats.documents} '
+              f'documents -> {scope} {held} rows of {self.seq_len} tokens ({self.stats.fill:.0%} '
+              f'filled); {self.stats.split} split and {self.stats.truncated} truncated '
+              f'documents, {self.stats.dropped_tokens} tokens dropped, '
+              f'{self.stats.empty_documents} empty skipped.')
+
+  def __len__(self) -> int:
+    if self._rows is None:
+      self._hold_rows()
+    return len(self._rows['tokens'])
+
+  def get_batch(self, indices: Iterable[int]) -> dict[str, np.ndarray]:
+    if self._rows is None:
+      self._hold_rows()
+    indices = np.fromiter(indices, np.int64)
+    return {key: value[indices] for key, value in self._rows.items()}
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return {key: value[0] for key, value in self.get_batch([index]).items()}
+
+  def train_order(self, *, process_index: int = 0, process_count: int = 1
+                  ) -> grain.MapDataset:
+    """The record indices this process reads, in order, forever: epoch e is a seeded
+    permutation (new each epoch) of its shard ``range(len)[process_index::process_count]``."""
+    shard = grain.MapDataset.range(len(self.records))[process_index::process_count]
+    if len(shard) == 0:  # pylint: disable=g-explicit-length-test
+      raise ValueError(f'data.train_split={self.tfds_split!r} of {self.dataset} has '
+                       f'{len(self.records)} records, fewer than the {process_count} processes.')
+    return shard.shuffle(seed=_grain_seed(self.shuffle_seed)).repeat()
+
+  def train_iterator(self, global_batch_size: int, *, process_index: int = 0,
+                     process_count: int = 1) -> TrainIterator:
+    """This process's rows of each global batch of ``global_batch_size`` rows, endless."""
+    if self.split != 'train':
+      raise ValueError(f'train_iterator needs the train split, not {self.split!r}.')
+    if global_batch_size % process_count:
+      raise ValueError(f'batch_size={global_batch_size} is not divisible by the number of '
+                       f'processes ({process_count}).')
+    order = self.train_order(process_index=process_index, process_count=process_count)
+    rows = PackedRowsIterDataset(self._chunks(order, self.read), self.seq_len,
+                                 mode=self.packing_mode, long_docs=self.long_docs)
+    return TrainIterator(rows, global_batch_size // process_count,
+                         process_index=process_index, process_count=process_count,
+                         describe=f'data train ({self.dataset} {self.tfds_split!r})',
+                         log=self._log)
