@@ -1,0 +1,214 @@
+r"""Input pipeline rows/s against the rows/s the compiled train step consumes.
+
+Times this process's train iterator (``fixed_head.data.train_iterator``: read, tokenise,
+pack, batch) on each source, and the jitted train step of a config on synthetic batches of
+the same shape, and prints a Markdown table with their ratio (> 1: the input keeps up).
+Medians over ``--repeats`` timed windows, after a warm-up.
+
+Sources (``--sources``):
+  mock         the 'tfds' source on ``tfds.testing.mock_data`` LM1B (random short strings
+               from a Python mock: exercises the code, not ArrayRecord reads)
+  array_record the 'tfds' source on LM1B-like synthetic sentences (Zipf words, about 27 a
+               sentence) written by TFDS into ArrayRecord files in a temp dir: the real read path
+  prepared     the 'tfds' source on a prepared dataset: ``--data_dir`` (and ``--dataset``)
+  text         the local text source (``--text_files``, bytes, tokenised and packed in
+               memory when built: the rate is that of indexing the held rows)
+
+  python benchmarks/input_pipeline.py                      # lm1b:fixed, batch 8, CPU-sized
+  python benchmarks/input_pipeline.py --batch_size=256 --sources=array_record,prepared \
+    --data_dir=~/tensorflow_datasets
+  python benchmarks/input_pipeline.py --config=configs/lm1b.py:baseline --steps=5
+"""
+
+import contextlib
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+from absl import app, flags, logging
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from fixed_head import trainer  # noqa: E402
+from fixed_head.data import build_source, train_iterator  # noqa: E402
+
+config_flags.DEFINE_config_file('config', os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'lm1b.py:fixed'),
+                                'Run config whose train step is timed.')
+flags.DEFINE_integer('batch_size', 8, 'Global batch (rows) for the step and the pipeline.')
+flags.DEFINE_integer('steps', 3, 'Train steps per timed window.')
+flags.DEFINE_integer('batches', 100, 'Pipeline batches per timed window.')
+flags.DEFINE_integer('repeats', 3, 'Timed windows (the median is shown).')
+flags.DEFINE_list('sources', ['mock', 'array_record', 'text'],
+                  'Sources to time: mock, array_record, prepared, text.')
+flags.DEFINE_string('tokenizer', 'sentencepiece', "'sentencepiece' or 'byte'.")
+flags.DEFINE_integer('vocab_size', 8000, 'SentencePiece vocabulary for the mock and '
+                     'array_record sources (their text is too small for the config 32k).')
+flags.DEFINE_list('read_threads', ['0', '8'], 'data.read_threads of the tfds sources (each '
+                  'value is a row).')
+flags.DEFINE_integer('array_record_examples', 50_000, 'Sentences written for array_record.')
+flags.DEFINE_string('dataset', 'lm1b', 'TFDS dataset of the prepared source.')
+flags.DEFINE_string('data_dir', None, 'data_dir of the prepared source.')
+flags.DEFINE_string('text_files', 'README.md', 'Glob for the text source.')
+
+
+def _median_rate(fn, count: int, repeats: int) -> float:
+  """Median over ``repeats`` of count / seconds of ``fn()``."""
+  return statistics.median(count / _seconds(fn) for _ in range(repeats))
+
+
+def _seconds(fn) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def write_lm1b_like(data_dir: str, num_train: int) -> None:
+  """LM1B-like sentences (Zipf over 20k random words, N(27, 12) words each) as a TFDS
+  ArrayRecord dataset 'synthetic_sentences' in ``data_dir``."""
+  import tensorflow_datasets as tfds
+
+  class SyntheticSentences(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version('1.0.0')
+
+    def _info(self):
+      return tfds.core.DatasetInfo(
+          builder=self, features=tfds.features.FeaturesDict({'text': tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {'train': self._generate_examples(num_train, 0),
+              'test': self._generate_examples(2000, 1)}
+
+    def _generate_examples(self, num, seed):  # pylint: disable=arguments-differ
+      rng = np.random.default_rng(seed)
+      letters = np.array(list('abcdefghijklmnopqrstuvwxyz'))
+      words = np.array([''.join(rng.choice(letters, rng.integers(1, 10)))
+                        for _ in range(20_000)])
+      p = 1.0 / np.arange(1, len(words) + 1)
+      lengths = np.maximum(1, rng.normal(27, 12, num).astype(int))
+      picks = rng.choice(len(words), lengths.sum(), p=p / p.sum())
+      for i, (start, k) in enumerate(zip(np.cumsum(lengths) - lengths, lengths)):
+        yield i, {'text': ' '.join(words[picks[start:start + k]])}
+
+  SyntheticSentences(data_dir=data_dir, file_format='array_record').download_and_prepare()
+
+
+def _data_config(source: str, seq_len: int, tmp: str, read_threads: int) -> dict:
+  f = flags.FLAGS
+  spm = f.tokenizer == 'sentencepiece'
+  common = dict(seq_len=seq_len, tokenizer=f.tokenizer, vocab_size=f.vocab_size if spm else 259,
+                log=lambda _: None)
+  if source == 'text':  # tokenised once when built, so the tokenizer does not matter here
+    return dict(common, name='text', files=f.text_files, tokenizer='byte', vocab_size=259)
+  tfds_config = dict(common, name='tfds', read_threads=read_threads,
+                     tokenizer_max_sentences=100_000)
+  if source == 'mock':
+    return dict(tfds_config, dataset='lm1b')
+  if source == 'array_record':
+    if not os.path.isdir(os.path.join(tmp, 'tfds')):
+      write_lm1b_like(os.path.join(tmp, 'tfds'), f.array_record_examples)
+    return dict(tfds_config, dataset='synthetic_sentences', data_dir=os.path.join(tmp, 'tfds'))
+  if source == 'prepared':
+    if not f.data_dir:
+      raise app.UsageError('--sources=prepared needs --data_dir (a prepared TFDS data_dir).')
+    return dict(tfds_config, dataset=f.dataset, data_dir=os.path.expanduser(f.data_dir),
+                vocab_size=f.config.data.vocab_size if spm else 259)
+  raise app.UsageError(f'--sources: {source!r} is not mock, array_record, prepared or text.')
+
+
+def time_pipeline(source_name: str, seq_len: int, read_threads: int, tmp: str
+                  ) -> dict[str, float]:
+  """rows/s, tokens/s (non-padding) and documents/s of the train iterator; ``tmp`` keeps
+  the generated data and each source's tokenizer between calls."""
+  import tensorflow_datasets as tfds
+  f = flags.FLAGS
+  mock = (tfds.testing.mock_data(num_examples=20_000) if source_name == 'mock'
+          else contextlib.nullcontext())
+  windows = []
+  with mock:
+    config = _data_config(source_name, seq_len, tmp, read_threads)
+    source = build_source(config, 'train', workdir=os.path.join(tmp, source_name))
+    iterator = train_iterator(source, f.batch_size)
+    for _ in range(3):  # warm-up: threads started, buffers filled
+      next(iterator)
+    for _ in range(f.repeats):
+      docs = iterator.stats.documents if hasattr(iterator, 'stats') else float('nan')
+      tokens, start = 0, time.perf_counter()
+      for _ in range(f.batches):
+        tokens += int(np.count_nonzero(next(iterator)['segment_ids']))
+      seconds = time.perf_counter() - start
+      if hasattr(iterator, 'stats'):
+        docs = iterator.stats.documents - docs
+      windows.append((f.batches * f.batch_size / seconds, tokens / seconds, docs / seconds))
+  rows, tokens, docs = (statistics.median(w[i] for w in windows) for i in range(3))
+  return {'rows': rows, 'tokens': tokens, 'docs': docs}
+
+
+def time_train_step(config) -> float:
+  """Rows/s the compiled train step consumes (synthetic batches, one local batch)."""
+  f = flags.FLAGS
+  setup = trainer.build_setup(config)
+  n = config.data.seq_len
+  rng = np.random.default_rng(0)
+  batch = {'tokens': rng.integers(3, config.model.vocab_size, (f.batch_size, n), np.int32),
+           'segment_ids': np.ones((f.batch_size, n), np.int32),
+           'positions': np.tile(np.arange(n, dtype=np.int32), (f.batch_size, 1))}
+  state = trainer.init_state(setup)
+  step = trainer.make_train_step(setup, batch)
+  device_batch = setup.put_batch(batch)
+  state, metrics = step(state, device_batch)  # compile
+  jax.block_until_ready(metrics)
+
+  def run():
+    nonlocal state
+    for _ in range(f.steps):
+      state, metrics = step(state, device_batch)
+    jax.block_until_ready((state, metrics))
+
+  return _median_rate(run, f.steps * f.batch_size, f.repeats)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.ERROR)
+  f = flags.FLAGS
+  config = f.config
+  config.batch_size = f.batch_size
+  for spec in config.evals.values():
+    spec['batch_size'] = min(spec['batch_size'], f.batch_size)
+  seq_len = config.data.seq_len
+  step_rows = time_train_step(config)
+  lines = []
+  tmp = tempfile.TemporaryDirectory()
+  for source in f.sources:
+    for threads in map(int, f.read_threads if source != 'text' else ['0']):
+      rate = time_pipeline(source, seq_len, threads, tmp.name)
+      docs = '-' if np.isnan(rate['docs']) else f'{rate["docs"]:,.0f}'
+      shown = source if source == 'text' else f'{source}, {threads} threads'
+      lines.append(f'| {shown} | {docs} | {rate["rows"]:,.0f} | '
+                   f'{rate["tokens"]:,.0f} | {step_rows:,.2f} | {rate["rows"] / step_rows:,.1f} |')
+  devices = jax.devices()
+  print(f'\n{platform.node()} ({os.cpu_count()} CPUs, {len(devices)} x '
+        f'{devices[0].device_kind}), {time.strftime("%Y-%m-%d")}: python '
+        f'benchmarks/input_pipeline.py {" ".join(sys.argv[1:])}'.rstrip())
+  config_file = os.path.relpath(config_flags.get_config_filename(flags.FLAGS['config']))
+  print(f'train step: {config_file}, n={seq_len}, '
+        f'batch {f.batch_size}; pipeline: tokenizer {f.tokenizer}; medians of {f.repeats} '
+        f'windows ({f.batches} batches / {f.steps} steps)\n')
+  print('| source | docs/s | rows/s (pipeline) | tokens/s | rows/s (train step) | '
+        'pipeline / step |')
+  print('|---|---|---|---|---|---|')
+  print('\n'.join(lines))
+  tmp.cleanup()
+
+
+if __name__ == '__main__':
+  app.run(main)
