@@ -320,8 +320,14 @@ def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, mana
     previous = metrics
 
     last = step == config.num_train_steps
-    if step % config.log_every_steps == 0 or last:
+    log_now = step % config.log_every_steps == 0 or last
+    eval_now = bool(config.eval_every_steps and step % config.eval_every_steps == 0) or last
+    preempted = watcher.reached(step)
+    save_now = step % config.checkpoint.every_steps == 0 or step == end_step or preempted
+    if log_now or eval_now or save_now:  # this step's outputs are used: check them first
       _check_finite(metrics, step, last_saved)
+
+    if log_now:
       train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       rate = writer.rate(step)
       writer.write(step, {**{f'train/{k}': v for k, v in train_metrics.items()},
@@ -329,12 +335,9 @@ def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, mana
                           'train/tokens_per_sec': rate * tokens_per_step})
       shown = ('loss', 'gap_to_optimal', 'learning_rate')
       writer.progress(step, {k: train_metrics[k] for k in shown if k in train_metrics}, rate)
-    if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
-      _check_finite(metrics, step, last_saved)
+    if eval_now:
       eval_results = _run_evals(evaluators, state['params'], step, writer)
-    preempted = watcher.reached(step)
-    if step % config.checkpoint.every_steps == 0 or step == end_step or preempted:
-      _check_finite(metrics, step, last_saved)
+    if save_now:
       if not bool(_all_finite(state)):
         raise NonFiniteLoss(f'training stopped: the parameters or optimizer state after step '
                             f'{step} hold NaN/Inf, so they were not saved; the last checkpoint '
