@@ -51,8 +51,8 @@ flags.DEFINE_list('sources', ['mock', 'array_record', 'text'],
 flags.DEFINE_string('tokenizer', 'sentencepiece', "'sentencepiece' or 'byte'.")
 flags.DEFINE_integer('vocab_size', 8000, 'SentencePiece vocabulary for the mock and '
                      'array_record sources (their text is too small for the config 32k).')
-flags.DEFINE_list('read_threads', ['0', '8'], 'data.read_threads of the tfds sources (each '
-                  'value is a row).')
+flags.DEFINE_list('read_threads', ['0', '2'], 'data.read_threads of the tfds sources (a row '
+                  'for each value).')
 flags.DEFINE_integer('array_record_examples', 50_000, 'Sentences written for array_record.')
 flags.DEFINE_string('dataset', 'lm1b', 'TFDS dataset of the prepared source.')
 flags.DEFINE_string('data_dir', None, 'data_dir of the prepared source.')
@@ -124,7 +124,7 @@ def _data_config(source: str, seq_len: int, tmp: str, read_threads: int) -> dict
   raise app.UsageError(f'--sources: {source!r} is not mock, array_record, prepared or text.')
 
 
-def time_pipeline(source_name: str, seq_len: int, read_threads: int, tmp: str
+def time_pipeline(source_name: str, seq_len: int, tmp: str, read_threads: int = 0
                   ) -> dict[str, float]:
   """rows/s, tokens/s (non-padding) and documents/s of the train iterator; ``tmp`` keeps
   the generated data and each source's tokenizer between calls."""
@@ -137,7 +137,7 @@ def time_pipeline(source_name: str, seq_len: int, read_threads: int, tmp: str
     config = _data_config(source_name, seq_len, tmp, read_threads)
     source = build_source(config, 'train', workdir=os.path.join(tmp, source_name))
     iterator = train_iterator(source, f.batch_size)
-    for _ in range(3):  # warm-up: threads started, buffers filled
+    for _ in range(f.batches):  # warm-up: reader threads started, buffers full
       next(iterator)
     for _ in range(f.repeats):
       docs = iterator.stats.documents if hasattr(iterator, 'stats') else float('nan')
@@ -189,8 +189,8 @@ def main(argv):
   lines = []
   tmp = tempfile.TemporaryDirectory()
   for source in f.sources:
-    for threads in map(int, f.read_threads if source != 'text' else ['0']):
-      rate = time_pipeline(source, seq_len, threads, tmp.name)
+    for threads in map(int, ['0'] if source == 'text' else f.read_threads):
+      rate = time_pipeline(source, seq_len, tmp.name, threads)
       docs = '-' if np.isnan(rate['docs']) else f'{rate["docs"]:,.0f}'
       shown = source if source == 'text' else f'{source}, {threads} threads'
       lines.append(f'| {shown} | {docs} | {rate["rows"]:,.0f} | '

@@ -189,6 +189,7 @@ def test_a_prepared_array_record_dataset(tiny_corpus):
   config = data_config(dataset='fixed_head_tiny_corpus', data_dir=tiny_corpus,
                        feature='sentence', seq_len=32)
   source = build_source(config, 'train')
+  assert source.read.parses_examples  # the fast path: tf.Example bytes parsed here
   docs, rows = stream_documents(take(train_iterator(source, 4), 12))
   check_rows(rows, 32, 259)
   texts = sorted(source.tokenizer.decode(d) for d in docs[:40])

@@ -65,22 +65,24 @@ def _check(seq_len: int, long_docs: str) -> None:
 
 
 def document_pieces(doc: Sequence[int], n: int, long_docs: str, stats: PackingStats, *,
-                    index: int = 0) -> list[np.ndarray]:
+                    index: int = 0, trusted: bool = False) -> list[np.ndarray]:
   """One document's pieces of 1..n tokens (int32 [k] each; none if it is empty), counted
-  into ``stats``; ``index`` names the document in errors."""
-  tokens = np.asarray(doc)
-  if tokens.ndim != 1:
+  into ``stats``; ``index`` names the document in errors. ``trusted``: ``doc`` is already a
+  1-D int32 array of ids >= 0 (as tokenizers make), so the checks are skipped."""
+  tokens = doc if trusted else np.asarray(doc)
+  if not trusted and tokens.ndim != 1:
     raise ValueError(f'Document {index} has shape {tokens.shape}: each document must be a '
                      '1-D sequence of token ids.')
   if tokens.size == 0:
     stats.empty_documents += 1
     return []
-  if not np.issubdtype(tokens.dtype, np.integer):
-    raise ValueError(f'Document {index} has dtype {tokens.dtype}: token ids must be ints.')
-  if tokens.min() < 0 or tokens.max() > np.iinfo(np.int32).max:
-    raise ValueError(f'Document {index} has token ids outside [0, 2**31): '
-                     f'min {tokens.min()}, max {tokens.max()}.')
-  tokens = tokens.astype(np.int32)
+  if not trusted:
+    if not np.issubdtype(tokens.dtype, np.integer):
+      raise ValueError(f'Document {index} has dtype {tokens.dtype}: token ids must be ints.')
+    if tokens.min() < 0 or tokens.max() > np.iinfo(np.int32).max:
+      raise ValueError(f'Document {index} has token ids outside [0, 2**31): '
+                       f'min {tokens.min()}, max {tokens.max()}.')
+    tokens = tokens.astype(np.int32)
   stats.documents += 1
   if tokens.size <= n:
     return [tokens]
