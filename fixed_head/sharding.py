@@ -79,11 +79,36 @@ def resolve_mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tupl
 
 
 def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[Any] | None = None) -> Mesh:
-  """A ('data', 'fsdp', 'tensor') mesh over ``devices`` (default: all)."""
+  """A ('data', 'fsdp', 'tensor') mesh over ``devices`` (default: all), checked with
+  ``check_batch_feed``."""
   devices = jax.devices() if devices is None else list(devices)
   shape = resolve_mesh_shape(mesh_config, len(devices))
   device_array = np.asarray(devices).reshape(shape)
+  check_batch_feed(np.vectorize(lambda d: d.process_index, otypes=[int])(device_array))
   return Mesh(device_array, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def check_batch_feed(processes: np.ndarray) -> None:
+  """Raises ValueError unless every slice of the batch lives on the devices of one process.
+
+  ``processes``: the process index of each mesh device, shape (data, fsdp, tensor). Each
+  process reads its own rows and places them on its devices
+  (``jax.make_array_from_process_local_data``); a batch slice is copied along the axes the
+  batch is not split over, and if those copies sat in two processes, each would fill the
+  slice with other rows and training would be silently wrong.
+  """
+  batch = [MESH_AXES.index(a) for a in dict(LOGICAL_RULES)['batch']]
+  num_slices = math.prod(processes.shape[i] for i in batch)
+  slices = np.moveaxis(processes, batch, range(len(batch))).reshape(num_slices, -1)
+  if any(len(set(owners)) > 1 for owners in slices):
+    shape = ', '.join(f'{a}={n}' for a, n in zip(MESH_AXES, processes.shape))
+    count = len(np.unique(processes))
+    raise ValueError(
+        f'config.mesh ({shape}) over {count} processes: the batch is split data x fsdp = '
+        f'{num_slices} way(s), so one slice of it would sit on devices of several '
+        'processes, each reading other rows, and training would be silently wrong. Make '
+        f'data x fsdp a multiple of {count} (e.g. mesh.data=-1 with mesh.tensor at most '
+        "one process's device count).")
 
 
 def logical_to_spec(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh) -> P:
