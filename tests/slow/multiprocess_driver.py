@@ -1,50 +1,61 @@
-"""One process of a multi-process training run on the CPU, for test_multiprocess.py.
+"""``python train.py`` that stops early and records the rows it reads, for test_multiprocess.py.
 
-  python tests/slow/multiprocess_driver.py WORKDIR STEPS PROCESS_ID NUM_PROCESSES PORT
+  JAX_NUM_CPU_DEVICES=2 python tests/slow/multiprocess_driver.py --stop_after=STEPS \
+      --config=... --workdir=... --coordinator_address=127.0.0.1:PORT --num_processes=2 \
+      --process_id=I
 
-Trains tests/slow/kill_config.py (a 12-step schedule) up to step STEPS. Each process gets 2 CPU devices (4 with one process); the synthetic train source is wrapped
-so that every row index a process reads is appended to WORKDIR/rows_<steps>_<process>.json.
+Runs train.py's own ``main`` (so the multi-process flags go through ``launch.initialize``)
+with two changes: training ends after step STEPS (``train_and_evaluate(stop_after=...)``),
+and the synthetic train source records every row index this process reads, written at the
+end to WORKDIR/rows_<STEPS>_<process index>.json.
 """
 
+import functools
 import json
 import os
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path[:0] = [REPO, os.path.join(REPO, 'tests', 'slow')]
+sys.path.insert(0, REPO)
 
 import jax  # noqa: E402
+from absl import app, flags  # noqa: E402
 
+import train  # noqa: E402  train.py: its flags and main
 from fixed_head import data as data_lib  # noqa: E402
-from fixed_head import trainer  # noqa: E402
-import kill_config  # noqa: E402  pylint: disable=g-import-not-at-top
+from fixed_head import launch, trainer  # noqa: E402
+
+flags.DEFINE_integer('stop_after', None, 'End after this step, with a checkpoint there.')
 
 
-def main(workdir: str, steps: int, process_id: int, num_processes: int, port: int) -> None:
-  jax.config.update('jax_num_cpu_devices', 4 // num_processes)
-  if num_processes > 1:
-    jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}',
-                               num_processes=num_processes, process_id=process_id)
-  read: list[int] = []
-  build_synthetic = data_lib.SOURCES['synthetic']
+def recording_source(build, read: list[int]):
+  """The ``data_lib.SOURCES`` entry ``build``, with its train split appending to ``read``."""
 
-  def recording(data_config, split, num_examples, workdir_):
-    source = build_synthetic(data_config, split, num_examples, workdir_)
+  def build_recording(data_config, split, num_examples, workdir):
+    source = build(data_config, split, num_examples, workdir)
     if split == 'train':
       get_batch = source.get_batch
-      source.get_batch = lambda indices: (read.extend(int(i) for i in indices),
-                                          get_batch(indices))[1]
+
+      def get_batch_recorded(indices):
+        read.extend(int(i) for i in indices)
+        return get_batch(indices)
+
+      source.get_batch = get_batch_recorded
     return source
 
-  data_lib.SOURCES['synthetic'] = recording
-  config = kill_config.get_config()
-  config.num_train_steps = 12
-  config.checkpoint.every_steps = 4
-  config.log_every_steps = 4
-  trainer.train_and_evaluate(config, workdir, stop_after=steps)
-  with open(os.path.join(workdir, f'rows_{steps}_{process_id}.json'), 'w') as f:
+  return build_recording
+
+
+def main(argv):
+  read: list[int] = []
+  data_lib.SOURCES['synthetic'] = recording_source(data_lib.SOURCES['synthetic'], read)
+  trainer.train_and_evaluate = functools.partial(trainer.train_and_evaluate,
+                                                 stop_after=flags.FLAGS.stop_after)
+  train.main(argv)
+  name = f'rows_{flags.FLAGS.stop_after}_{jax.process_index()}.json'
+  with open(os.path.join(flags.FLAGS.workdir, name), 'w', encoding='utf-8') as f:
     json.dump(read, f)
 
 
 if __name__ == '__main__':
-  main(sys.argv[1], *map(int, sys.argv[2:]))
+  app.run(launch.user_errors(main))
