@@ -23,4 +23,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(launch.user_errors(main))
+  app.run(launch.user_errors(main), flags_parser=launch.parse_flags)

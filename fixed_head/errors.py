@@ -7,8 +7,11 @@
       checkpoint was written
   75  Preempted: SIGTERM (or a preemption notice) was received; a checkpoint of the current
       step was written and is durable; run the same command again to continue
+  130 Interrupted: Ctrl-C (SIGINT). The first one stops like SIGTERM, after a durable
+      checkpoint of the current step; a second one aborts at once, saving nothing more
 
-ValueError and FileNotFoundError raised while checking a config are usage errors too.
+Only these types are user errors: any other exception (a ValueError from a bug included)
+keeps its traceback and exit code 1.
 """
 
 from __future__ import annotations
@@ -40,5 +43,12 @@ class Preempted(Exception):
     self.step = step
 
 
+class Interrupted(Preempted):
+  """Training stopped on Ctrl-C (SIGINT), after a durable checkpoint (exit 130 = 128 + 2)."""
+
+  exit_code = 130
+
+
 EXIT_CODES = {'finished': 0, 'unexpected error': 1, 'usage error': UsageError.exit_code,
-              'non-finite loss': NonFiniteLoss.exit_code, 'preempted': Preempted.exit_code}
+              'non-finite loss': NonFiniteLoss.exit_code, 'preempted': Preempted.exit_code,
+              'interrupted': Interrupted.exit_code}

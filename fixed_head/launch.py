@@ -1,9 +1,16 @@
-"""Process start-up shared by train.py and eval.py: multi-process JAX and user errors."""
+"""Process start-up shared by train.py and eval.py: flags, multi-process JAX, exit codes.
+
+A mistake on the command line or in the config ends the process with one line on stderr and
+exit code 2 (``fixed_head.errors``); only the project's own error types are treated so, and
+any other exception (a bug) keeps its traceback and exit code 1.
+"""
 
 from __future__ import annotations
 
 import functools
+import re
 import sys
+from collections.abc import Sequence
 
 import jax
 from absl import flags, logging
@@ -33,24 +40,79 @@ def initialize() -> None:
                                num_processes=f.num_processes, process_id=f.process_id)
 
 
+def _exit(message: str, code: int) -> None:
+  print(message, file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
+def _root(error: BaseException) -> BaseException:
+  """The innermost exception of a chain (what a config file itself raised)."""
+  while (error.__cause__ or error.__context__) is not None:
+    error = error.__cause__ or error.__context__
+  return error
+
+
+def _override_error(error: BaseException, argv: Sequence[str]) -> str | None:
+  """One line for ``--config.a.b=...`` naming no field (ml_collections raises a KeyError
+  or AttributeError with its 'Did you mean' suggestion), or None for anything else."""
+  text = str(error).strip('\'"').replace('\\n', '\n').replace("\\'", "'")
+  key = text.split('\n')[0].strip('\'"')
+  override = next((a.split('=')[0] for a in argv[1:]
+                   if a.startswith('--config.') and a.split('=')[0].endswith(f'.{key}')), None)
+  if override is None:
+    return None
+  suggestion = re.search(r'Did you mean "([^"]+)"', text)
+  hint = (f'; did you mean {override.rsplit(".", 1)[0]}.{suggestion.group(1)}?' if suggestion
+          else '; see fixed_head/run_config.py defaults() for the fields')
+  return f'error: {override}: the config has no field {key!r}{hint}'
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl flag parsing (``app.run(main, flags_parser=parse_flags)``) where a bad flag, an
+  unknown ``--config.`` field or a config file that cannot be loaded is one line and exit 2.
+  A config file that raises something other than ValueError / OSError is a bug: traceback."""
+  try:
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:
+    root = _root(e)
+    if root is not e and not isinstance(root, (ValueError, OSError)):
+      raise
+    message = str(root) if 'Traceback' in str(e) else str(e)
+    _exit(f'error: {message.strip().splitlines()[0]}', USAGE_ERROR)
+  except (AttributeError, KeyError) as e:
+    line = _override_error(e, argv)
+    if line is None:
+      raise
+    _exit(line, USAGE_ERROR)
+  # config_flags defers a config file that could not be read until the config is used.
+  for name in ('config',):
+    if name in flags.FLAGS and flags.FLAGS[name].value is not None:
+      try:
+        flags.FLAGS[name].value.keys()
+      except OSError as e:
+        last = str(e).strip().splitlines()[-1].strip()
+        _exit(f'error: --{name}={flags.FLAGS[name].config_filename}: {last}', USAGE_ERROR)
+  return rest
+
+
 def user_errors(main):
   """Turns the errors a run ends with on purpose into one line on stderr and the exit
   code of ``fixed_head.errors`` (2 bad config, workdir, input or checkpoint; 3 NaN/Inf;
-  75 preempted after a checkpoint), instead of a stack trace."""
+  75 preempted and 130 interrupted, after a checkpoint), instead of a stack trace.
+  Any other exception, ValueError included, is a bug and keeps its traceback."""
 
   @functools.wraps(main)
   def wrapped(argv):
     try:
       return main(argv)
     except errors.Preempted as e:
-      print(f'stopped: {e}; run the same command again to continue.', file=sys.stderr,
-            flush=True)
-      sys.exit(e.exit_code)
+      _exit(f'stopped: {e}; run the same command again to continue.', e.exit_code)
     except errors.NonFiniteLoss as e:
-      print(f'error: {e}', file=sys.stderr, flush=True)
-      sys.exit(e.exit_code)
-    except (ValueError, FileNotFoundError) as e:
-      print(f'error: {e}', file=sys.stderr, flush=True)
-      sys.exit(USAGE_ERROR)
+      _exit(f'error: {e}', e.exit_code)
+    except errors.UsageError as e:
+      _exit(f'error: {e}', e.exit_code)
+    except KeyboardInterrupt:
+      _exit('aborted by Ctrl-C: nothing more was saved; the checkpoints already written '
+            'stand, and the same command resumes from the newest.', errors.Interrupted.exit_code)
 
   return wrapped

@@ -15,6 +15,7 @@ import ml_collections
 from fixed_head import optim
 from fixed_head.config import ModelConfig
 from fixed_head.data import SOURCES
+from fixed_head.errors import UsageError
 from fixed_head.evaluators import EVALUATORS
 from fixed_head.sharding import resolve_mesh_shape
 
@@ -79,45 +80,48 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   """
   unknown = sorted(_known_keys(config) - _known_keys(defaults()))
   if unknown:
-    raise ValueError(f'config: unknown field(s) {unknown}; see fixed_head/run_config.py '
+    raise UsageError(f'config: unknown field(s) {unknown}; see fixed_head/run_config.py '
                      'defaults() for the known ones.')
   for field in ('num_train_steps', 'batch_size', 'log_every_steps'):
     if not isinstance(config[field], int) or config[field] <= 0:
-      raise ValueError(f'config.{field}={config[field]!r}: must be a positive integer.')
+      raise UsageError(f'config.{field}={config[field]!r}: must be a positive integer.')
   if not isinstance(config.eval_every_steps, int) or config.eval_every_steps < 0:
-    raise ValueError(f'config.eval_every_steps={config.eval_every_steps!r}: must be an '
+    raise UsageError(f'config.eval_every_steps={config.eval_every_steps!r}: must be an '
                      'integer >= 0.')
   ck = config.checkpoint
   for field in ('every_steps', 'max_to_keep'):
     if not isinstance(ck[field], int) or ck[field] <= 0:
-      raise ValueError(f'config.checkpoint.{field}={ck[field]!r}: must be a positive integer.')
+      raise UsageError(f'config.checkpoint.{field}={ck[field]!r}: must be a positive integer.')
   if ck.on_unreadable not in ('error', 'fall_back'):
-    raise ValueError(f"config.checkpoint.on_unreadable={ck.on_unreadable!r}: must be 'error' "
+    raise UsageError(f"config.checkpoint.on_unreadable={ck.on_unreadable!r}: must be 'error' "
                      "or 'fall_back'.")
 
-  model = ModelConfig.from_mapping(config.model)
+  try:
+    model = ModelConfig.from_mapping(config.model)
+  except ValueError as e:  # the model's own validation: a field of config.model
+    raise UsageError(str(e)) from None
 
   if config.data.name not in SOURCES:
-    raise ValueError(f'config.data.name={config.data.name!r}: not one of {sorted(SOURCES)}.')
+    raise UsageError(f'config.data.name={config.data.name!r}: not one of {sorted(SOURCES)}.')
   seq_len = config.data.get('seq_len')
   if seq_len is not None and seq_len > model.max_len:
-    raise ValueError(f'config.data.seq_len={seq_len} exceeds config.model.max_len='
+    raise UsageError(f'config.data.seq_len={seq_len} exceeds config.model.max_len='
                      f'{model.max_len}; raise max_len or shorten the sequences.')
 
   opt = config.optimizer
   if opt.name not in optim.OPTIMIZERS:
-    raise ValueError(f'config.optimizer.name={opt.name!r}: not one of {optim.OPTIMIZERS}.')
+    raise UsageError(f'config.optimizer.name={opt.name!r}: not one of {optim.OPTIMIZERS}.')
   if opt.schedule not in optim.SCHEDULES:
-    raise ValueError(f'config.optimizer.schedule={opt.schedule!r}: not one of '
+    raise UsageError(f'config.optimizer.schedule={opt.schedule!r}: not one of '
                      f'{optim.SCHEDULES}.')
   if not opt.learning_rate > 0:
-    raise ValueError(f'config.optimizer.learning_rate={opt.learning_rate!r}: must be positive.')
+    raise UsageError(f'config.optimizer.learning_rate={opt.learning_rate!r}: must be positive.')
   if opt.warmup_steps < 0:
-    raise ValueError(f'config.optimizer.warmup_steps={opt.warmup_steps}: must be >= 0.')
+    raise UsageError(f'config.optimizer.warmup_steps={opt.warmup_steps}: must be >= 0.')
 
   for name, spec in config.evals.items():
     if spec.get('type') not in EVALUATORS:
-      raise ValueError(f'config.evals.{name}.type={spec.get("type")!r}: not one of '
+      raise UsageError(f'config.evals.{name}.type={spec.get("type")!r}: not one of '
                        f'{sorted(EVALUATORS)}.')
     EVALUATORS[spec['type']].check_options(f'config.evals.{name}', spec)
 
@@ -125,34 +129,44 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
     try:
       data, fsdp, tensor = resolve_mesh_shape(config.mesh, num_devices)
     except ValueError as e:
-      raise ValueError(f'config.{e}') from None
+      raise UsageError(f'config.{e}') from None
     if config.batch_size % (data * fsdp):
-      raise ValueError(f'config.batch_size={config.batch_size} is not divisible by the '
+      raise UsageError(f'config.batch_size={config.batch_size} is not divisible by the '
                        f'data-parallel size data x fsdp = {data * fsdp}.')
     if model.num_heads % tensor:
-      raise ValueError(f'config.model.num_heads={model.num_heads} is not divisible by the '
+      raise UsageError(f'config.model.num_heads={model.num_heads} is not divisible by the '
                        f'tensor-parallel size mesh.tensor={tensor}.')
     if config.batch_size % num_processes:
-      raise ValueError(f'config.batch_size={config.batch_size} is not divisible by the '
+      raise UsageError(f'config.batch_size={config.batch_size} is not divisible by the '
                        f'number of processes ({num_processes}).')
     for name, spec in config.evals.items():
       if spec['batch_size'] % (data * fsdp):
-        raise ValueError(f'config.evals.{name}.batch_size={spec["batch_size"]} is not '
+        raise UsageError(f'config.evals.{name}.batch_size={spec["batch_size"]} is not '
                          f'divisible by the data-parallel size {data * fsdp}.')
   return model
 
 
+# Data fields that say where or how fast the data is read, not what it is: they may change
+# when a run resumes (the data moved to another disk, more reader threads).
+DATA_LOCATION_FIELDS = ('data_dir', 'read_threads')
+
+
 def check_compatible(saved: dict[str, Any], config: ml_collections.ConfigDict,
                      workdir: str) -> None:
-  """Refuses to resume ``workdir`` when its saved config has other parameter shapes."""
+  """Refuses to resume ``workdir`` when its saved config has other parameter shapes, another
+  optimizer, or other data: the checkpoints and the record would no longer agree."""
   current = config.to_dict()
   diffs = [f'model.{f}: saved {saved["model"].get(f)!r}, now {current["model"].get(f)!r}'
            for f in SHAPE_FIELDS if saved['model'].get(f) != current['model'].get(f)]
   if saved['optimizer']['name'] != current['optimizer']['name']:
     diffs.append(f"optimizer.name: saved {saved['optimizer']['name']!r}, "
                  f"now {current['optimizer']['name']!r}")
+  now_data = json.loads(json.dumps(current['data'], default=str))
+  for f in sorted(set(saved['data']) | set(now_data)):
+    if f not in DATA_LOCATION_FIELDS and saved['data'].get(f) != now_data.get(f):
+      diffs.append(f'data.{f}: saved {saved["data"].get(f)!r}, now {now_data.get(f)!r}')
   if diffs:
-    raise ValueError(
+    raise UsageError(
         f'workdir {workdir} holds a run whose config is incompatible with this one '
         f'({"; ".join(diffs)}). Use a new --workdir, or restore the saved settings '
         f'(see {workdir}/config.json).')

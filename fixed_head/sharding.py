@@ -26,6 +26,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from fixed_head.errors import UsageError
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
@@ -62,17 +64,17 @@ def resolve_mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tupl
   fill = [a for a, s in zip(MESH_AXES, sizes) if s == -1]
   bad = [a for a, s in zip(MESH_AXES, sizes) if s == 0 or s < -1]
   if bad:
-    raise ValueError(f'mesh.{bad[0]}={mesh_config[bad[0]]}: mesh sizes must be positive or -1.')
+    raise UsageError(f'mesh.{bad[0]}={mesh_config[bad[0]]}: mesh sizes must be positive or -1.')
   if len(fill) > 1:
-    raise ValueError(f'mesh: only one axis may be -1 (fill), got {fill}.')
+    raise UsageError(f'mesh: only one axis may be -1 (fill), got {fill}.')
   known = math.prod(s for s in sizes if s != -1)
   if fill:
     if num_devices % known:
-      raise ValueError(f'mesh: {num_devices} devices cannot be split with fixed axes of '
+      raise UsageError(f'mesh: {num_devices} devices cannot be split with fixed axes of '
                        f'total size {known}; mesh.{fill[0]}=-1 needs a divisor.')
     sizes[MESH_AXES.index(fill[0])] = num_devices // known
   if math.prod(sizes) != num_devices:
-    raise ValueError(f'mesh: data x fsdp x tensor = {" x ".join(map(str, sizes))} = '
+    raise UsageError(f'mesh: data x fsdp x tensor = {" x ".join(map(str, sizes))} = '
                      f'{math.prod(sizes)}, but {num_devices} devices are present; set one '
                      'axis to -1 to fill the rest.')
   return tuple(sizes)
@@ -103,7 +105,7 @@ def check_batch_feed(processes: np.ndarray) -> None:
   if any(len(set(owners)) > 1 for owners in slices):
     shape = ', '.join(f'{a}={n}' for a, n in zip(MESH_AXES, processes.shape))
     count = len(np.unique(processes))
-    raise ValueError(
+    raise UsageError(
         f'config.mesh ({shape}) over {count} processes: the batch is split data x fsdp = '
         f'{num_slices} way(s), so one slice of it would sit on devices of several '
         'processes, each reading other rows, and training would be silently wrong. Make '

@@ -6,6 +6,7 @@ import random
 import pytest
 
 from fixed_head.data import tokenizers
+from fixed_head.errors import UsageError
 from fixed_head.data.tokenizers import (ByteTokenizer, SentencePieceTokenizer, build_tokenizer,
                                         encode_documents, load_or_train)
 
@@ -115,9 +116,9 @@ def test_vocab_mismatch_error_names_path_sizes_and_field(sp_model):
 
 def test_missing_model_error_names_the_path(tmp_path):
   path = str(tmp_path / 'nope.model')
-  with pytest.raises(FileNotFoundError, match='nope.model'):
+  with pytest.raises(UsageError, match="nope.model"):
     SentencePieceTokenizer.load(path)
-  with pytest.raises(FileNotFoundError, match='nope.model'):
+  with pytest.raises(UsageError, match="nope.model"):
     build_tokenizer('sentencepiece', model_path=path)
 
 

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from fixed_head.errors import UsageError
+
 Row = dict[str, np.ndarray]
 
 LONG_DOCS = ('split', 'truncate')
@@ -59,9 +61,9 @@ class PackedRows(Iterator[Row]):
 
 def _check(seq_len: int, long_docs: str) -> None:
   if not isinstance(seq_len, (int, np.integer)) or seq_len <= 0:
-    raise ValueError(f'seq_len={seq_len!r} must be a positive int (the row length n).')
+    raise UsageError(f'seq_len={seq_len!r} must be a positive int (the row length n).')
   if long_docs not in LONG_DOCS:
-    raise ValueError(f'long_docs={long_docs!r} is not one of {list(LONG_DOCS)}.')
+    raise UsageError(f'long_docs={long_docs!r} is not one of {list(LONG_DOCS)}.')
 
 
 def document_pieces(doc: Sequence[int], n: int, long_docs: str, stats: PackingStats, *,
@@ -159,5 +161,5 @@ def stack_rows(rows: Iterable[Row]) -> dict[str, np.ndarray]:
   """Rows -> one dict of arrays with a leading row axis: int32 [num_rows, n] each."""
   rows = list(rows)
   if not rows:
-    raise ValueError('stack_rows got no rows: check that the documents are not all empty.')
+    raise UsageError('stack_rows got no rows: check that the documents are not all empty.')
   return {key: np.stack([row[key] for row in rows]) for key in rows[0]}

@@ -75,6 +75,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from fixed_head.errors import UsageError
+
 SPLITS = ('train', 'eval')
 _SPLIT_IDS = {'train': 1, 'eval': 2}
 DEFAULT_NUM_EXAMPLES = {'train': 2**31 - 1, 'eval': 10_000}
@@ -161,7 +163,7 @@ def context_matrix(*, seq_len: int, memory_len: int, support: int, concentration
 
 def _require(name: str, value, ok: bool, requirement: str) -> None:
   if not ok:
-    raise ValueError(f'{name}={value!r}: {requirement}')
+    raise UsageError(f'{name}={value!r}: {requirement}')
 
 
 def _is_int(value) -> bool:

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from fixed_head.data import packing, tokenizers
+from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
 
@@ -28,11 +29,11 @@ def read_documents(pattern: str, doc_per: str = 'line') -> list[str]:
   """Documents of the files matching ``pattern`` (sorted), one per non-empty line
   (``doc_per='line'``) or one per file ('file')."""
   if doc_per not in ('line', 'file'):
-    raise ValueError(f"data.doc_per={doc_per!r}: must be 'line' or 'file'.")
+    raise UsageError(f"data.doc_per={doc_per!r}: must be 'line' or 'file'.")
   paths = sorted(p for p in glob_lib.glob(os.path.expanduser(pattern), recursive=True)
                  if os.path.isfile(p))
   if not paths:
-    raise ValueError(f'data.files={pattern!r} matches no file; give a glob of UTF-8 text '
+    raise UsageError(f'data.files={pattern!r} matches no file; give a glob of UTF-8 text '
                      'files, e.g. "~/corpus/*.txt".')
   docs = []
   for path in paths:
@@ -40,17 +41,17 @@ def read_documents(pattern: str, doc_per: str = 'line') -> list[str]:
       with open(path, encoding='utf-8') as f:
         text = f.read()
     except UnicodeDecodeError as e:
-      raise ValueError(f'{path} is not valid UTF-8 (byte {e.start}: {e.reason}); convert it '
+      raise UsageError(f'{path} is not valid UTF-8 (byte {e.start}: {e.reason}); convert it '
                        'or leave it out of data.files.') from None
     except OSError as e:
-      raise ValueError(f'{path} cannot be read: {e.strerror}.') from None
+      raise UsageError(f'{path} cannot be read: {e.strerror}.') from None
     if doc_per == 'file':
       docs.append(text.strip())
     else:
       docs.extend(line.strip() for line in text.splitlines())
   docs = [d for d in docs if d]
   if not docs:
-    raise ValueError(f'data.files={pattern!r}: the {len(paths)} file(s) hold no text.')
+    raise UsageError(f'data.files={pattern!r}: the {len(paths)} file(s) hold no text.')
   return docs
 
 
@@ -59,9 +60,9 @@ def split_documents(docs: list[str], split: str, eval_fraction: float,
   """Each document goes to 'eval' with probability ``eval_fraction`` (seeded, fixed for a
   given corpus), else to 'train'; at least one document lands in each."""
   if not 0.0 < eval_fraction < 1.0:
-    raise ValueError(f'data.eval_fraction={eval_fraction}: must lie in (0, 1).')
+    raise UsageError(f'data.eval_fraction={eval_fraction}: must lie in (0, 1).')
   if len(docs) < 2:
-    raise ValueError('data.files: at least 2 documents are needed for a train/eval split.')
+    raise UsageError('data.files: at least 2 documents are needed for a train/eval split.')
   is_eval = np.random.default_rng(seed).random(len(docs)) < eval_fraction
   if is_eval.all() or not is_eval.any():
     is_eval[:] = False
@@ -85,14 +86,14 @@ class TextFilesLM:
     if split not in SPLITS:
       raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
     if packing_mode not in ('pack', 'pad'):
-      raise ValueError(f"data.packing_mode={packing_mode!r}: must be 'pack' or 'pad'.")
+      raise UsageError(f"data.packing_mode={packing_mode!r}: must be 'pack' or 'pad'.")
     docs = read_documents(files, doc_per)
     train_docs = split_documents(docs, 'train', eval_fraction, split_seed)
     self.tokenizer = tokenizers.for_run(
         tokenizer, vocab_size, model_path=tokenizer_path, workdir=workdir,
         texts_fn=lambda: train_docs, max_sentences=tokenizer_max_sentences)
     if self.tokenizer.vocab_size != vocab_size:
-      raise ValueError(f'data.vocab_size={vocab_size} does not match the {tokenizer} '
+      raise UsageError(f'data.vocab_size={vocab_size} does not match the {tokenizer} '
                        f'tokenizer ({self.tokenizer.vocab_size} ids); set data.vocab_size and '
                        f'model.vocab_size to {self.tokenizer.vocab_size}.')
     self.split, self.seq_len, self.vocab_size = split, seq_len, vocab_size

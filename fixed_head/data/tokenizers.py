@@ -16,6 +16,8 @@ import io
 import itertools
 import os
 import tempfile
+
+from fixed_head.errors import UsageError
 from collections.abc import Callable, Iterable, Sequence
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -29,7 +31,7 @@ class ByteTokenizer:
 
   def __init__(self, vocab_size: int = 259):
     if vocab_size < 256 + self._OFFSET:
-      raise ValueError(f'vocab_size={vocab_size} is too small for byte tokens: set it to at '
+      raise UsageError(f'vocab_size={vocab_size} is too small for byte tokens: set it to at '
                        f'least {256 + self._OFFSET} (256 bytes + pad/bos/eos).')
     self._vocab_size = vocab_size
 
@@ -99,13 +101,13 @@ class SentencePieceTokenizer:
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
     model_path = os.fspath(model_path)
     if not os.path.isfile(model_path):
-      raise FileNotFoundError(
+      raise UsageError(
           f'SentencePiece model {model_path!r} does not exist: train it with '
           'SentencePieceTokenizer.train / load_or_train, or fix the path.')
     processor = spm.SentencePieceProcessor(model_file=model_path)
     tokenizer = cls(processor, model_path)
     if expected_vocab_size is not None and tokenizer.vocab_size != expected_vocab_size:
-      raise ValueError(
+      raise UsageError(
           f'SentencePiece model {model_path!r} has vocab size {tokenizer.vocab_size}, but '
           f'{expected_vocab_size} was expected: set data.vocab_size={tokenizer.vocab_size}, or '
           'delete the file (or choose another path) to train a new model.')
@@ -130,13 +132,13 @@ class SentencePieceTokenizer:
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
     model_path = os.fspath(model_path)
     if vocab_size <= UNK_ID + 1:
-      raise ValueError(f'vocab_size={vocab_size} is too small: set data.vocab_size above '
+      raise UsageError(f'vocab_size={vocab_size} is too small: set data.vocab_size above '
                        f'{UNK_ID + 1} (pad, bos, eos and unk are reserved).')
     if max_sentences <= 0:
-      raise ValueError(f'max_sentences={max_sentences} must be positive.')
+      raise UsageError(f'max_sentences={max_sentences} must be positive.')
     sample = list(itertools.islice((t for t in texts if t and t.strip()), max_sentences))
     if not sample:
-      raise ValueError(f'No non-empty text to train SentencePiece model {model_path!r}: '
+      raise UsageError(f'No non-empty text to train SentencePiece model {model_path!r}: '
                        'check the texts passed to train().')
     directory = os.path.dirname(os.path.abspath(model_path))
     os.makedirs(directory, exist_ok=True)
@@ -152,11 +154,11 @@ class SentencePieceTokenizer:
           max_sentence_length=max_sentence_length, num_threads=num_threads,
           minloglevel=2)
     except RuntimeError as e:  # e.g. 'Vocabulary size too high (5000). Please set it to ...'
-      raise ValueError(f'Training SentencePiece model {model_path!r} (data.vocab_size='
+      raise UsageError(f'Training SentencePiece model {model_path!r} (data.vocab_size='
                        f'{vocab_size}, {len(sample)} sentences) failed: {e}') from e
     trained = spm.SentencePieceProcessor(model_proto=proto.getvalue()).get_piece_size()
     if trained != vocab_size:  # model_type='char' sizes the vocabulary itself
-      raise ValueError(f'SentencePiece model {model_path!r} (model_type={model_type!r}) came out '
+      raise UsageError(f'SentencePiece model {model_path!r} (model_type={model_type!r}) came out '
                        f'with {trained} pieces, not data.vocab_size={vocab_size}: set '
                        f'data.vocab_size={trained} or use another model_type. Nothing was written.')
     fd, tmp_path = tempfile.mkstemp(prefix=os.path.basename(model_path) + '.',
@@ -203,10 +205,10 @@ def for_run(kind: str, vocab_size: int, *, model_path: str | None = None,
   if kind == 'byte':
     return ByteTokenizer()
   if kind != 'sentencepiece':
-    raise ValueError(f"data.tokenizer={kind!r}: must be 'byte' or 'sentencepiece'.")
+    raise UsageError(f"data.tokenizer={kind!r}: must be 'byte' or 'sentencepiece'.")
   if not model_path:
     if not workdir:
-      raise ValueError("data.tokenizer='sentencepiece' needs data.tokenizer_path (the model "
+      raise UsageError("data.tokenizer='sentencepiece' needs data.tokenizer_path (the model "
                        'file, read or trained on first use) when no workdir is given.')
     model_path = default_model_path(workdir, vocab_size)
   model_path = os.path.expanduser(model_path)
