@@ -2,10 +2,11 @@
 
 A run killed with SIGKILL at random points (also while an asynchronous checkpoint is being
 written) and restarted with the same command ends bit-identical to an uninterrupted run;
-SIGTERM makes the trainer checkpoint the current step and exit with code 75.
+SIGTERM (Ctrl-C) makes the trainer checkpoint the current step and exit with code 75 (130).
 """
 
 import glob
+import json
 import os
 import random
 import signal
@@ -107,17 +108,30 @@ def test_sigkill_at_random_points_then_restart_is_bit_identical(tmp_path, refere
   assert 'Resuming from step' in out
   assert not tmp_dirs(workdir)  # half-written checkpoints were cleaned up, never used
   assert_bit_identical(workdir, reference)
+  assert logged_steps(workdir) == list(range(1, 41))  # rows past a restored step dropped
 
 
-def test_sigterm_checkpoints_the_current_step_and_exits_75(tmp_path, reference):
+def logged_steps(workdir) -> list[int]:
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    return [json.loads(line)['step'] for line in f]
+
+
+@pytest.mark.parametrize('signum,code,said', [
+    (signal.SIGTERM, errors.Preempted.exit_code, 'preempted at step '),
+    (signal.SIGINT, errors.Interrupted.exit_code, 'interrupted (Ctrl-C) at step '),
+])
+def test_sigterm_and_ctrl_c_checkpoint_the_current_step_and_exit(tmp_path, reference, signum,
+                                                                  code, said):
   workdir = str(tmp_path)
   proc = start(workdir)
   wait_for_step(proc, 10)
-  proc.send_signal(signal.SIGTERM)
-  code, out, err = finish(proc)
-  assert code == errors.Preempted.exit_code == 75, err[-2000:]
-  stopped = int(err.split('preempted at step ')[1].split()[0])
-  assert stopped >= 10 and 'SIGTERM received: saved a checkpoint of step' in out
+  proc.send_signal(signum)
+  got, out, err = finish(proc)
+  assert got == code and code in (75, 130), err[-2000:]
+  assert len(err.strip().splitlines()) == 1 and 'Traceback' not in err, err[-2000:]
+  stopped = int(err.split(said)[1].split()[0])
+  assert stopped >= 10
+  assert f'{signal.Signals(signum).name} received: saved a checkpoint of step' in out
   assert complete_steps(workdir)[-1] == stopped  # durable before exit
   code, out, err = finish(start(workdir))
   assert code == 0, err[-2000:]
