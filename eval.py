@@ -1,7 +1,9 @@
-r"""Evaluates a workdir's checkpoint: ``python eval.py --config=configs/default.py --workdir=DIR``.
+r"""Evaluates a workdir's checkpoint: ``python eval.py --workdir=DIR``.
 
-Runs the config's ``evals`` on the latest checkpoint (or ``--step``), prints them and
-writes ``DIR/eval/step_<N>.json``.
+Runs the run's evaluators on the latest checkpoint (or ``--step``) with the config saved in
+``DIR/config.json``, prints them and writes ``DIR/eval/step_<N>.json``. ``--config`` (with
+overrides) may change the evaluators or, with ``--other_data``, the data; such results go
+to ``DIR/eval/step_<N>.<tag>.json`` and never replace the run's own.
 """
 
 from absl import app, flags
@@ -9,19 +11,23 @@ from ml_collections import config_flags
 
 from fixed_head import launch, trainer
 
-config_flags.DEFINE_config_file('config', None, 'Run config file (configs/*.py[:arg]).',
+config_flags.DEFINE_config_file('config', None, 'Run config file (configs/*.py[:arg]); '
+                                'default: the config.json saved in --workdir.',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
 flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the latest).')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.DEFINE_bool('other_data', False, 'Allow --config to name other data than the run '
+                  'was trained on (results go to a file of their own).')
+flags.mark_flags_as_required(['workdir'])
 launch.define_multiprocess_flags()
 
 
 def main(argv):
   del argv
   launch.initialize()
-  trainer.evaluate(flags.FLAGS.config, flags.FLAGS.workdir, step=flags.FLAGS.step)
+  trainer.evaluate(flags.FLAGS.config, flags.FLAGS.workdir, step=flags.FLAGS.step,
+                   other_data=flags.FLAGS.other_data)
 
 
 if __name__ == '__main__':
-  app.run(launch.user_errors(main))
+  app.run(launch.user_errors(main), flags_parser=launch.parse_flags)

@@ -23,7 +23,10 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from fixed_head import quiet_logs
 from fixed_head.errors import CheckpointError
+
+quiet_logs.install()
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -38,7 +41,10 @@ def make_manager(workdir: str, *, max_to_keep: int = 3, async_save: bool = True,
                  read_only: bool = False) -> ocp.CheckpointManager:
   """The run's manager; ``read_only`` (for evaluation) creates and cleans up nothing."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=not read_only,
+      # A read-only manager keeps and saves nothing; saying so up front spares its warnings.
+      max_to_keep=None if read_only else max_to_keep,
+      save_interval_steps=0 if read_only else 1,
+      enable_async_checkpointing=async_save, create=not read_only,
       cleanup_tmp_directories=not read_only, read_only=read_only)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 

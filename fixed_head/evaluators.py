@@ -14,30 +14,32 @@ import jax
 
 from fixed_head import data as data_lib
 from fixed_head import losses
+from fixed_head.errors import UsageError
 
 
 class LMEvaluator:
   """Next-token loss, perplexity and accuracy on one deterministic pass over a split; on
   the synthetic language also the optimal loss and the gap to it (loss - optimal_loss).
 
-  Options: split ('eval'), num_examples (rows read), batch_size (global).
+  Options: split ('eval'), num_examples (rows scored; None, the default, scores the whole
+  split), batch_size (global; a last partial batch is padded with rows that count nothing).
+  The result says how many tokens (``num_tokens``) in how many rows (``num_rows``) it scored.
   """
 
-  OPTIONS = {'type': 'lm', 'split': 'eval', 'num_examples': 1024, 'batch_size': 64}
+  OPTIONS = {'type': 'lm', 'split': 'eval', 'num_examples': None, 'batch_size': 64}
 
   @classmethod
   def check_options(cls, prefix: str, spec: Mapping[str, Any]) -> None:
     unknown = sorted(set(spec) - set(cls.OPTIONS))
     if unknown:
-      raise ValueError(f'{prefix}: unknown option(s) {unknown}; known: {sorted(cls.OPTIONS)}.')
+      raise UsageError(f'{prefix}: unknown option(s) {unknown}; known: {sorted(cls.OPTIONS)}.')
     for field in ('num_examples', 'batch_size'):
       value = spec.get(field, cls.OPTIONS[field])
-      if not isinstance(value, int) or value <= 0:
-        raise ValueError(f'{prefix}.{field}={value!r}: must be a positive integer.')
-    if spec.get('num_examples', cls.OPTIONS['num_examples']) < spec.get(
-        'batch_size', cls.OPTIONS['batch_size']):
-      raise ValueError(f'{prefix}.num_examples must be at least {prefix}.batch_size '
-                       '(only whole batches are evaluated).')
+      if field == 'num_examples' and value is None:
+        continue
+      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UsageError(f'{prefix}.{field}={value!r}: must be a positive integer'
+                         + (' (or None: the whole split).' if field == 'num_examples' else '.'))
 
   def __init__(self, spec: Mapping[str, Any], data_config: Mapping[str, Any],
                logits_fn: Callable, put_batch: Callable, *, workdir: str | None = None,
@@ -63,8 +65,7 @@ class LMEvaluator:
       for key, value in stats.items():
         totals[key] = totals.get(key, 0.0) + float(value)
     if not totals:
-      raise ValueError(f'evaluator on split {self.split!r}: no whole batch of {self.batch_size} '
-                       f'rows among {len(self.source)}; lower the evaluator batch_size.')
+      raise UsageError(f'evaluator on split {self.split!r}: the split holds no rows.')
     count = totals['weight_sum']
     loss = totals['nll_sum'] / count
     result = {
@@ -72,6 +73,7 @@ class LMEvaluator:
         'perplexity': math.exp(min(loss, 700.0)),
         'accuracy': totals['correct_sum'] / count,
         'num_tokens': int(count),
+        'num_rows': data_lib.num_eval_rows(self.source, self.num_examples),
     }
     if 'optimal_nll_sum' in totals:
       result['optimal_loss'] = totals['optimal_nll_sum'] / count

@@ -1,6 +1,9 @@
 """Training output: ``metrics.jsonl``, TensorBoard event files, and a console progress line.
 
-Only process 0 writes; the other processes keep silent.
+Only process 0 writes; the other processes keep silent. ``metrics.jsonl`` holds one row per
+logged step: a run resumed from step S first drops the rows after S that the interrupted
+run had written (rewriting the file atomically), and TensorBoard purges its events after S,
+so the steps trained again are not counted twice.
 """
 
 from __future__ import annotations
@@ -18,31 +21,69 @@ def _format_duration(seconds: float) -> str:
   return f'{hours}h{minutes:02d}m{seconds:02d}s' if hours else f'{minutes}m{seconds:02d}s'
 
 
+def drop_rows_after(path: str, step: int) -> int:
+  """Rewrites the JSON-lines file ``path`` without its rows of steps after ``step``
+  (atomically: a temporary file renamed over it). Returns how many rows were dropped."""
+  if not os.path.exists(path):
+    return 0
+  with open(path, encoding='utf-8') as f:
+    lines = [line for line in f if line.strip()]
+  kept = []
+  for line in lines:
+    try:
+      if json.loads(line)['step'] <= step:
+        kept.append(line)
+    except (ValueError, KeyError, TypeError):
+      pass  # a torn last line from a killed run
+  if len(kept) == len(lines):
+    return 0
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.writelines(line if line.endswith('\n') else line + '\n' for line in kept)
+  os.replace(tmp, path)
+  return len(lines) - len(kept)
+
+
 class MetricWriter:
-  """Appends one JSON object per call to ``workdir/metrics.jsonl`` and mirrors the scalars
-  to TensorBoard (``workdir/tensorboard``)."""
+  """Appends one JSON object per logged step to ``workdir/metrics.jsonl`` and mirrors the
+  scalars to TensorBoard (``workdir/tensorboard``)."""
 
   def __init__(self, workdir: str, *, num_train_steps: int, start_step: int,
                enabled: bool = True):
     self.enabled = enabled
     self.num_train_steps = num_train_steps
     self._last_time, self._last_step = time.perf_counter(), start_step
+    self._row: dict[str, Any] | None = None  # the step's row, until flushed
     if not enabled:
       return
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
-    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    path = os.path.join(workdir, 'metrics.jsonl')
+    drop_rows_after(path, start_step)
+    self._jsonl = open(path, 'a', encoding='utf-8')
+    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
+                             purge_step=start_step + 1 if start_step else None)
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:
+    """Adds ``scalars`` to the row of ``step`` (train metrics and evals of one step share a
+    row, written by ``flush`` or when a later step arrives)."""
     if not self.enabled:
       return
-    record = {'step': int(step), **{k: float(v) for k, v in scalars.items()}}
-    self._jsonl.write(json.dumps(record) + '\n')
+    if self._row is not None and self._row['step'] != int(step):
+      self.flush()
+    if self._row is None:
+      self._row = {'step': int(step)}
+    for key, value in scalars.items():
+      self._row[key] = float(value)
+      self._tb.add_scalar(key, float(value), step)
+
+  def flush(self) -> None:
+    """Appends the pending row to metrics.jsonl and flushes TensorBoard."""
+    if not self.enabled or self._row is None:
+      return
+    self._jsonl.write(json.dumps(self._row) + '\n')
     self._jsonl.flush()
-    for key, value in record.items():
-      if key != 'step':
-        self._tb.add_scalar(key, value, step)
     self._tb.flush()
+    self._row = None
 
   def rate(self, step: int) -> float:
     """Steps per second since the previous call."""
@@ -65,5 +106,6 @@ class MetricWriter:
 
   def close(self) -> None:
     if self.enabled:
+      self.flush()
       self._jsonl.close()
       self._tb.close()

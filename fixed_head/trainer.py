@@ -14,7 +14,6 @@ continues exactly where an uninterrupted one would be.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -31,9 +30,10 @@ from jax.sharding import Mesh
 from fixed_head import checkpoints
 from fixed_head import data as data_lib
 from fixed_head import evaluators as evaluators_lib
-from fixed_head import losses, optim, preemption, run_config, sharding
+from fixed_head import losses, optim, preemption, run_config, run_record, sharding
 from fixed_head.config import ModelConfig
-from fixed_head.errors import CheckpointError, NonFiniteLoss, Preempted, UsageError
+from fixed_head.errors import (CheckpointError, Interrupted, NonFiniteLoss, Preempted,
+                               UsageError)
 from fixed_head.metric_writer import MetricWriter
 from fixed_head.models import build_model
 
@@ -93,7 +93,7 @@ def build_setup(config: ml_collections.ConfigDict,
   model_config = run_config.validate(config, num_devices=len(devices),
                                      num_processes=jax.process_count())
   if model_config.model_type != 'lm':
-    raise ValueError(f"config.model.model_type={model_config.model_type!r}: the trainer "
+    raise UsageError(f"config.model.model_type={model_config.model_type!r}: the trainer "
                      "trains language models ('lm'); BERT pre-training is not built yet.")
   mesh = sharding.make_mesh(config.mesh, devices)
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
@@ -155,37 +155,38 @@ def make_train_step(setup: Setup, batch_example: dict[str, np.ndarray]) -> Calla
                  donate_argnums=(0,))
 
 
-def _check_saved_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Refuses a workdir whose saved config.json is incompatible; returns that path."""
-  path = os.path.join(workdir, 'config.json')
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      run_config.check_compatible(json.load(f), config, workdir)
-  return path
-
-
-def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes the resolved config, or refuses a workdir holding an incompatible run."""
+def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+  """The workdir's saved config (None for a new run), after refusing a URL or a saved run
+  that this config cannot continue truthfully (other shapes, optimizer or data)."""
   if '://' in workdir:
     raise UsageError(f'workdir {workdir}: URLs are not supported yet (files are written with '
                      'the local file API); mount the bucket (e.g. gcsfuse) and give the '
                      'mounted path.')
-  path = _check_saved_config(config, workdir)
-  if jax.process_index() == 0:
-    try:
-      os.makedirs(workdir, exist_ok=True)
-      tmp = f'{path}.tmp'
-      with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(run_config.to_json(config))
-      os.replace(tmp, path)
-    except OSError as e:
-      raise UsageError(f'workdir {workdir} cannot be written ({e.strerror}: {e.filename}); '
-                       'choose another --workdir or fix its permissions.') from e
+  saved = run_record.load(workdir)
+  if saved is not None:
+    run_config.check_compatible(saved, config, workdir)
+  return saved
+
+
+def _make_workdir(workdir: str) -> None:
+  """Creates ``workdir`` (process 0), or says why it cannot be written."""
+  if jax.process_index() != 0:
+    return
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    if not os.access(workdir, os.W_OK | os.X_OK):
+      raise PermissionError(13, 'Permission denied', workdir)
+  except OSError as e:
+    raise UsageError(f'workdir {workdir} cannot be written ({e.strerror}: {e.filename}); '
+                     'choose another --workdir or fix its permissions.') from e
 
 
 def _eval_line(name: str, step: int, result: dict[str, float]) -> str:
-  shown = ', '.join(f'{k} {v:.4f}' for k, v in result.items() if k != 'num_tokens')
-  return f'eval {name} @ step {step}: {shown}'
+  counts = ('num_tokens', 'num_rows')
+  shown = ', '.join(f'{k} {v:.4f}' for k, v in result.items() if k not in counts)
+  scored = (f' ({result["num_tokens"]:,} tokens in {result["num_rows"]:,} rows)'
+            if all(k in result for k in counts) else '')
+  return f'eval {name} @ step {step}: {shown}{scored}'
 
 
 def _run_evals(evaluators, params, step, writer: MetricWriter) -> dict[str, dict[str, float]]:
@@ -248,11 +249,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   setup = build_setup(config, devices)
   process_index, process_count = jax.process_index(), jax.process_count()
+  log = print if process_index == 0 else lambda _: None
+  saved = _check_workdir(config, workdir)
   source = data_lib.build_source(config.data, 'train', workdir=workdir)
   if source.vocab_size != setup.model_config.vocab_size:
-    raise ValueError(f'config.model.vocab_size={setup.model_config.vocab_size} does not match '
+    raise UsageError(f'config.model.vocab_size={setup.model_config.vocab_size} does not match '
                      f'the data ({source.vocab_size} symbols); set them equal.')
-  _prepare_workdir(config, workdir)
+  _make_workdir(workdir)
   train_iter = data_lib.train_iterator(source, config.batch_size, process_index=process_index,
                                        process_count=process_count)
 
@@ -261,8 +264,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer = None
   finished = False
   try:
-    start_step, restored, data_state = _restore_latest(
-        config, workdir, manager, setup, log=print if process_index == 0 else lambda _: None)
+    start_step, restored, data_state = _restore_latest(config, workdir, manager, setup, log)
+    end_step = config.num_train_steps if stop_after is None else min(
+        stop_after, config.num_train_steps)
+    if start_step >= end_step:
+      # Nothing to train: the workdir, config.json included, is left exactly as it was.
+      what = ('already finished' if start_step >= config.num_train_steps else
+              f'already past stop_after={stop_after}')
+      log(f'{workdir}: {what} at step {start_step} (config.num_train_steps='
+          f'{config.num_train_steps}); nothing to train. Raise --config.num_train_steps to '
+          'train further, or evaluate it with eval.py.')
+      finished = True
+      return {'step': start_step, 'train': {}, 'evals': {}}
     if start_step:
       step_array = jax.device_put(jnp.asarray(start_step, jnp.int32),
                                   setup.state_shardings['step'])
@@ -271,6 +284,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     else:
       state = init_state(setup)
 
+    if process_index == 0:
+      changes = run_record.record(config, workdir, saved, start_step)
+      if changes:
+        log(f'Settings changed from step {start_step} on (recorded in '
+            f'{run_record.HISTORY}): {run_record.describe(changes)}')
     writer = MetricWriter(workdir, num_train_steps=config.num_train_steps,
                           start_step=start_step, enabled=process_index == 0)
     mc = setup.model_config
@@ -281,8 +299,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     evaluators = evaluators_lib.build_evaluators(
         config, setup.logits_fn, setup.put_batch, workdir=workdir,
         process_index=process_index, process_count=process_count)
-    end_step = config.num_train_steps if stop_after is None else min(
-        stop_after, config.num_train_steps)
     with preemption.PreemptionWatcher() as watcher:
       result = _train_loop(config, setup, state, train_iter, evaluators, manager, writer,
                            watcher, start_step, end_step, source.seq_len)
@@ -337,6 +353,7 @@ def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, mana
       writer.progress(step, {k: train_metrics[k] for k in shown if k in train_metrics}, rate)
     if eval_now:
       eval_results = _run_evals(evaluators, state['params'], step, writer)
+    writer.flush()  # one row per step: its train metrics and evals together
     if save_now:
       if not bool(_all_finite(state)):
         raise NonFiniteLoss(f'training stopped: the parameters or optimizer state after step '
@@ -348,37 +365,52 @@ def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, mana
       checkpoints.wait_until_finished(manager, step)
       writer.log(f'{watcher.signal_name} received: saved a checkpoint of step {step} in '
                  f'{manager.directory}; run the same command again to continue from there.')
+      if watcher.interrupted:
+        raise Interrupted(step, f'interrupted (Ctrl-C) at step {step}, checkpoint saved')
       raise Preempted(step, f'preempted at step {step} (checkpoint saved)')
   checkpoints.wait_until_finished(manager, last_saved)
   return {'step': end_step, 'train': train_metrics, 'evals': eval_results}
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None,
-             devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
-  """Runs ``config.evals`` on checkpoint ``step`` (default: latest) of ``workdir`` and
-  writes ``workdir/eval/step_<N>.json``. Returns {'step', 'evals'}."""
+def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
+             step: int | None = None, devices: Sequence[jax.Device] | None = None,
+             other_data: bool = False) -> dict[str, Any]:
+  """Runs the evaluators on checkpoint ``step`` (default: latest) of ``workdir`` and writes
+  the results to ``workdir/eval/``. Returns {'step', 'evals', 'path'}.
+
+  ``config=None`` uses the run's saved config.json. A given config must describe the same
+  model; if it reads other data, ``other_data=True`` is needed, and its results (like those
+  of other evaluator settings) go to ``eval/step_<N>.<tag>.json``, never over the run's own
+  ``eval/step_<N>.json`` (see ``fixed_head.run_record``).
+  """
+  if config is None:
+    config = run_record.load_config(workdir)
   setup = build_setup(config, devices)
+  target = run_record.eval_target(config, workdir, other_data=other_data)
   manager = checkpoints.make_manager(workdir, async_save=False, read_only=True)
   steps = manager.all_steps()
   if not steps:
-    raise FileNotFoundError(f'no checkpoint in {checkpoints.checkpoint_dir(workdir)}: train '
-                            f'first (python train.py --config=... --workdir={workdir}).')
+    raise UsageError(f'no checkpoint in {checkpoints.checkpoint_dir(workdir)}: train '
+                     f'first (python train.py --config=... --workdir={workdir}).')
   step = max(steps) if step is None else step
   if step not in steps:
-    raise FileNotFoundError(f'no checkpoint for step {step} in '
-                            f'{checkpoints.checkpoint_dir(workdir)}; available: {sorted(steps)}.')
-  _check_saved_config(config, workdir)
+    raise UsageError(f'no checkpoint for step {step} in '
+                     f'{checkpoints.checkpoint_dir(workdir)}; available: {sorted(steps)}.')
   params = checkpoints.restore_params(manager, step, setup.abstract_state['params'])
   manager.close()
   evaluators = evaluators_lib.build_evaluators(
       config, setup.logits_fn, setup.put_batch, workdir=workdir,
       process_index=jax.process_index(), process_count=jax.process_count())
   results = {name: evaluator(params) for name, evaluator in evaluators.items()}
+  path = os.path.join(workdir, 'eval', target.format(step=step))
   if jax.process_index() == 0:
     for name, result in results.items():
       print(_eval_line(name, step, result), flush=True)
-    out_dir = os.path.join(workdir, 'eval')
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, f'step_{step}.json'), 'w', encoding='utf-8') as f:
-      json.dump({'step': step, 'evals': results}, f, indent=2)
-  return {'step': step, 'evals': results}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    record = {'step': step, 'evals': results}
+    if target != 'step_{step}.json':  # other data or evaluators: say which
+      record.update(data=run_record.as_dict(config)['data'],
+                    evals_config=run_record.as_dict(config)['evals'])
+    run_record.write_json_atomic(path, record, indent=2)
+    print(f'wrote {path}', flush=True)
+  return {'step': step, 'evals': results, 'path': path}

@@ -13,6 +13,7 @@ from jax.sharding import PartitionSpec as P
 
 from fixed_head import checkpoints, run_config, sharding, trainer
 from fixed_head import data as data_lib
+from fixed_head.errors import UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -242,7 +243,7 @@ def test_incompatible_workdir_is_refused(tmp_path):
 
 
 def test_eval_without_checkpoint_is_an_error(tmp_path):
-  with pytest.raises(FileNotFoundError, match='no checkpoint in'):
+  with pytest.raises(UsageError, match='no checkpoint in'):
     trainer.evaluate(tiny_config(), str(tmp_path), devices=jax.devices()[:1])
 
 

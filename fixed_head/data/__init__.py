@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from fixed_head.data import synthetic, text, tfds_text
+from fixed_head.errors import UsageError
 
 Batch = dict[str, np.ndarray]
 
@@ -56,11 +57,11 @@ def build_source(data_config: Mapping[str, Any], split: str,
   data_config = data_config.to_dict() if hasattr(data_config, 'to_dict') else dict(data_config)
   name = data_config.get('name')
   if name not in SOURCES:
-    raise ValueError(f'data.name={name!r} is not one of {sorted(SOURCES)}.')
+    raise UsageError(f'data.name={name!r} is not one of {sorted(SOURCES)}.')
   try:
     return SOURCES[name](data_config, split, num_examples, workdir)
   except TypeError as e:  # an unknown or missing option for this source
-    raise ValueError(f'data options for data.name={name!r}: {e}') from e
+    raise UsageError(f'data options for data.name={name!r}: {e}') from e
 
 
 def train_iterator(source, global_batch_size: int, *, process_index: int = 0,
@@ -83,7 +84,7 @@ class IndexIterator(Iterator[Batch]):
   def __init__(self, source, global_batch_size: int, *, process_index: int = 0,
                process_count: int = 1, start: int = 0):
     if global_batch_size % process_count:
-      raise ValueError(f'batch_size={global_batch_size} is not divisible by the number of '
+      raise UsageError(f'batch_size={global_batch_size} is not divisible by the number of '
                        f'processes ({process_count}).')
     self.source = source
     self.global_batch_size = global_batch_size
@@ -105,11 +106,32 @@ class IndexIterator(Iterator[Batch]):
     self.next_batch = int(state['next_batch'])
 
 
-def eval_batches(source, batch_size: int, num_examples: int, *, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[Batch]:
-  """One deterministic pass over the first ``num_examples`` rows (whole batches only)."""
-  num_batches = min(num_examples, len(source)) // batch_size
-  iterator = IndexIterator(source, batch_size, process_index=process_index,
-                           process_count=process_count)
-  for _ in range(num_batches):
-    yield next(iterator)
+def num_eval_rows(source, num_examples: int | None) -> int:
+  """Rows an evaluation scores: the first ``num_examples`` of the split, or all (None)."""
+  return len(source) if num_examples is None else min(num_examples, len(source))
+
+
+def eval_batches(source, batch_size: int, num_examples: int | None = None, *,
+                 process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
+  """One deterministic pass over the first ``num_examples`` rows (None: all), in global
+  batches of ``batch_size``; this process gets its slice of each.
+
+  Every row is scored once: the last batch, when partial, is filled up with copies of the
+  last row whose ``segment_ids`` are 0 (padding, which no loss counts). Only that batch
+  carries ``segment_ids`` where the source has none (ones on its real rows: the same mask).
+  """
+  if batch_size % process_count:
+    raise UsageError(f'eval batch_size={batch_size} is not divisible by the number of '
+                     f'processes ({process_count}).')
+  total = num_eval_rows(source, num_examples)
+  local = batch_size // process_count
+  for first in range(0, total, batch_size):
+    rows = first + process_index * local + np.arange(local)
+    valid = rows < total
+    if valid.all():
+      yield source.get_batch(rows)
+      continue
+    batch = source.get_batch(np.minimum(rows, total - 1))
+    segments = batch.get('segment_ids', np.ones_like(batch['tokens']))
+    batch['segment_ids'] = np.where(valid[:, None], segments, 0).astype(np.int32)
+    yield batch

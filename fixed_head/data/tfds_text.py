@@ -35,7 +35,11 @@ from typing import Any
 import grain
 import numpy as np
 
+from fixed_head import quiet_logs
 from fixed_head.data import packing, tokenizers
+from fixed_head.errors import UsageError
+
+quiet_logs.install()
 
 SPLITS = ('train', 'eval')
 PACKING_MODES = ('pack', 'pad')
@@ -72,7 +76,7 @@ def open_split(dataset: str, split: str, *, data_dir: str | None = None,
   try:
     builder = tfds.builder(dataset, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
-    raise ValueError(
+    raise UsageError(
         f'data.dataset={dataset!r}: tensorflow-datasets {tfds.__version__} knows no dataset of '
         f'that name and none is prepared in the data directory ({_data_dir_field(data_dir)}). '
         'Check the name against https://www.tensorflow.org/datasets/catalog/overview, or '
@@ -82,31 +86,31 @@ def open_split(dataset: str, split: str, *, data_dir: str | None = None,
     records = tfds.data_source(dataset, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # pylint: disable=broad-except
     if not builder.is_prepared():
-      raise ValueError(f'data.dataset={dataset!r} is not prepared: nothing in {where} '
+      raise UsageError(f'data.dataset={dataset!r} is not prepared: nothing in {where} '
                        f'({_data_dir_field(data_dir)}); {_how_to_prepare(dataset, data_dir)}.'
                        ) from None
     splits = sorted(builder.info.splits)
     if split.split('[')[0] not in splits:
-      raise ValueError(f'{split_field}={split!r}: {dataset} in {where} has the splits {splits}; '
+      raise UsageError(f'{split_field}={split!r}: {dataset} in {where} has the splits {splits}; '
                        f'set {split_field} to one of them (a slice such as '
                        f"'{splits[0]}[:1%]' works too).") from None
     file_format = str(getattr(builder.info, 'file_format', '') or '')
     if file_format and 'array_record' not in file_format and 'parquet' not in file_format:
-      raise ValueError(f'data.dataset={dataset!r} in {where} is prepared as {file_format}, which '
+      raise UsageError(f'data.dataset={dataset!r} in {where} is prepared as {file_format}, which '
                        'cannot be read by index; prepare it again with '
                        f'`{prepare_command(dataset, "ANOTHER_DIR")}` and set data.data_dir, or '
                        f'delete {where} first.') from None
-    raise ValueError(f'data.dataset={dataset!r}, {split_field}={split!r} in {where} cannot be '
+    raise UsageError(f'data.dataset={dataset!r}, {split_field}={split!r} in {where} cannot be '
                      f'opened ({type(e).__name__}: {e}).') from e
   if len(records) == 0:  # pylint: disable=g-explicit-length-test
-    raise ValueError(f'{split_field}={split!r} of {dataset} in {where} holds no records; '
+    raise UsageError(f'{split_field}={split!r} of {dataset} in {where} holds no records; '
                      'choose another split.')
   first = records[0]
   if feature not in first:
-    raise ValueError(f'data.feature={feature!r}: the records of {dataset} in {where} have the '
+    raise UsageError(f'data.feature={feature!r}: the records of {dataset} in {where} have the '
                      f'features {sorted(first)}; set data.feature to the text one.')
   if not isinstance(first[feature], (str, bytes)):
-    raise ValueError(f'data.feature={feature!r} of {dataset} holds {type(first[feature]).__name__}'
+    raise UsageError(f'data.feature={feature!r} of {dataset} holds {type(first[feature]).__name__}'
                      ', not text; set data.feature to a text feature.')
   return records
 
@@ -324,7 +328,7 @@ class TrainIterator(Iterator[Row]):
   def set_state(self, state: Mapping[str, Any]) -> None:
     saved = state.get('processes', {})
     if state.get('process_count') != self.process_count or str(self.process_index) not in saved:
-      raise ValueError(
+      raise UsageError(
           f'the checkpoint\'s data state was written by {state.get("process_count")} process(es) '
           f'(states for {sorted(saved)}), but this run has {self.process_count}; resume with '
           'the same number of processes (each reads its own shard of the data), or start a '
@@ -357,13 +361,13 @@ class TfdsTextLM:
     if split not in SPLITS:
       raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
     if packing_mode not in PACKING_MODES:
-      raise ValueError(f"data.packing_mode={packing_mode!r}: must be 'pack' or 'pad'.")
+      raise UsageError(f"data.packing_mode={packing_mode!r}: must be 'pack' or 'pad'.")
     if long_docs not in packing.LONG_DOCS:
-      raise ValueError(f"data.long_docs={long_docs!r}: must be 'split' or 'truncate'.")
+      raise UsageError(f"data.long_docs={long_docs!r}: must be 'split' or 'truncate'.")
     if not isinstance(seq_len, int) or seq_len <= 0:
-      raise ValueError(f'data.seq_len={seq_len!r}: must be a positive int (the row length n).')
+      raise UsageError(f'data.seq_len={seq_len!r}: must be a positive int (the row length n).')
     if not isinstance(read_threads, int) or read_threads < 0:
-      raise ValueError(f'data.read_threads={read_threads!r}: must be an int >= 0.')
+      raise UsageError(f'data.read_threads={read_threads!r}: must be an int >= 0.')
     self.split, self.seq_len, self._vocab_size = split, seq_len, vocab_size
     self.dataset, self.feature, self.data_dir = dataset, feature, data_dir or None
     self.train_split, self.shuffle_seed = train_split, shuffle_seed
@@ -377,7 +381,7 @@ class TfdsTextLM:
         texts_fn=lambda: self.train_texts(tokenizer_max_sentences),
         max_sentences=tokenizer_max_sentences)
     if self.tokenizer.vocab_size != vocab_size:
-      raise ValueError(f'data.vocab_size={vocab_size} does not match the {tokenizer} '
+      raise UsageError(f'data.vocab_size={vocab_size} does not match the {tokenizer} '
                        f'tokenizer ({self.tokenizer.vocab_size} ids); set data.vocab_size and '
                        f'model.vocab_size to {self.tokenizer.vocab_size}.')
     self.read = ReadDocuments(self.records, feature, self.tokenizer,
@@ -446,7 +450,7 @@ class TfdsTextLM:
     permutation (new each epoch) of its shard ``range(len)[process_index::process_count]``."""
     shard = grain.MapDataset.range(len(self.records))[process_index::process_count]
     if len(shard) == 0:  # pylint: disable=g-explicit-length-test
-      raise ValueError(f'data.train_split={self.tfds_split!r} of {self.dataset} has '
+      raise UsageError(f'data.train_split={self.tfds_split!r} of {self.dataset} has '
                        f'{len(self.records)} records, fewer than the {process_count} processes.')
     return shard.shuffle(seed=_grain_seed(self.shuffle_seed)).repeat()
 
@@ -456,7 +460,7 @@ class TfdsTextLM:
     if self.split != 'train':
       raise ValueError(f'train_iterator needs the train split, not {self.split!r}.')
     if global_batch_size % process_count:
-      raise ValueError(f'batch_size={global_batch_size} is not divisible by the number of '
+      raise UsageError(f'batch_size={global_batch_size} is not divisible by the number of '
                        f'processes ({process_count}).')
     order = self.train_order(process_index=process_index, process_count=process_count)
     rows = PackedRowsIterDataset(self._chunks(order, self.read), self.seq_len,

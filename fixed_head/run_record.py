@@ -1,0 +1,147 @@
+"""The workdir's record of a run: ``config.json``, ``config_history.jsonl`` and eval results.
+
+``config.json`` always describes the checkpoints beside it. A rerun that changes settings
+which leave the checkpoints valid (learning rate, steps, intervals, ...) is accepted: the
+new config replaces ``config.json`` and one line of ``config_history.jsonl`` records what
+changed and from which step it applies. Changes that would make the record untrue (the
+model's shapes, the data) are refused by ``run_config.check_compatible`` before anything is
+written. A finished run that is started again writes nothing.
+
+Evaluation results go to ``eval/step_<N>.json`` when they score the run's own data with the
+run's own evaluators; any other data or evaluator settings get a file of their own,
+``eval/step_<N>.<tag>.json`` (tag: a hash of those settings, which the file also holds), so a
+result is never overwritten by one of other data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import Any
+
+import ml_collections
+
+from fixed_head import run_config
+from fixed_head.errors import UsageError
+
+CONFIG = 'config.json'
+HISTORY = 'config_history.jsonl'
+# Model fields that do not change what a checkpoint computes at evaluation time.
+EVAL_FREE_MODEL_FIELDS = ('dropout_rate', 'attention_dropout_rate', 'attention_impl')
+
+
+def as_dict(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
+  """The config as config.json holds it (JSON types: tuples become lists)."""
+  if isinstance(config, dict):
+    return json.loads(json.dumps(config, default=str))
+  return json.loads(run_config.to_json(config))
+
+
+def flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  """{'a': {'b': 1}} -> {'a.b': 1}."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict) and value:
+      flat.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def differences(saved: dict[str, Any], current: dict[str, Any],
+                prefix: str = '') -> dict[str, tuple[Any, Any]]:
+  """{dotted field: (saved value, current value)} for every field that differs."""
+  old, new = flatten(saved, prefix), flatten(current, prefix)
+  return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+          if old.get(k) != new.get(k)}
+
+
+def describe(changes: dict[str, tuple[Any, Any]]) -> str:
+  return '; '.join(f'{k}: saved {a!r}, now {b!r}' for k, (a, b) in changes.items())
+
+
+def write_json_atomic(path: str, obj: Any, **dump_options) -> None:
+  """Writes ``path`` whole or not at all (a temporary file renamed over it)."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(obj, f, **dump_options)
+  os.replace(tmp, path)
+
+
+def load(workdir: str) -> dict[str, Any] | None:
+  """The saved config.json of ``workdir`` as a dict, or None."""
+  path = os.path.join(workdir, CONFIG)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise UsageError(f'{path} cannot be read ({e}); restore it from a backup or use a new '
+                     '--workdir.') from None
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run config saved in ``workdir`` (what eval.py uses without --config)."""
+  saved = load(workdir)
+  if saved is None:
+    raise UsageError(f'{os.path.join(workdir, CONFIG)} does not exist: {workdir} is not the '
+                     'workdir of a training run (give --config=... to evaluate anyway).')
+  return ml_collections.ConfigDict(saved)
+
+
+def record(config: ml_collections.ConfigDict, workdir: str, saved: dict[str, Any] | None,
+           step: int) -> dict[str, tuple[Any, Any]]:
+  """Writes config.json (the config the run continues with from ``step``) and, when it
+  changes ``saved``, a line of config_history.jsonl. Returns the changes. Process 0 only."""
+  current = as_dict(config)
+  changes = differences(saved, current) if saved is not None else {}
+  if saved is not None and not changes:
+    return changes
+  if changes:
+    line = {'step': step, 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+            'changes': {k: {'saved': a, 'now': b} for k, (a, b) in changes.items()}}
+    with open(os.path.join(workdir, HISTORY), 'a', encoding='utf-8') as f:
+      f.write(json.dumps(line, default=str) + '\n')
+  write_json_atomic(os.path.join(workdir, CONFIG), current, indent=2, sort_keys=True)
+  return changes
+
+
+def history(workdir: str) -> list[dict[str, Any]]:
+  """The accepted changes, oldest first: [{'step', 'time', 'changes'}]."""
+  path = os.path.join(workdir, HISTORY)
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding='utf-8') as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def eval_target(config: ml_collections.ConfigDict, workdir: str, *,
+                other_data: bool) -> str:
+  """The result file name for evaluating ``workdir`` with ``config`` (see the module doc).
+
+  Raises UsageError when ``config`` describes another model than the saved run, or other
+  data without ``other_data``.
+  """
+  saved = load(workdir)
+  if saved is None:
+    return 'step_{step}.json'
+  current = as_dict(config)
+  model = {k: v for k, v in differences(saved['model'], current['model'], 'model.').items()
+           if k.split('.', 1)[1] not in EVAL_FREE_MODEL_FIELDS}
+  if model:
+    raise UsageError(f'--config describes another model than the run in {workdir} '
+                     f'({describe(model)}); drop --config to use the saved config.json.')
+  data = differences(saved['data'], current['data'], 'data.')
+  if data and not other_data:
+    raise UsageError(
+        f'--config reads other data than the run in {workdir} ({describe(data)}). Drop '
+        '--config (eval.py uses the saved config.json), or pass --other_data to evaluate on '
+        'this data: the result then goes to a file of its own, never over the run\'s.')
+  evals = differences(saved.get('evals', {}), current['evals'], 'evals.')
+  if not data and not evals:
+    return 'step_{step}.json'
+  what = json.dumps({'data': current['data'], 'evals': current['evals']}, sort_keys=True)
+  return 'step_{step}.' + hashlib.sha256(what.encode()).hexdigest()[:8] + '.json'
