@@ -3,11 +3,11 @@
 No files and no download: every example is generated on demand from ``(seed, split, index)``.
 The language is designed so that predicting it well needs each query position to attend with
 an arbitrary, position-dependent distribution over earlier positions (the context matrix P of
-PAPER.md, Theorem 1), which a head of size d_p < n cannot represent exactly, while a head with
-d_p >= n can. Its Bayes-optimal next-token loss is computed exactly for every example, so
+docs/paper.md, Theorem 1), which a head much smaller than n cannot represent in general, while
+a head with d_p >= n always can. Its Bayes-optimal next-token loss is computed exactly for every example, so
 training and evaluation can report the gap to the optimum.
 
-The language (symbols as in PAPER.md: n = ``seq_len``; V = ``vocab_size``)
+The language (symbols as in docs/paper.md: n = ``seq_len``; V = ``vocab_size``)
 --------------------------------------------------------------------------
 A fixed context matrix A (n x n, row-stochastic on the rows that copy) is drawn once from
 ``seed``; 'train' and 'eval' share it and differ only in their examples.
