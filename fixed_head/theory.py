@@ -13,17 +13,30 @@ Theorem 1 (representation). If d_p >= n, then for every X of full column rank
 W_q, W_k that produce exactly P. Constructively, with X+ = (X^T X)^{-1} X^T
 and any positive diagonal D0,
 
-  W_k^T W_q = sqrt(d_p) (X+)^T log(P D0) X+        (d x d, rank <= n),
+  W_k^T W_q = sqrt(d_p) (X+)^T log(P D0) X+        (d x d),
 
 because X+ X = I_n turns the scores into log(P D0) = log P + (column
-constants), and the column softmax removes the column constants. Factoring
-that d x d matrix needs d_p >= n rows (:func:`construct_representation`).
+constants), and the column softmax removes the column constants. The rank of
+that d x d matrix is the rank of log(P D0), and it factors into W_k, W_q of
+d_p rows whenever d_p is at least that rank (:func:`construct_representation`).
 
-The witness (d_p < n). With d = d_p = 1, n = 2, X = [[1, 0]] the second token
-is the zero vector, so the second column of the scores is zero and the second
-column of every producible P is [0.5, 0.5]; the target
-P = [[0.5, 0.75], [0.5, 0.25]] is therefore unreachable, with max-abs error at
-least 0.25 (:func:`low_rank_witness`, :func:`low_rank_witness_min_error`).
+d_p >= n is sufficient, not tight. Scaling column j of P by 1 / P[i, j] (D0 =
+diag(1 / P[i, :]) for a fixed row i) makes row i of log(P D0) zero, so its
+rank is at most n - 1: d_p = n - 1 already suffices for full-rank X. The
+exact threshold is r = rank(log P - 1 log P[i, :]) (:func:`min_head_size`):
+a head's scores have rank <= d_p, so no head with d_p < r produces P, for any
+X; r = n - 1 for almost every P and is smaller only for special ones.
+
+The witnesses. :func:`low_rank_witness` is the paper's: d = d_p = 1, n = 2,
+X = [[1, 0]]. Its second token is the zero vector, so the second column of
+every producible P is [0.5, 0.5] and P = [[0.5, 0.75], [0.5, 0.25]] is out
+of reach (max-abs error >= 0.25, :func:`low_rank_witness_min_error`). That
+is a defect of X, not of d_p: X is not of full column rank, no d_p helps, and
+on X = I_2 a head with d_p = 1 = n - 1 reaches the same P.
+:func:`full_rank_witness` shows the bottleneck itself: X = I_3 and P = the
+column softmax of 2 I_3 need d_p = 2 = n - 1 (reached exactly), and every
+d_p = 1 head misses by at least (e^2 - 1) / (2 (e^2 + 2)) ~ 0.34
+(:func:`full_rank_witness_min_error`).
 
 The probe (:func:`fit_context_matrix`) asks gradient descent how close a head
 of a given d_p gets to a target P, so the gap between d_p >= n and d_p < n can
@@ -51,9 +64,12 @@ __all__ = [
   "construct_representation",
   "context_matrix",
   "fit_context_matrix",
+  "full_rank_witness",
+  "full_rank_witness_min_error",
   "low_rank_witness",
   "low_rank_witness_min_error",
   "max_abs_error",
+  "min_head_size",
   "random_column_stochastic",
 ]
 
@@ -187,29 +203,40 @@ def _diag_D0(D0: Any, n: int) -> np.ndarray:
   return D0
 
 
-def construct_representation(
-  X: Any, P: Any, head_size: int, D0: Any = None
-) -> tuple[np.ndarray, np.ndarray]:
-  """Theorem 1: W_q, W_k of shape (head_size, d) whose head produces exactly P.
+def _rank(A: np.ndarray) -> int:
+  """Numerical rank of A: singular values above max(A.shape) * eps * the largest."""
+  s = np.linalg.svd(A, compute_uv=False)
+  if s[0] == 0:
+    return 0
+  return int(np.sum(s > s[0] * max(A.shape) * np.finfo(np.float64).eps))
 
-  X is d x n of full column rank (d >= n), P a positive column-stochastic
-  n x n matrix, head_size = d_p >= n, D0 an optional positive diagonal
-  (n x n matrix or length-n vector; default identity). Builds
-  M = sqrt(d_p) (X+)^T log(P D0) X+ (d x d, rank <= n) with
-  X+ = (X^T X)^{-1} X^T, and factors M = W_k^T W_q by SVD, keeping n singular
-  values and zero-padding to d_p rows. Then
-  context_matrix(X, W_q, W_k) == P up to float64 round-off.
+
+def _centred_log(P: np.ndarray) -> np.ndarray:
+  """log(P D0) with D0 = diag(1 / P[0, :]): log P less its row 0 (row 0 exactly 0)."""
+  log_P = np.log(P)
+  return log_P - log_P[0][None, :]
+
+
+def min_head_size(P: Any) -> int:
+  """Smallest d_p of a head producing the n x n P: r = rank(log P - 1 log P[0, :]).
+
+  P is positive and column-stochastic. A head produces P iff its scores are
+  log P + 1 c^T for some c (the column softmax drops column constants); the
+  scores have rank <= d_p, and the least rank of log P + 1 c^T is r, the
+  dimension of the affine hull of the rows of log P, reached at
+  c = -log P[0, :]. So no head with d_p < r produces P, for any X, and
+  construct_representation reaches it with any d_p >= max(r, 1) on every X
+  of full column rank. r <= n - 1, with equality for almost every P; r = 0
+  for the uniform P.
   """
-  X = _as_matrix("X", X)
+  P = _as_matrix("P", P)
+  P = _check_context(P, P.shape[0], strictly_positive=True)
+  return min(_rank(_centred_log(P)), P.shape[0] - 1)
+
+
+def _check_full_column_rank(X: np.ndarray) -> None:
+  """Raise unless the d x n X has rank n."""
   d, n = X.shape
-  P = _check_context(P, n, strictly_positive=True)
-  d_p = _check_positive_int(head_size)
-  if d_p < n:
-    raise ValueError(
-      f"head_size (d_p) = {d_p} is smaller than n = {n}: Theorem 1 needs d_p >= n, and "
-      "for d_p < n some (X, P) cannot be represented at all. See low_rank_witness() for "
-      "such a pair, and fit_context_matrix() to measure how close a d_p < n head gets."
-    )
   if d < n:
     raise ValueError(
       f"X must have full column rank, which needs d >= n; X is d x n = {d} x {n}. "
@@ -223,16 +250,75 @@ def construct_representation(
       f"{n}); its smallest singular value is {s[-1]:.3g} (largest {s[0]:.3g}). "
       "Remove repeated or linearly dependent token columns."
     )
-  diag0 = _diag_D0(D0, n)
+
+
+def _log_scores(P: np.ndarray, d_p: int, D0: Any) -> np.ndarray:
+  """log(P D0), the scores the construction reproduces; raise if rank > d_p.
+
+  With D0 None: D0 = I when d_p >= n, else D0 = diag(1 / P[0, :]) (rank <= n - 1).
+  """
+  n = P.shape[0]
+  if D0 is None:
+    L = np.log(P) if d_p >= n else _centred_log(P)
+  else:
+    # log(P D0) = log P + log diag(D0) added to each column (no under/overflow in P D0).
+    L = np.log(P) + np.log(_diag_D0(D0, n))[None, :]
+  if d_p >= n:
+    return L
+  rank = _rank(L)
+  if D0 is None:
+    rank = min(rank, n - 1)  # row 0 of L is exactly zero
+    if d_p < rank:
+      raise ValueError(
+        f"head_size (d_p) = {d_p} is smaller than r = {rank}, the rank of log P once its "
+        f"column constants are removed (min_head_size(P); r = n - 1 = {n - 1} for almost "
+        "every P). A head's scores have rank <= d_p, so no head with d_p < r produces this "
+        "P, for any X. See full_rank_witness() for such a pair, and fit_context_matrix() "
+        "to measure how close a smaller head gets."
+      )
+  elif d_p < rank:
+    raise ValueError(
+      f"head_size (d_p) = {d_p} is smaller than rank(log(P D0)) = {rank} for the D0 given, "
+      "so W_k^T W_q cannot be factored into d_p rows. Pass D0=None (the construction then "
+      f"makes a row of log(P D0) zero, and d_p = n - 1 = {n - 1} suffices) or a D0 with "
+      f"rank(log(P D0)) <= d_p; no D0 allows d_p < min_head_size(P) = {min_head_size(P)}."
+    )
+  return L
+
+
+def construct_representation(
+  X: Any, P: Any, head_size: int, D0: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+  """Theorem 1: W_q, W_k of shape (head_size, d) whose head produces exactly P.
+
+  X is d x n of full column rank (d >= n), P a positive column-stochastic
+  n x n matrix, head_size = d_p, D0 an optional positive diagonal (n x n
+  matrix or length-n vector). Builds M = sqrt(d_p) (X+)^T log(P D0) X+
+  (d x d, rank = rank of log(P D0) <= n) with X+ = (X^T X)^{-1} X^T, and
+  factors M = W_k^T W_q by SVD, keeping min(d_p, n) singular values and
+  zero-padding to d_p rows. Then context_matrix(X, W_q, W_k) == P up to
+  float64 round-off.
+
+  The paper's d_p >= n is sufficient, not tight. Without D0, d_p >= n uses
+  D0 = I, and d_p < n uses D0 = diag(1 / P[0, :]), which makes row 0 of
+  log(P D0) zero: M then has rank <= n - 1, so d_p = n - 1 always works, and
+  d_p down to min_head_size(P) (below n - 1 only for special P). A caller's
+  D0 with d_p < n must give rank(log(P D0)) <= d_p. Anything else raises a
+  ValueError saying why.
+  """
+  X = _as_matrix("X", X)
+  d, n = X.shape
+  P = _check_context(P, n, strictly_positive=True)
+  d_p = _check_positive_int(head_size)
+  _check_full_column_rank(X)
+  L = _log_scores(P, d_p, D0)
 
   # X+ = (X^T X)^{-1} X^T, via least squares (stable, no explicit normal equations).
   X_pinv = np.linalg.lstsq(X, np.eye(d), rcond=None)[0]  # n x d
-  # log(P D0) = log P + log diag(D0) added to each column (no under/overflow in P D0).
-  L = np.log(P) + np.log(diag0)[None, :]
-  M = math.sqrt(d_p) * X_pinv.T @ L @ X_pinv  # d x d, rank <= n
+  M = math.sqrt(d_p) * X_pinv.T @ L @ X_pinv  # d x d, rank = rank(L) <= min(d_p, n)
 
   U, sv, Vt = np.linalg.svd(M)
-  r = n  # rank(M) <= n <= d, and d_p >= n rows are available.
+  r = min(d_p, n)
   root = np.sqrt(sv[:r])
   W_k = np.zeros((d_p, d))
   W_q = np.zeros((d_p, d))
@@ -293,8 +379,12 @@ def low_rank_witness() -> tuple[np.ndarray, np.ndarray]:
   column 1 of the produced P is [s, 1 - s] with s = sigmoid(m), which can
   match [0.5, 0.5]; column 2 is always exactly [0.5, 0.5] because token 2
   is the zero vector, so it never matches [0.75, 0.25]: the max-abs error
-  of every head is at least 0.25. (X is not of full column rank either, so
-  Theorem 1 does not apply even with d_p >= n.)
+  of every head is at least 0.25.
+
+  What it does not show: a low-rank bottleneck. The obstacle is the zero
+  column of X (X is not of full column rank), which no d_p removes, while
+  min_head_size(P) = 1: on X = I_2 a d_p = 1 head produces this P exactly.
+  For a witness with full-rank X, see :func:`full_rank_witness`.
   """
   X = np.array([[1.0, 0.0]])
   P = np.array([[0.5, 0.75], [0.5, 0.25]])
@@ -314,6 +404,39 @@ def low_rank_witness_min_error(P: Any = None) -> float:
     P = low_rank_witness()[1]
   P = _check_context(P, 2, strictly_positive=True)
   return float(abs(P[0, 1] - 0.5))
+
+
+def full_rank_witness() -> tuple[np.ndarray, np.ndarray]:
+  """A witness of the bottleneck on full-rank X: (X, P) with d = n = 3.
+
+  X = I_3, P = the column softmax of 2 I_3: e^2 / (e^2 + 2) on the diagonal,
+  1 / (e^2 + 2) elsewhere. min_head_size(P) = 2 = n - 1, so
+  construct_representation reaches P exactly with d_p = 2 and refuses
+  d_p = 1. No d_p = 1 head comes close: its scores are k q^T (k = W_k,
+  q = W_q as 3-vectors), so column j of its P is softmax(q_j k), and the
+  token holding the median entry of k never gets the most weight in any
+  column, while in P every token has the most weight in its own column
+  (see :func:`full_rank_witness_min_error`).
+  """
+  X = np.eye(3)
+  E = np.exp(2.0 * np.eye(3))
+  return X, E / E.sum(axis=0, keepdims=True)
+
+
+def full_rank_witness_min_error() -> float:
+  """Best max-abs error any d_p = 1 head reaches on the full-rank witness.
+
+  It is (e^2 - 1) / (2 (e^2 + 2)) ~ 0.340, half the gap between P's
+  diagonal and off-diagonal entries. Lower bound: let c index the median
+  entry of k; then q_c k_c <= q_c k_x for the x != c holding the largest
+  (q_c >= 0) or smallest (q_c < 0) entry of k, so Q[c, c] <= Q[x, c] for the
+  head's Q while P[c, c] - P[x, c] is that gap; one of the two entries is
+  off by at least half of it. Attained by k = (0, 0, -1), q = (t, t, -2)
+  with t = log((e^2 + 1) / 2): columns 1 and 2 put their mean top weight on
+  tokens 1 and 2 and the exact 1 / (e^2 + 2) on token 3; column 3 is exact.
+  """
+  e2 = math.exp(2.0)
+  return (e2 - 1.0) / (2.0 * (e2 + 2.0))
 
 
 # ---------------------------------------------------------------------------

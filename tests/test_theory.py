@@ -1,4 +1,4 @@
-"""Tests for fixed_head.theory: Theorem 1, the d_p < n witness and the probe."""
+"""Tests for fixed_head.theory: Theorem 1 (and d_p = n - 1), the witnesses and the probe."""
 
 import itertools
 
@@ -11,9 +11,12 @@ from fixed_head.theory import (
   construct_representation,
   context_matrix,
   fit_context_matrix,
+  full_rank_witness,
+  full_rank_witness_min_error,
   low_rank_witness,
   low_rank_witness_min_error,
   max_abs_error,
+  min_head_size,
   random_column_stochastic,
 )
 
@@ -134,12 +137,65 @@ def test_construction_depends_on_target():
   assert max_abs_error(context_matrix(X, W_q2, W_k2), P1) > 1e-2
 
 
-def test_head_size_below_n_is_refused():
+@pytest.mark.parametrize("n", [4, 5, 6])
+@pytest.mark.parametrize("concentration", [1.0, 0.3])
+def test_head_size_n_minus_1_suffices(n, concentration):
+  seed = 20 * n + int(10 * concentration)
+  d = n + seed % 3
+  X = _gaussian_X(d, n, seed)
+  P = random_column_stochastic(n, seed, concentration=concentration)
+  W_q, W_k = construct_representation(X, P, n - 1)
+  assert W_q.shape == (n - 1, d) and W_k.shape == (n - 1, d)
+  assert max_abs_error(context_matrix(X, W_q, W_k), P) < 1e-10
+  # Row 0 of log(P D0) is zero: the scores are log P less its row 0.
+  S = (W_k @ X).T @ (W_q @ X) / np.sqrt(n - 1)
+  np.testing.assert_allclose(S, np.log(P) - np.log(P[0]), rtol=0, atol=1e-9)
+  # n - 1 is also necessary for a generic P, whatever X.
+  assert min_head_size(P) == n - 1
+  with pytest.raises(ValueError, match=rf"head_size \(d_p\) = {n - 2} is smaller than r = {n - 1}"):
+    construct_representation(X, P, n - 2)
+
+
+def test_head_size_below_min_is_refused_with_reason():
   X = _gaussian_X(8, 6, 7)
   P = random_column_stochastic(6, 7)
-  for head_size in (1, 5):
-    with pytest.raises(ValueError, match=r"head_size \(d_p\) = \d+ is smaller than n = 6"):
+  for head_size in (1, 4):
+    with pytest.raises(ValueError, match=r"no head with d_p < r produces this P, for any X"):
       construct_representation(X, P, head_size)
+  construct_representation(X, P, 5)
+
+
+def test_low_rank_target_needs_only_its_rank():
+  # P made by a d_p = 2 head on n = 6 tokens: any X of full rank reaches it with d_p = 2.
+  n = 6
+  rng = np.random.default_rng(11)
+  X0 = rng.standard_normal((5, n))
+  P = context_matrix(X0, rng.standard_normal((2, 5)), rng.standard_normal((2, 5)))
+  assert min_head_size(P) == 2
+  X = _gaussian_X(7, n, 12)
+  W_q, W_k = construct_representation(X, P, 2)
+  assert max_abs_error(context_matrix(X, W_q, W_k), P) < 1e-10
+  with pytest.raises(ValueError, match=r"smaller than r = 2"):
+    construct_representation(X, P, 1)
+  # The uniform P needs no rank at all.
+  uniform = np.full((n, n), 1.0 / n)
+  assert min_head_size(uniform) == 0
+  W_q, W_k = construct_representation(X, uniform, 1)
+  assert max_abs_error(context_matrix(X, W_q, W_k), uniform) < 1e-12
+
+
+def test_caller_D0_must_fit_head_size():
+  n = 5
+  X = _gaussian_X(6, n, 13)
+  P = random_column_stochastic(n, 13)
+  # D0 = I leaves log P of full rank n: it does not factor into n - 1 rows.
+  with pytest.raises(ValueError, match=r"rank\(log\(P D0\)\) = 5 for the D0 given"):
+    construct_representation(X, P, n - 1, D0=np.ones(n))
+  # D0 = diag(1 / P[2, :]) zeroes row 2 instead of row 0: fits n - 1 rows.
+  W_q, W_k = construct_representation(X, P, n - 1, D0=1.0 / P[2])
+  assert max_abs_error(context_matrix(X, W_q, W_k), P) < 1e-10
+  S = (W_k @ X).T @ (W_q @ X) / np.sqrt(n - 1)
+  np.testing.assert_allclose(S[2], 0.0, rtol=0, atol=1e-9)
 
 
 # ---------------------------------------------------------------------------
@@ -172,7 +228,7 @@ def _valid_inputs():
       lambda X, P: (np.column_stack([X[:, 0], X[:, 1], X[:, 0] + X[:, 1]]), P, 3, None),
       r"X must have full column rank",
     ),
-    (lambda X, P: (X, P, 2, None), r"head_size \(d_p\) = 2 is smaller than n = 3"),
+    (lambda X, P: (X, P, 1, None), r"head_size \(d_p\) = 1 is smaller than r = 2"),
     (lambda X, P: (X, P, 0, None), r"head_size \(d_p\) must be a positive integer"),
     (lambda X, P: (X, P, 3.5, None), r"head_size \(d_p\) must be a positive integer"),
     (lambda X, P: (X, P, 3, np.array([1.0, -1.0, 2.0])), r"D0 must be positive"),
@@ -256,10 +312,18 @@ def test_witness_min_error_formula():
 
 def test_witness_is_refused_by_theorem1():
   X, P = low_rank_witness()
-  with pytest.raises(ValueError, match=r"head_size \(d_p\) = 1 is smaller than n = 2"):
-    construct_representation(X, P, 1)
-  with pytest.raises(ValueError, match=r"needs d >= n"):
-    construct_representation(X, P, 2)
+  for head_size in (1, 2):
+    with pytest.raises(ValueError, match=r"needs d >= n"):
+      construct_representation(X, P, head_size)
+
+
+def test_witness_is_not_a_rank_witness():
+  # The obstacle is X's zero column: on X = I_2 a d_p = 1 head reaches the same P.
+  _, P = low_rank_witness()
+  assert min_head_size(P) == 1
+  W_q, W_k = construct_representation(np.eye(2), P, 1)
+  assert W_q.shape == (1, 2)
+  assert max_abs_error(context_matrix(np.eye(2), W_q, W_k), P) < 1e-12
 
 
 def test_witness_probe_cannot_beat_quarter():
@@ -275,6 +339,63 @@ def test_witness_probe_cannot_beat_quarter():
   # The final KL is the unavoidable column-2 term KL([.75, .25] || [.5, .5]).
   kl_col2 = 0.75 * np.log(1.5) + 0.25 * np.log(0.5)
   assert res.loss == pytest.approx(kl_col2, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# The full-rank witness
+# ---------------------------------------------------------------------------
+
+
+def _witness_best_head():
+  """The d_p = 1 head that attains full_rank_witness_min_error()."""
+  t = np.log((np.exp(2.0) + 1.0) / 2.0)
+  return np.array([[t, t, -2.0]]), np.array([[0.0, 0.0, -1.0]])  # W_q, W_k
+
+
+def test_full_rank_witness_needs_n_minus_1():
+  X, P = full_rank_witness()
+  np.testing.assert_array_equal(X, np.eye(3))
+  big, small = np.exp(2.0) / (np.exp(2.0) + 2.0), 1.0 / (np.exp(2.0) + 2.0)
+  np.testing.assert_allclose(P, np.where(np.eye(3) > 0, big, small), rtol=1e-15, atol=0)
+  assert min_head_size(P) == 2
+  W_q, W_k = construct_representation(X, P, 2)
+  assert max_abs_error(context_matrix(X, W_q, W_k), P) < 1e-12
+  with pytest.raises(ValueError, match=r"head_size \(d_p\) = 1 is smaller than r = 2"):
+    construct_representation(X, P, 1)
+
+
+def test_full_rank_witness_min_error_is_attained_and_never_beaten():
+  X, P = full_rank_witness()
+  bound = full_rank_witness_min_error()
+  e2 = np.exp(2.0)
+  assert bound == pytest.approx((e2 - 1) / (2 * (e2 + 2)), rel=1e-15)
+  assert bound == pytest.approx(0.3402395, abs=1e-7)
+  W_q, W_k = _witness_best_head()
+  assert max_abs_error(context_matrix(X, W_q, W_k), P) == pytest.approx(bound, abs=1e-15)
+  # Random d_p = 1 heads over many scales, ties in k included.
+  rng = np.random.default_rng(14)
+  for scale in (0.1, 1.0, 3.0, 10.0, 100.0):
+    for _ in range(400):
+      W_q = scale * rng.standard_normal((1, 3))
+      W_k = scale * rng.standard_normal((1, 3))
+      if rng.random() < 0.25:
+        W_k[0, 1] = W_k[0, 0]
+      assert max_abs_error(context_matrix(X, W_q, W_k), P) >= bound - 1e-12
+
+
+def test_full_rank_witness_probe():
+  X, P = full_rank_witness()
+  bound = full_rank_witness_min_error()
+  losses = []
+  for seed in range(3):
+    res = fit_context_matrix(X, P, head_size=1, num_steps=2000, seed=seed)
+    assert bound - 1e-9 <= res.max_abs_error < 0.4  # near the bound, never past it
+    losses.append(res.loss)
+  # Every start settles at the same KL, far from 0.
+  assert min(losses) > 0.5
+  assert max(losses) - min(losses) < 1e-6
+  res = fit_context_matrix(X, P, head_size=2, num_steps=2000, seed=0)
+  assert res.max_abs_error < 1e-6
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,46 @@
+"""docs/paper.md: present, cited by its arXiv id, its figures consistent with the code."""
+
+import pathlib
+import re
+import subprocess
+
+from fixed_head import accounting, paper
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOC = ROOT / 'docs' / 'paper.md'
+
+
+def _repo_files(*suffixes):
+  """Tracked and untracked-but-not-ignored files of the repository with these suffixes."""
+  listing = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard'],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout
+  return [ROOT / p for p in listing.splitlines()
+          if p.endswith(suffixes) and (ROOT / p).is_file()]
+
+
+def test_paper_page_exists_and_cites_arxiv_id():
+  text = DOC.read_text()
+  assert '2002.07028' in text
+  assert 'Low-Rank Bottleneck in Multi-head Attention Models' in text
+
+
+def test_nothing_cites_the_old_paper_file():
+  old_name = 'PAPER' + '.md'  # spelled apart so this file does not match itself
+  files = _repo_files('.py', '.md')
+  assert DOC in files
+  offenders = [str(f.relative_to(ROOT)) for f in files if old_name in f.read_text()]
+  assert not offenders, f'{old_name} is cited by {offenders}; cite docs/paper.md instead.'
+
+
+def test_published_totals_round_from_the_real_vocabulary():
+  text = DOC.read_text()
+  short = 0
+  for table, d, h, dp, published in paper.PUBLISHED_BERT_PARAMS:
+    assert f'{published // 1_000_000}M' in text, (table, d, h, dp)
+    real = accounting.count_params(paper.bert_config(d, h, dp, vocab_size=30_522))
+    assert round(real / 1e6) == published // 1_000_000, (table, d, h, dp, real)
+    stated = accounting.count_params(paper.bert_config(d, h, dp, vocab_size=30_000))
+    short += round(stated / 1e6) == published // 1_000_000 - 1
+  # The page says three totals come out one million short with 30,000 words.
+  assert short == 3
+  assert re.search(r'with 30,000 three of\s+them \(168M, 252M, 290M\)', text)
