@@ -1,6 +1,6 @@
 """Multi-head attention whose head size d_p is its own hyper-parameter.
 
-One head (PAPER.md, "Notation"), written for row-major activations x of shape [n, d]:
+One head (docs/paper.md, "Notation"), written for row-major activations x of shape [n, d]:
 
   P = softmax over keys of (x W_q)(x W_k)^T / sqrt(d_p),   head = P (x W_v)
 
@@ -11,9 +11,10 @@ columns (X = x^T, P column-stochastic); ``fixed_head.theory`` keeps that convent
 Baseline attention is ``head_size=None`` (d_p = d / h, h must divide d); any integer
 ``head_size`` gives the paper's fixed-head attention, where h need not divide d.
 
-Masks are boolean arrays broadcastable to [batch, h, q_len, kv_len]; True means "may
-attend". Build them with ``causal_mask``, ``padding_mask`` and ``segment_mask`` and join
-them with ``combine_masks``. A query row with no allowed key outputs zeros (never NaN).
+Masks are boolean arrays broadcastable to [batch, h, q_len, kv_len] by NumPy's rules (so
+[q_len, kv_len] and [h, q_len, kv_len] work too); True means "may attend". Build them with
+``causal_mask``, ``padding_mask`` and ``segment_mask`` and join them with ``combine_masks``.
+A query row with no allowed key outputs zeros (never NaN).
 """
 
 from __future__ import annotations
@@ -120,6 +121,16 @@ def _jax_attention(query, key, value, mask, dropout_rate, dropout_rng, precision
   return jax.nn.dot_product_attention(query, key, value, mask=mask)
 
 
+def _as_4d_mask(mask: Array, shape: tuple[int, int, int, int]) -> Array:
+  """A mask broadcastable to shape = (b, h, q_len, kv_len), with leading 1 axes added."""
+  mask = jnp.asarray(mask)
+  ok = mask.ndim <= 4 and all(m in (1, s) for m, s in zip(mask.shape[::-1], shape[::-1]))
+  if not ok:
+    raise ValueError(f'mask of shape {mask.shape} does not broadcast to [b, h, q_len, kv_len] '
+                     f'= {list(shape)}.')
+  return mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+
+
 ATTENTION_IMPLEMENTATIONS: dict[str, Callable[..., Array]] = {
     'xla': _xla_attention,
     'jax': _jax_attention,
@@ -142,7 +153,8 @@ def dot_product_attention(
   Args:
     query: [b, q_len, h, d_p].
     key, value: [b, kv_len, h, d_p].
-    mask: bool, broadcastable to [b, h, q_len, kv_len]; True = may attend.
+    mask: bool, broadcastable to [b, h, q_len, kv_len] (NumPy rules: [q_len, kv_len] and
+      [h, q_len, kv_len] work too); True = may attend.
     dropout_rate: dropout on the attention weights; needs ``dropout_rng`` when > 0.
     implementation: a key of ``ATTENTION_IMPLEMENTATIONS``.
 
@@ -154,11 +166,14 @@ def dot_product_attention(
                      f'{sorted(ATTENTION_IMPLEMENTATIONS)}.')
   if dropout_rate > 0.0 and dropout_rng is None:
     raise ValueError('dropout_rate > 0 needs a dropout_rng (or run deterministically).')
+  if mask is not None:
+    b, q_len, h, _ = query.shape
+    mask = _as_4d_mask(mask, (b, h, q_len, key.shape[1]))
   out = ATTENTION_IMPLEMENTATIONS[implementation](
       query, key, value, mask, dropout_rate, dropout_rng, precision)
   if mask is not None:
     # A row with every key masked would otherwise average the masked values.
-    has_key = jnp.any(mask, axis=-1)  # [b or 1, h or 1, q_len]
+    has_key = jnp.any(mask, axis=-1)  # [b or 1, h or 1, q_len or 1]
     has_key = jnp.swapaxes(has_key, 1, 2)[..., None]  # [b, q_len, h, 1]
     out = jnp.where(has_key, out, jnp.zeros((), out.dtype))
   return out
@@ -265,8 +280,9 @@ class MultiHeadAttention(nnx.Module):
   ) -> Array:
     """inputs_q: [b, q_len, d]; inputs_kv: [b, kv_len, d] (default: inputs_q, self-attention).
 
-    mask: bool broadcastable to [b, h, q_len, kv_len]. With ``deterministic=False`` and a
-    positive dropout rate, ``rngs`` must provide a 'dropout' stream. Returns [b, q_len, d_out].
+    mask: bool broadcastable to [b, h, q_len, kv_len] (e.g. [q_len, kv_len]). With
+    ``deterministic=False`` and a positive dropout rate, ``rngs`` must provide a 'dropout'
+    stream. Returns [b, q_len, d_out].
     """
     inputs_kv = inputs_q if inputs_kv is None else inputs_kv
     query = self.query(inputs_q)  # [b, q_len, h, d_p]

@@ -186,3 +186,65 @@ def test_bf16_compute_with_f32_params():
   assert out.dtype == jnp.bfloat16
   np.testing.assert_allclose(out.astype(jnp.float32), ref(x, mask=attn.causal_mask(6)),
                              atol=5e-2, rtol=5e-2)
+
+
+def _lower_rank_mask_cases(b=2, h=3, q=5, k=4):
+  """(mask, the same mask spelled as an explicit [b, h, q, k] array) for 0- to 3-D masks."""
+  rng = np.random.default_rng(0)
+  qk = rng.random((q, k)) < 0.6
+  qk[2] = False  # a query row with no allowed key
+  hqk = rng.random((h, q, k)) < 0.6
+  hqk[1, 3] = False
+  cases = [
+      (qk, qk[None, None]),
+      (qk[None], qk[None, None]),
+      (hqk, hqk[None]),
+      (qk[:1], qk[None, None, :1]),  # [1, k]: one row for every query
+      (np.array(True), np.ones((1, 1, 1, 1), bool)),
+  ]
+  return [(jnp.asarray(m), jnp.asarray(np.broadcast_to(m4, (b, h, q, k)))) for m, m4 in cases]
+
+
+@pytest.mark.parametrize('impl', sorted(attn.ATTENTION_IMPLEMENTATIONS))
+def test_masks_of_fewer_dims_broadcast_like_numpy(impl):
+  b, q_len, kv_len, h, dp = 2, 5, 4, 3, 4
+  q = jax.random.normal(jax.random.key(0), (b, q_len, h, dp))
+  k, v = (jax.random.normal(jax.random.key(i), (b, kv_len, h, dp)) for i in (1, 2))
+  for mask, mask4 in _lower_rank_mask_cases(b, h, q_len, kv_len):
+    got = attn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+    want = attn.dot_product_attention(q, k, v, mask=mask4, implementation=impl)
+    assert got.shape == (b, q_len, h, dp)
+    np.testing.assert_array_equal(got, want)
+    # Rows with no allowed key are exactly zero; the others are not.
+    empty = ~np.asarray(mask4).any(-1).transpose(0, 2, 1)  # [b, q_len, h]
+    np.testing.assert_array_equal(np.asarray(got)[empty], 0.0)
+    assert np.all(np.abs(np.asarray(got)[~empty]).sum(-1) > 0)
+  # The row masked in every head above really is empty in the [q, k] case.
+  assert np.all(np.asarray(attn.dot_product_attention(
+      q, k, v, mask=_lower_rank_mask_cases()[0][0], implementation=impl))[:, 2] == 0)
+
+
+@pytest.mark.parametrize('impl', sorted(attn.ATTENTION_IMPLEMENTATIONS))
+def test_module_takes_2d_and_3d_masks(impl):
+  m = attn.MultiHeadAttention(in_features=8, num_heads=2, head_size=5, implementation=impl,
+                              rngs=nnx.Rngs(0), bias_init=nnx.initializers.normal(0.5))
+  x = _inputs(8, batch=2, length=6)
+  causal = attn.causal_mask(6)[0, 0]  # [6, 6]
+  heads = jnp.stack([causal, causal.T])  # [h, 6, 6], a different mask per head
+  np.testing.assert_array_equal(m(x, mask=heads), m(x, mask=heads[None]))
+  np.testing.assert_allclose(m(x, mask=heads), _numpy_reference(m, x, heads[None]),
+                             atol=2e-5, rtol=2e-5)
+  # Row 4 may attend to nothing: its context is exactly 0, so the output is the out bias.
+  holed = causal.at[4].set(False)
+  out = m(x, mask=holed)
+  np.testing.assert_array_equal(out, m(x, mask=holed[None, None]))
+  np.testing.assert_array_equal(out[:, 4], jnp.broadcast_to(m.out.bias[...], (2, 8)))
+  assert not np.allclose(out[:, 3], m.out.bias[...])
+
+
+def test_mask_that_does_not_broadcast_is_refused():
+  q = jnp.ones((2, 5, 3, 4))
+  with pytest.raises(ValueError, match=r'mask of shape \(4, 5\) does not broadcast'):
+    attn.dot_product_attention(q, q[:, :4], q[:, :4], mask=jnp.ones((4, 5), bool))
+  with pytest.raises(ValueError, match=r'does not broadcast'):
+    attn.dot_product_attention(q, q, q, mask=jnp.ones((1, 2, 3, 5, 5), bool))
