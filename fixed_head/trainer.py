@@ -366,7 +366,7 @@ def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, mana
       writer.log(f'{watcher.signal_name} received: saved a checkpoint of step {step} in '
                  f'{manager.directory}; run the same command again to continue from there.')
       if watcher.interrupted:
-        raise Interrupted(step, f'interrupted (Ctrl-C) at step {step}, checkpoint saved')
+        raise Interrupted(step, f'interrupted (Ctrl-C) at step {step} (checkpoint saved)')
       raise Preempted(step, f'preempted at step {step} (checkpoint saved)')
   checkpoints.wait_until_finished(manager, last_saved)
   return {'step': end_step, 'train': train_metrics, 'evals': eval_results}
