@@ -1,45 +1,79 @@
-r"""The paper's LM1B language-modelling setup (PAPER.md, "LM1B language modelling").
+r"""The paper's LM1B language-modelling setup (docs/paper.md, "LM1B language modelling").
 
   python train.py --config=configs/lm1b.py:fixed --workdir=DIR       # d=256, h=16, d_p=32
   python train.py --config=configs/lm1b.py:baseline --workdir=DIR    # d=256, h=8, d_p=d/h
   python train.py --config=configs/lm1b.py:fixed,h=64 --workdir=DIR
   python train.py --config=configs/lm1b.py:baseline,d=512,h=16 --workdir=DIR
+  python train.py --config=configs/lm1b.py:fixed,recipe=t2t --workdir=DIR
 
 The argument is the variant ('fixed' or 'baseline') followed by optional comma-separated
-``d=`` (emb_dim), ``h=`` (num_heads) and, for 'fixed', ``dp=`` (head_size). The paper
-compares d = 256..512 baselines (d_p = d / h) with d = 256 fixed-head models of d_p = 32
-and h = 4..70.
+``d=`` (emb_dim), ``h=`` (num_heads), for 'fixed' ``dp=`` (head_size), and ``recipe=``
+('ours', the default, or 't2t'). The paper compares d = 256..512 baselines (d_p = d / h) with
+d = 256 fixed-head models of d_p = 32 and h = 4..70.
 
-Training follows the paper: 6 layers, feed-forward 1024, n = 256, batch 4096, 250k steps,
-Adam (decoupled weight decay 0.01), tensor2tensor's learning rate 0.1 with 10k linear
-warm-up and inverse-square-root decay (peak 1e-3), dropout 0.1. As in tensor2tensor's
-Transformer the LayerNorm is pre-LN and the output embedding is tied; positions are
-learned here (tensor2tensor used sinusoids).
+What the paper states, in both recipes: 6 layers, feed-forward 1024, n = 256, 250k steps,
+Adam, learning rate 0.1 with 10k linear warm-up steps then inverse-square-root decay, weight
+decay 0.01, dropout 0.1, tensor2tensor (T2T) on 4 TPUv2 chips.
+
+Batch. The paper's "batch 4096" is T2T's ``batch_size``, which counts tokens per core: on a
+TPU ``tpu_batch_size_per_shard = batch_size // max_length`` = 4096 // 256 = 16 rows per
+core, and 4 TPUv2 chips have 8 cores, so a step is 8 x 16 = 128 rows = 32,768 tokens. That
+is the default here (``batch_size=128``, ``batch_tokens=32_768``; change both together, or
+give ``--config.batch_tokens=None`` with another batch_size). 250k steps then read about
+8.2B tokens, some 10 passes over LM1B's ~0.8B training tokens.
+
+Learning rate. "0.1 with 10k warm-up and rsqrt decay" fits two T2T schedules. We take T2T's
+``constant*linear_warmup*rsqrt_decay`` ('rsqrt' here): 0.1 * min(1, s/10k) / sqrt(max(s,
+10k)), peaking at 1e-3 at step 10k whatever the width. T2T's older 'noam' schedule, 0.1 *
+d^-0.5 * min(s / 10k^1.5, s^-0.5), would peak at 6.25e-5 for d = 256 (and lower for wider
+baselines, which would then differ in learning rate too); it is available as
+``--config.optimizer.schedule=noam``.
+
+recipe=ours (default) differs from T2T in a few modelling details, each a choice that is
+common in JAX codebases: learned position embeddings, embeddings N(0, 0.02^2) unscaled,
+biases in the attention projections, AdamW (decoupled weight decay), beta2 = 0.98, no label
+smoothing. recipe=t2t follows T2T's ``transformer`` LM as far as the paper implies, with
+T2T's names cited beside each line below; kernels are Glorot-uniform in both (T2T's
+``uniform_unit_scaling`` initializer: variance scaling, fan_avg, uniform). Pre-LN with a
+final LayerNorm (T2T's layer_preprocess 'n' / postprocess 'da') and the output layer tied to
+the token embedding (``shared_embedding_and_softmax_weights``) are common to both. Parameter
+counts follow the recipe (no position table and no attention biases in 't2t').
 
 Data: LM1B from TFDS through Grain (``data.name='tfds'``, fixed_head/data/tfds_text.py),
 read from a prepared ArrayRecord copy (README "LM1B": ``tfds build lm1b
 --file_format=array_record --data_dir=DIR`` once, with requirements-prepare.txt). Sentences
 get bos/eos and are packed into rows of n = 256 with segment ids; the 32k SentencePiece
 vocabulary is trained on the first 1M train sentences the first time and kept in
-``WORKDIR/tokenizer/``. Evaluation reads the 'test' split (LM1B's held-out set). Point at
-the data with ``--config.data.data_dir=DIR`` (default: $TFDS_DATA_DIR, else
-~/tensorflow_datasets).
+``WORKDIR/tokenizer/``. Evaluation scores the whole 'test' split (LM1B's held-out set) and
+reports how many tokens it scored. Point at the data with ``--config.data.data_dir=DIR``
+(default: $TFDS_DATA_DIR, else ~/tensorflow_datasets).
 """
 
 from fixed_head import run_config
 
 VARIANTS = {'fixed': dict(d=256, h=16, dp=32), 'baseline': dict(d=256, h=8, dp=None)}
+RECIPES = ('ours', 't2t')
+SEQ_LEN = 256  # n: T2T's max_length for LM1B
+ROWS_PER_CORE = 4096 // SEQ_LEN  # T2T: tpu_batch_size_per_shard = batch_size // max_length
+CORES = 8  # 4 TPUv2 chips x 2 cores
 
 
 def parse_arg(arg: str) -> tuple[str, dict]:
+  """'fixed,h=64,recipe=t2t' -> ('fixed', {'d': 256, 'h': 64, 'dp': 32, 'recipe': 't2t'})."""
   variant, *pairs = arg.split(',')
   if variant not in VARIANTS:
     raise ValueError(f"configs/lm1b.py:{arg}: the variant must be 'fixed' or 'baseline'.")
-  sizes = dict(VARIANTS[variant])
+  sizes = dict(VARIANTS[variant], recipe='ours')
   for pair in pairs:
     key, _, value = pair.partition('=')
+    if key == 'recipe':
+      if value not in RECIPES:
+        raise ValueError(f'configs/lm1b.py:{arg}: recipe must be one of {RECIPES}.')
+      sizes['recipe'] = value
+      continue
     if key not in ('d', 'h', 'dp') or not value.isdigit():
-      raise ValueError(f"configs/lm1b.py:{arg}: '{pair}' is not d=<int>, h=<int> or dp=<int>.")
+      raise ValueError(f"configs/lm1b.py:{arg}: '{pair}' is not d=<int>, h=<int>, dp=<int> or "
+                       'recipe=ours|t2t.')
     if key == 'dp' and variant == 'baseline':
       raise ValueError(f'configs/lm1b.py:{arg}: a baseline head size is d / h; use '
                        "the 'fixed' variant to choose dp.")
@@ -52,7 +86,8 @@ def get_config(arg: str = 'fixed'):
   c = run_config.defaults()
   c.seed = 0
   c.num_train_steps = 250_000
-  c.batch_size = 4096
+  c.batch_size = CORES * ROWS_PER_CORE  # 128 rows of 256 tokens (see the docstring)
+  c.batch_tokens = c.batch_size * SEQ_LEN  # 32,768
 
   c.data.name = 'tfds'  # fixed_head/data/tfds_text.py
   c.data.dataset = 'lm1b'
@@ -60,7 +95,7 @@ def get_config(arg: str = 'fixed'):
   c.data.train_split = 'train'
   c.data.eval_split = 'test'
   c.data.data_dir = ''  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
-  c.data.seq_len = 256
+  c.data.seq_len = SEQ_LEN
   c.data.vocab_size = 32_000
   c.data.tokenizer = 'sentencepiece'
   c.data.tokenizer_path = ''  # '' = train into WORKDIR/tokenizer/ on first use
@@ -72,7 +107,7 @@ def get_config(arg: str = 'fixed'):
   m = c.model
   m.model_type = 'lm'
   m.vocab_size = 32_000
-  m.max_len = 256
+  m.max_len = SEQ_LEN
   m.emb_dim = sizes['d']
   m.num_heads = sizes['h']
   m.head_size = sizes['dp']
@@ -91,5 +126,18 @@ def get_config(arg: str = 'fixed'):
   c.log_every_steps = 100
   c.eval_every_steps = 5_000
   c.checkpoint.every_steps = 5_000
-  c.evals.valid = dict(type='lm', split='eval', num_examples=16_384, batch_size=512)
+  c.evals.valid = dict(type='lm', split='eval', batch_size=512)  # the whole test split
+
+  if sizes['recipe'] == 't2t':
+    d = sizes['d']
+    m.position_embedding = 'sinusoidal'  # T2T add_timing_signal_1d: no position parameters
+    m.embed_init = 'normal'  # T2T symbol modality: random_normal_initializer(0, d^-0.5) ...
+    m.embed_init_std = d ** -0.5
+    m.scale_embeddings = True  # ... times sqrt(d) (multiply_embedding_mode='sqrt_depth')
+    m.attention_use_bias = False  # T2T common_attention: bias-free q/k/v/output dense layers
+    m.mlp_dropout_rate = 0.1  # T2T relu_dropout (dense_relu_dense keeps its biases)
+    c.optimizer.update(dict(
+        name='adam', b1=0.9, b2=0.997, eps=1e-9,  # T2T transformer_base optimizer_adam_*
+        weight_decay_mode='l2'))  # T2T: weight_decay * sum(l2_loss) in the loss, no biases
+    c.label_smoothing = 0.1  # T2T transformer_base label_smoothing
   return c

@@ -2,7 +2,7 @@
 
 ``count_params`` equals the number of parameters of the model that
 ``fixed_head.models.build_model`` builds from the same config (a test checks this), and
-reproduces the paper's published BERT totals (PAPER.md, Tables 1-3).
+reproduces the paper's published BERT totals (docs/paper.md, Tables 1-3).
 
 Attention holds 4 h d_p d weights per layer (W_q, W_k, W_v, W_o), against 4 d^2 for the
 baseline, so fixed-head parameters grow linearly with h.
@@ -23,10 +23,11 @@ def _as_config(config: ModelConfig | Mapping[str, Any] | Any) -> ModelConfig:
 
 
 def attention_params(config: ModelConfig) -> int:
-  """One attention layer: 4 h d_p d weights, plus 3 h d_p + d biases when ``use_bias``."""
+  """One attention layer: 4 h d_p d weights, plus 3 h d_p + d biases when the attention has
+  biases (``attention_use_bias``, by default ``use_bias``)."""
   d, inner = config.emb_dim, config.num_heads * config.resolved_head_size
   count = 4 * d * inner
-  if config.use_bias:
+  if config.resolved_attention_use_bias:
     count += 3 * inner + d
   return count
 
@@ -38,7 +39,7 @@ def param_breakdown(config: ModelConfig | Mapping[str, Any]) -> dict[str, int]:
   norm = 2 * d  # LayerNorm scale + bias
   dense_d = d * d + (d if c.use_bias else 0)  # a d -> d layer
 
-  embeddings = v * d + c.max_len * d
+  embeddings = v * d + (c.max_len * d if c.position_embedding == 'learned' else 0)
   feed_forward = c.num_layers * (2 * d * m + ((m + d) if c.use_bias else 0))
   layer_norm = c.num_layers * 2 * norm
   if c.norm == 'pre':

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 MODEL_TYPES = ('lm', 'bert')
 NORM_PLACEMENTS = ('post', 'pre')
 ACTIVATIONS = ('relu', 'gelu')
+POSITION_EMBEDDINGS = ('learned', 'sinusoidal')
+INITIALIZERS = ('xavier_uniform', 'normal', 'truncated_normal')
 # Kept in step with ``fixed_head.attention.ATTENTION_IMPLEMENTATIONS`` (checked by a test);
 # spelled out here so that validating a config imports no model code.
 ATTENTION_IMPLEMENTATIONS = ('xla', 'jax')
@@ -44,8 +46,15 @@ class ModelConfig:
   activation: str = 'relu'  # feed-forward non-linearity: 'relu' (T2T LM) or 'gelu' (BERT)
   tie_embeddings: bool = True  # LM output layer reuses the token embedding (BERT always ties)
   use_bias: bool = True  # biases on the attention and feed-forward projections
+  attention_use_bias: bool | None = None  # biases on W_q, W_k, W_v, W_o; None = use_bias
+  mlp_dropout_rate: float | None = None  # after the feed-forward activation; None = dropout_rate
   layer_norm_eps: float = 1e-6
-  embed_init_std: float = 0.02  # std of the normal initialiser of every embedding table
+  position_embedding: str = 'learned'  # 'learned' table of max_len rows, or 'sinusoidal'
+  scale_embeddings: bool = False  # multiply token embeddings by sqrt(d) (tensor2tensor)
+  embed_init: str = 'normal'  # initialiser of every embedding table: 'normal' / 'truncated_normal'
+  embed_init_std: float = 0.02  # its std
+  kernel_init: str = 'xavier_uniform'  # of dense kernels; or 'normal' / 'truncated_normal'
+  kernel_init_std: float = 0.02  # std of a 'normal' or 'truncated_normal' kernel_init
   dtype: str = 'float32'  # compute dtype
   param_dtype: str = 'float32'  # storage dtype of the parameters
   attention_impl: str = 'xla'  # see fixed_head.attention.ATTENTION_IMPLEMENTATIONS
@@ -61,6 +70,14 @@ class ModelConfig:
   @property
   def is_fixed_head(self) -> bool:
     return self.head_size is not None
+
+  @property
+  def resolved_attention_use_bias(self) -> bool:
+    return self.use_bias if self.attention_use_bias is None else self.attention_use_bias
+
+  @property
+  def resolved_mlp_dropout_rate(self) -> float:
+    return self.dropout_rate if self.mlp_dropout_rate is None else self.mlp_dropout_rate
 
   @classmethod
   def from_mapping(cls, mapping: Mapping[str, Any] | Any) -> 'ModelConfig':
@@ -100,6 +117,14 @@ def _validate(c: ModelConfig) -> None:
   choice('norm', NORM_PLACEMENTS)
   choice('activation', ACTIVATIONS)
   choice('attention_impl', ATTENTION_IMPLEMENTATIONS)
+  choice('position_embedding', POSITION_EMBEDDINGS)
+  choice('kernel_init', INITIALIZERS)
+  choice('embed_init', INITIALIZERS[1:])
+  for field in ('scale_embeddings', 'use_bias', 'tie_embeddings'):
+    if not isinstance(getattr(c, field), bool):
+      fail(field, 'must be True or False.')
+  if c.attention_use_bias is not None and not isinstance(c.attention_use_bias, bool):
+    fail('attention_use_bias', 'must be True, False, or None (= use_bias).')
   for field in ('vocab_size', 'emb_dim', 'num_heads', 'num_layers', 'mlp_dim', 'max_len',
                 'type_vocab_size'):
     value = getattr(c, field)
@@ -113,10 +138,14 @@ def _validate(c: ModelConfig) -> None:
           f'dividing {c.emb_dim}, or set model.head_size to fix d_p independently of d and h.')
   elif isinstance(c.head_size, bool) or not isinstance(c.head_size, int) or c.head_size <= 0:
     fail('head_size', 'must be a positive integer, or None for the baseline d / h.')
-  for field in ('dropout_rate', 'attention_dropout_rate'):
+  for field in ('dropout_rate', 'attention_dropout_rate', 'mlp_dropout_rate'):
+    if field == 'mlp_dropout_rate' and c.mlp_dropout_rate is None:
+      continue
     if not 0.0 <= getattr(c, field) < 1.0:
       fail(field, 'must lie in [0, 1).')
-  for field in ('layer_norm_eps', 'embed_init_std'):
+  if c.position_embedding == 'sinusoidal' and c.emb_dim % 2:
+    fail('emb_dim', "must be even for position_embedding='sinusoidal' (sin and cos halves).")
+  for field in ('layer_norm_eps', 'embed_init_std', 'kernel_init_std'):
     if not getattr(c, field) > 0:
       fail(field, 'must be positive.')
   for field in ('dtype', 'param_dtype'):

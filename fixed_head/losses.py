@@ -24,10 +24,22 @@ def next_token_targets(batch: dict[str, Array]) -> tuple[Array, Array]:
   return targets, weights.astype(jnp.float32)
 
 
-def next_token_stats(logits: Array, batch: dict[str, Array]) -> dict[str, Array]:
+def smoothed_cross_entropy(log_probs: Array, targets: Array, label_smoothing: float) -> Array:
+  """Cross entropy [...] against targets smoothed as tensor2tensor does: 1 - eps on the
+  target, eps / (V - 1) on each other symbol. log_probs: [..., V]; targets: [...] int."""
+  vocab = log_probs.shape[-1]
+  on_target = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  off_target = jnp.sum(log_probs, axis=-1) - on_target
+  return -((1.0 - label_smoothing) * on_target + label_smoothing / (vocab - 1) * off_target)
+
+
+def next_token_stats(logits: Array, batch: dict[str, Array], *,
+                     label_smoothing: float = 0.0) -> dict[str, Array]:
   """Sums over the batch: nll, correct predictions, token count (weights) and, when the
   batch carries ``optimal_nll`` (the synthetic language), the optimal nll of the same
-  targets. logits: [b, n, V] for inputs batch['tokens'] [b, n]."""
+  targets; with ``label_smoothing`` > 0 also the smoothed cross entropy (``smoothed_sum``,
+  what training minimises; the nll stays the plain one). logits: [b, n, V] for inputs
+  batch['tokens'] [b, n]."""
   targets, weights = next_token_targets(batch)
   logits = logits[:, :-1].astype(jnp.float32)
   log_probs = jax.nn.log_softmax(logits)
@@ -38,6 +50,9 @@ def next_token_stats(logits: Array, batch: dict[str, Array]) -> dict[str, Array]
       'correct_sum': jnp.sum(correct * weights),
       'weight_sum': jnp.sum(weights),
   }
+  if label_smoothing:
+    smoothed = smoothed_cross_entropy(log_probs, targets, label_smoothing)
+    stats['smoothed_sum'] = jnp.sum(smoothed * weights)
   if 'optimal_nll' in batch:
     stats['optimal_nll_sum'] = jnp.sum(batch['optimal_nll'][:, 1:] * weights)
   return stats

@@ -23,12 +23,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fixed_head import attention as attn
+from fixed_head import config as config_lib
 from fixed_head.config import ModelConfig
 from fixed_head.sharding import with_logical_axes
 
 Array = jax.Array
 
-_kernel_init = nnx.initializers.xavier_uniform()
 _zeros = nnx.initializers.zeros_init()
 _ones = nnx.initializers.ones_init()
 
@@ -42,8 +42,36 @@ def _dtypes(config: ModelConfig) -> dict:
   return dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype))
 
 
+def initializer(name: str, std: float) -> nnx.initializers.Initializer:
+  """'xavier_uniform' (std unused), 'normal' N(0, std^2), or 'truncated_normal': N(0, std^2)
+  redrawn outside 2 std (so its std is 0.88 std), as TF's truncated_normal_initializer in
+  Google BERT's create_initializer (std 0.02)."""
+  if name == 'xavier_uniform':
+    return nnx.initializers.xavier_uniform()
+  if name == 'normal':
+    return nnx.initializers.normal(stddev=std)
+  if name == 'truncated_normal':
+    return nnx.initializers.truncated_normal(stddev=std)  # std of the untruncated normal
+  raise ValueError(f'initializer {name!r} is not one of {config_lib.INITIALIZERS}.')
+
+
+def _kernel_init(config: ModelConfig) -> nnx.initializers.Initializer:
+  return initializer(config.kernel_init, config.kernel_init_std)
+
+
+def sinusoidal_positions(positions: Array, dim: int) -> Array:
+  """positions [b, n] (int) -> [b, n, dim] float32: tensor2tensor's timing signal
+  (``get_timing_signal_1d``): sin in the first dim / 2 channels, cos in the rest, with
+  timescales from 1 to 10^4 in geometric progression."""
+  half = dim // 2
+  log_increment = jnp.log(1.0e4) / max(half - 1, 1)
+  inv_timescales = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -log_increment)
+  scaled = positions.astype(jnp.float32)[..., None] * inv_timescales
+  return jnp.concatenate([jnp.sin(scaled), jnp.cos(scaled)], axis=-1)
+
+
 def _embed(num: int, config: ModelConfig, names: tuple[str | None, str], rngs: nnx.Rngs) -> nnx.Embed:
-  init = nnx.initializers.normal(stddev=config.embed_init_std)
+  init = initializer(config.embed_init, config.embed_init_std)
   return nnx.Embed(num, config.emb_dim, embedding_init=with_logical_axes(init, names),
                    rngs=rngs, **_dtypes(config))
 
@@ -61,7 +89,7 @@ def _linear(in_features: int, out_features: int, names: tuple[str | None, str | 
   use_bias = config.use_bias if use_bias is None else use_bias
   return nnx.Linear(
       in_features, out_features, use_bias=use_bias,
-      kernel_init=with_logical_axes(_kernel_init, names),
+      kernel_init=with_logical_axes(_kernel_init(config), names),
       bias_init=with_logical_axes(_zeros, names[1:]),
       rngs=rngs, **_dtypes(config))
 
@@ -77,7 +105,9 @@ def _dropout(x: Array, rate: float, deterministic: bool, rngs: nnx.Rngs | None) 
 
 
 class MlpBlock(nnx.Module):
-  """Feed-forward block: [b, n, d] -> [b, n, mlp_dim] -> [b, n, d]."""
+  """Feed-forward block: [b, n, d] -> [b, n, mlp_dim] -> [b, n, d], with dropout at
+  ``mlp_dropout_rate`` after the activation (tensor2tensor's relu_dropout; Google BERT has
+  none there, only after the output projection, which ``TransformerBlock`` applies)."""
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
     self.config = config
@@ -87,7 +117,7 @@ class MlpBlock(nnx.Module):
   def __call__(self, x: Array, *, deterministic: bool = True,
                rngs: nnx.Rngs | None = None) -> Array:
     h = _ACTIVATIONS[self.config.activation](self.wi(x))
-    h = _dropout(h, self.config.dropout_rate, deterministic, rngs)
+    h = _dropout(h, self.config.resolved_mlp_dropout_rate, deterministic, rngs)
     return self.wo(h)
 
 
@@ -101,8 +131,8 @@ class TransformerBlock(nnx.Module):
         num_heads=config.num_heads,
         head_size=config.resolved_head_size,
         dropout_rate=config.attention_dropout_rate,
-        use_bias=config.use_bias,
-        kernel_init=_kernel_init,
+        use_bias=config.resolved_attention_use_bias,
+        kernel_init=_kernel_init(config),
         implementation=config.attention_impl,
         rngs=rngs,
         **_dtypes(config),
@@ -151,6 +181,25 @@ def _default_positions(tokens: Array) -> Array:
   return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
 
 
+def _position_table(config: ModelConfig, rngs: nnx.Rngs) -> nnx.Embed | None:
+  """The learned position embeddings, or None for sinusoids (no parameters)."""
+  if config.position_embedding == 'sinusoidal':
+    return None
+  return _embed(config.max_len, config, ('pos', 'embed'), rngs)
+
+
+def _embed_inputs(tokens: Array, positions: Array, token_embed: nnx.Embed,
+                  position_embed: nnx.Embed | None, config: ModelConfig) -> Array:
+  """tokens, positions [b, n] -> token embeddings (times sqrt(d) with ``scale_embeddings``,
+  as tensor2tensor's multiply_embedding_mode='sqrt_depth') plus position embeddings."""
+  x = token_embed(tokens)
+  if config.scale_embeddings:
+    x = x * jnp.sqrt(jnp.asarray(config.emb_dim, x.dtype))
+  if position_embed is None:
+    return x + sinusoidal_positions(positions, config.emb_dim).astype(x.dtype)
+  return x + position_embed(positions)
+
+
 def _check_length(tokens: Array, config: ModelConfig) -> None:
   if tokens.ndim != 2:
     raise ValueError(f'tokens must be [batch, length] integers, got shape {tokens.shape}.')
@@ -171,7 +220,7 @@ class TransformerLM(nnx.Module):
       raise ValueError(f"TransformerLM needs model.model_type='lm', got {config.model_type!r}.")
     self.config = config
     self.token_embed = _embed(config.vocab_size, config, ('vocab', 'embed'), rngs)
-    self.position_embed = _embed(config.max_len, config, ('pos', 'embed'), rngs)
+    self.position_embed = _position_table(config, rngs)
     self.decoder = TransformerStack(config, rngs=rngs)
     self.output = (None if config.tie_embeddings else
                    _linear(config.emb_dim, config.vocab_size, ('embed', 'vocab'), config,
@@ -186,7 +235,7 @@ class TransformerLM(nnx.Module):
     mask = attn.causal_mask(tokens.shape[1])
     if segment_ids is not None:
       mask = attn.combine_masks(mask, attn.packed_mask(segment_ids))
-    x = self.token_embed(tokens) + self.position_embed(positions)
+    x = _embed_inputs(tokens, positions, self.token_embed, self.position_embed, self.config)
     x = _dropout(x, self.config.dropout_rate, deterministic, rngs)
     x = self.decoder(x, mask=mask, deterministic=deterministic, rngs=rngs)
     logits = self.token_embed.attend(x) if self.output is None else self.output(x)
@@ -218,7 +267,7 @@ class BertEncoder(nnx.Module):
       raise ValueError(f"BertEncoder needs model.model_type='bert', got {config.model_type!r}.")
     self.config = config
     self.token_embed = _embed(config.vocab_size, config, ('vocab', 'embed'), rngs)
-    self.position_embed = _embed(config.max_len, config, ('pos', 'embed'), rngs)
+    self.position_embed = _position_table(config, rngs)
     self.type_embed = _embed(config.type_vocab_size, config, (None, 'embed'), rngs)
     self.embed_norm = _layer_norm(config, rngs) if config.norm == 'post' else None
     self.encoder = TransformerStack(config, rngs=rngs)
@@ -239,7 +288,7 @@ class BertEncoder(nnx.Module):
       mask = attn.padding_mask(input_mask)
     if segment_ids is not None:
       mask = attn.combine_masks(mask, attn.packed_mask(segment_ids))
-    x = (self.token_embed(tokens) + self.position_embed(positions)
+    x = (_embed_inputs(tokens, positions, self.token_embed, self.position_embed, self.config)
          + self.type_embed(token_types))
     if self.embed_norm is not None:
       x = self.embed_norm(x)

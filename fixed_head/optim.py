@@ -7,6 +7,13 @@ Schedules (s = step, w = warmup_steps, T = num_train_steps, lr = learning_rate):
   'linear'    lr * min(1, s / w), then linear decay to 0 at T   (BERT)
   'cosine'    lr * min(1, s / w), then cosine decay to 0 at T
   'constant'  lr * min(1, s / w)
+  'noam'      lr * d^-0.5 * min(s / w^1.5, 1 / sqrt(s))   (the Transformer paper's schedule,
+              tensor2tensor's older default; its peak depends on the width d = model.emb_dim)
+
+Weight decay (``weight_decay_mode``), on the leaves ``decay_mask`` selects:
+  'decoupled' AdamW: params -= lr * weight_decay * params, outside Adam's moments (default)
+  'l2'        tensor2tensor's: weight_decay * sum(p^2) / 2 added to the loss, so it passes
+              through Adam's moments like any gradient (see ``l2_penalty``)
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-SCHEDULES = ('rsqrt', 'linear', 'cosine', 'constant')
+SCHEDULES = ('rsqrt', 'linear', 'cosine', 'constant', 'noam')
 OPTIMIZERS = ('adamw', 'adam')
+WEIGHT_DECAY_MODES = ('decoupled', 'l2')
 
 
-def make_schedule(opt: Mapping[str, Any], num_train_steps: int) -> optax.Schedule:
+def make_schedule(opt: Mapping[str, Any], num_train_steps: int,
+                  emb_dim: int | None = None) -> optax.Schedule:
+  """The learning rate at a step; 'noam' needs the model width ``emb_dim``."""
   lr, warmup, name = opt['learning_rate'], opt['warmup_steps'], opt['schedule']
   if name not in SCHEDULES:
     raise ValueError(f'optimizer.schedule={name!r} is not one of {SCHEDULES}.')
@@ -32,6 +42,12 @@ def make_schedule(opt: Mapping[str, Any], num_train_steps: int) -> optax.Schedul
     warm = jnp.minimum(1.0, step / warmup) if warmup > 0 else 1.0
     if name == 'rsqrt':
       return lr * warm / jnp.sqrt(jnp.maximum(step, max(warmup, 1)))
+    if name == 'noam':
+      if emb_dim is None:
+        raise ValueError("optimizer.schedule='noam' needs the model width (emb_dim).")
+      w = max(warmup, 1)
+      return lr * emb_dim ** -0.5 * jnp.minimum(step * w ** -1.5,
+                                                 1.0 / jnp.sqrt(jnp.maximum(step, 1.0)))
     decay_steps = max(num_train_steps - warmup, 1)
     frac = jnp.clip((step - warmup) / decay_steps, 0.0, 1.0)
     if name == 'linear':
@@ -43,21 +59,49 @@ def make_schedule(opt: Mapping[str, Any], num_train_steps: int) -> optax.Schedul
   return schedule
 
 
-def _decay_mask(params):
-  """Weight decay on matrices only: not on biases, LayerNorm scales or other vectors."""
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+# Leaf names of the parameters weight decay applies to: dense kernels (attention's
+# [d, h, d_p] ones included) and embedding tables. Biases (also attention's [h, d_p] ones and
+# the masked-LM output bias) and LayerNorm scales and offsets ('bias', 'scale') are never
+# decayed, whatever their rank.
+DECAYED_NAMES = ('kernel', 'embedding')
 
 
-def make_optimizer(opt: Mapping[str, Any],
-                   num_train_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(optax transformation, schedule) for ``config.optimizer``."""
+def decay_mask(params):
+  """True for the leaves weight decay applies to, decided by name (``DECAYED_NAMES``)."""
+  def decayed(path, _):
+    name = getattr(path[-1], 'key', getattr(path[-1], 'name', None))
+    return name in DECAYED_NAMES
+  return jax.tree_util.tree_map_with_path(decayed, params)
+
+
+def l2_penalty(params, weight_decay: float) -> jax.Array:
+  """tensor2tensor's coupled weight decay: weight_decay * sum(p^2) / 2 over the leaves
+  ``decay_mask`` selects (T2T's ``weight_decay`` skips biases and norms the same way)."""
+  leaves = [p for p, decayed in zip(jax.tree.leaves(params), jax.tree.leaves(decay_mask(params)))
+            if decayed]
+  return 0.5 * weight_decay * sum(jnp.sum(jnp.square(p.astype(jnp.float32))) for p in leaves)
+
+
+def loss_weight_decay(opt: Mapping[str, Any]) -> float:
+  """The weight decay to add to the loss (``l2_penalty``): nonzero only in 'l2' mode."""
+  return opt['weight_decay'] if opt.get('weight_decay_mode', 'decoupled') == 'l2' else 0.0
+
+
+def make_optimizer(opt: Mapping[str, Any], num_train_steps: int, emb_dim: int | None = None
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(optax transformation, schedule) for ``config.optimizer``. In 'l2' weight-decay mode
+  the decay is the caller's (``l2_penalty`` in the loss), not the optimizer's."""
   if opt['name'] not in OPTIMIZERS:
     raise ValueError(f"optimizer.name={opt['name']!r} is not one of {OPTIMIZERS}.")
-  schedule = make_schedule(opt, num_train_steps)
-  weight_decay = opt['weight_decay'] if opt['name'] == 'adamw' else 0.0
+  mode = opt.get('weight_decay_mode', 'decoupled')
+  if mode not in WEIGHT_DECAY_MODES:
+    raise ValueError(f'optimizer.weight_decay_mode={mode!r} is not one of {WEIGHT_DECAY_MODES}.')
+  schedule = make_schedule(opt, num_train_steps, emb_dim)
+  decoupled = opt['name'] == 'adamw' and mode == 'decoupled'
+  weight_decay = opt['weight_decay'] if decoupled else 0.0
   chain = []
   if opt['grad_clip_norm']:
     chain.append(optax.clip_by_global_norm(opt['grad_clip_norm']))
   chain.append(optax.adamw(schedule, b1=opt['b1'], b2=opt['b2'], eps=opt['eps'],
-                           weight_decay=weight_decay, mask=_decay_mask))
+                           weight_decay=weight_decay, mask=decay_mask))
   return optax.chain(*chain), schedule

@@ -1,7 +1,12 @@
 """The paper's model setups as ModelConfigs, and its published parameter counts.
 
-PAPER.md, "BERT pre-training": 24 layers, WordPiece vocabulary 30000, 512 positions,
-feed-forward width 4096 for d = 512 and d = 1024, 3072 for d = 768.
+docs/paper.md, "BERT pre-training and fine-tuning": 24 layers, 512 positions, feed-forward
+width 4096 for d = 512 and d = 1024, 3072 for d = 768. The paper says "WordPiece vocabulary
+30000"; Google BERT's released vocabulary (vocab.txt) has 30,522 entries, and with it every
+published total rounds to the paper's million (with 30,000 three come out one million short).
+Details follow Google BERT's modeling.py: GELU, post-LN with eps 1e-12, truncated-normal(0.02)
+initialisation of every kernel and embedding table (``create_initializer``), and dropout after
+the feed-forward output projection only, not after its activation.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 from fixed_head.config import ModelConfig
 
 BERT_MLP_DIM = {512: 4096, 768: 3072, 1024: 4096}
+BERT_VOCAB_SIZE = 30_522  # Google BERT's uncased WordPiece vocab.txt
 
 
 def bert_config(emb_dim: int, num_heads: int, head_size: int | None = None,
@@ -18,10 +24,11 @@ def bert_config(emb_dim: int, num_heads: int, head_size: int | None = None,
     raise ValueError(f'emb_dim={emb_dim}: the paper gives a feed-forward width only for '
                      f'd in {sorted(BERT_MLP_DIM)}; pass mlp_dim=... explicitly.')
   fields = dict(
-      model_type='bert', vocab_size=30_000, emb_dim=emb_dim, num_heads=num_heads,
+      model_type='bert', vocab_size=BERT_VOCAB_SIZE, emb_dim=emb_dim, num_heads=num_heads,
       head_size=head_size, num_layers=24, mlp_dim=BERT_MLP_DIM.get(emb_dim), max_len=512,
-      type_vocab_size=2, dropout_rate=0.1, attention_dropout_rate=0.1, norm='post',
-      activation='gelu', layer_norm_eps=1e-12)
+      type_vocab_size=2, dropout_rate=0.1, attention_dropout_rate=0.1, mlp_dropout_rate=0.0,
+      norm='post', activation='gelu', layer_norm_eps=1e-12, kernel_init='truncated_normal',
+      kernel_init_std=0.02, embed_init='truncated_normal', embed_init_std=0.02)
   fields.update(overrides)
   return ModelConfig(**fields)
 

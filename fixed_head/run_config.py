@@ -23,7 +23,7 @@ from fixed_head.sharding import resolve_mesh_shape
 # values cannot be restored.
 SHAPE_FIELDS = ('model_type', 'vocab_size', 'emb_dim', 'num_heads', 'head_size', 'num_layers',
                 'mlp_dim', 'max_len', 'type_vocab_size', 'norm', 'tie_embeddings', 'use_bias',
-                'param_dtype')
+                'attention_use_bias', 'position_embedding', 'param_dtype')
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -31,12 +31,18 @@ def defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # parameter init and dropout; the run is a function of (config, seed)
   c.num_train_steps = 1000
-  c.batch_size = 64  # global, over all processes and devices
+  c.batch_size = 64  # rows of data.seq_len tokens, global over all processes and devices
+  # The same batch in tokens (tensor2tensor counts batches in tokens), for configs that
+  # follow a recipe given in tokens: when set it must equal batch_size x data.seq_len.
+  c.batch_tokens = ml_collections.config_dict.placeholder(int)
 
   c.model = ml_collections.ConfigDict(ModelConfig().to_dict())
   # head_size: None (baseline d / h) or an int; typed `object` so that both
   # --config.model.head_size=64 and --config.model.head_size=None parse.
   c.model.head_size = ml_collections.config_dict.placeholder(object)
+  # None means "follow use_bias" / "follow dropout_rate"; typed so overrides parse.
+  c.model.attention_use_bias = ml_collections.config_dict.placeholder(bool)
+  c.model.mlp_dropout_rate = ml_collections.config_dict.placeholder(float)
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'synthetic'
@@ -44,6 +50,11 @@ def defaults() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict(dict(
       name='adamw', learning_rate=1e-3, schedule='cosine', warmup_steps=100,
       weight_decay=0.01, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=1.0))
+  # 'decoupled' (AdamW's) or 'l2' (tensor2tensor's: in the loss); see fixed_head/optim.py.
+  c.optimizer.weight_decay_mode = 'decoupled'
+  # Train on targets smoothed by this much (tensor2tensor: 0.1); reported losses and every
+  # evaluation stay the plain negative log-likelihood.
+  c.label_smoothing = 0.0
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
@@ -60,6 +71,26 @@ def defaults() -> ml_collections.ConfigDict:
   c.evals = ml_collections.ConfigDict()
   c.evals.valid = dict(type='lm', split='eval', num_examples=1024, batch_size=64)
   return c
+
+
+def check_batch(config: ml_collections.ConfigDict) -> None:
+  """``batch_tokens`` (when set) must equal ``batch_size`` x ``data.seq_len``: a config may
+  state its batch in tokens too, and a change to one without the other is refused."""
+  tokens = config.get('batch_tokens')
+  if tokens is None:
+    return
+  seq_len = config.data.get('seq_len')
+  if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens <= 0:
+    raise UsageError(f'config.batch_tokens={tokens!r}: must be a positive integer, or None '
+                     'to give the batch in rows (config.batch_size).')
+  if not isinstance(seq_len, int) or seq_len <= 0 or tokens % seq_len:
+    raise UsageError(f'config.batch_tokens={tokens} is not a whole number of rows of '
+                     f'config.data.seq_len={seq_len} tokens; make it a multiple of seq_len.')
+  rows = tokens // seq_len
+  if config.batch_size != rows:
+    raise UsageError(f'config.batch_tokens={tokens} (= {rows} rows of {seq_len} tokens) and '
+                     f'config.batch_size={config.batch_size} disagree: change both, or give '
+                     'the batch in rows alone with --config.batch_tokens=None.')
 
 
 def _known_keys(tree: Any, prefix: str = '') -> set[str]:
@@ -96,6 +127,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
     raise UsageError(f"config.checkpoint.on_unreadable={ck.on_unreadable!r}: must be 'error' "
                      "or 'fall_back'.")
 
+  check_batch(config)
   try:
     model = ModelConfig.from_mapping(config.model)
   except ValueError as e:  # the model's own validation: a field of config.model
@@ -118,6 +150,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
     raise UsageError(f'config.optimizer.learning_rate={opt.learning_rate!r}: must be positive.')
   if opt.warmup_steps < 0:
     raise UsageError(f'config.optimizer.warmup_steps={opt.warmup_steps}: must be >= 0.')
+  if opt.weight_decay_mode not in optim.WEIGHT_DECAY_MODES:
+    raise UsageError(f'config.optimizer.weight_decay_mode={opt.weight_decay_mode!r}: not one '
+                     f'of {optim.WEIGHT_DECAY_MODES}.')
+  if not 0.0 <= config.label_smoothing < 1.0:
+    raise UsageError(f'config.label_smoothing={config.label_smoothing!r}: must lie in [0, 1).')
 
   for name, spec in config.evals.items():
     if spec.get('type') not in EVALUATORS:

@@ -24,6 +24,7 @@ from typing import Any
 import ml_collections
 
 from fixed_head import run_config
+from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
 
 CONFIG = 'config.json'
@@ -77,10 +78,14 @@ def load(workdir: str) -> dict[str, Any] | None:
     return None
   try:
     with open(path, encoding='utf-8') as f:
-      return json.load(f)
+      saved = json.load(f)
   except (OSError, ValueError) as e:
     raise UsageError(f'{path} cannot be read ({e}); restore it from a backup or use a new '
                      '--workdir.') from None
+  # Fields added since the run was written take their defaults, which reproduce the
+  # behaviour of the code that wrote it.
+  saved['model'] = {**ModelConfig().to_dict(), **saved.get('model', {})}
+  return saved
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

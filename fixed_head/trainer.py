@@ -96,7 +96,8 @@ def build_setup(config: ml_collections.ConfigDict,
     raise UsageError(f"config.model.model_type={model_config.model_type!r}: the trainer "
                      "trains language models ('lm'); BERT pre-training is not built yet.")
   mesh = sharding.make_mesh(config.mesh, devices)
-  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps,
+                                      emb_dim=model_config.emb_dim)
 
   abstract_model = nnx.eval_shape(lambda: build_model(model_config, rngs=nnx.Rngs(0)))
   graphdef, abstract_params = nnx.split(abstract_model)
@@ -128,22 +129,32 @@ def make_train_step(setup: Setup, batch_example: dict[str, np.ndarray]) -> Calla
   """The compiled ``train_step(state, batch) -> (state, metrics)``."""
   dropout_base = _keys(setup.config.seed)[1]
   tx, schedule = setup.tx, setup.schedule
+  label_smoothing = setup.config.label_smoothing
+  l2 = optim.loss_weight_decay(setup.config.optimizer)
 
   def train_step(state: State, batch: dict[str, jax.Array]):
     step = state['step']
 
     def loss_fn(params):
+      """The objective: mean (smoothed) cross entropy, plus the 'l2' weight decay."""
       rngs = nnx.Rngs(dropout=jax.random.fold_in(dropout_base, step))
       logits = setup.logits_fn(params, batch, deterministic=False, rngs=rngs)
-      stats = losses.next_token_stats(logits, batch)
-      return stats['nll_sum'] / jnp.maximum(stats['weight_sum'], 1.0), stats
+      stats = losses.next_token_stats(logits, batch, label_smoothing=label_smoothing)
+      count = jnp.maximum(stats['weight_sum'], 1.0)
+      objective = stats.get('smoothed_sum', stats['nll_sum']) / count
+      if l2:
+        objective = objective + optim.l2_penalty(params, l2)
+      return objective, stats
 
-    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    (objective, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     count = jnp.maximum(stats['weight_sum'], 1.0)
+    loss = stats['nll_sum'] / count  # the plain nll, comparable with every evaluation
     metrics = {'loss': loss, 'accuracy': stats['correct_sum'] / count,
                'grad_norm': optax.tree.norm(grads), 'learning_rate': schedule(step)}
+    if label_smoothing or l2:
+      metrics['objective'] = objective
     if 'optimal_nll_sum' in stats:
       metrics['gap_to_optimal'] = loss - stats['optimal_nll_sum'] / count
     return {'step': step + 1, 'params': params, 'opt_state': opt_state}, metrics

@@ -20,6 +20,12 @@ CONFIGS = [
     ModelConfig(model_type='bert', vocab_size=77, emb_dim=20, num_heads=3, head_size=11,
                 num_layers=2, mlp_dim=30, max_len=16, norm='pre', type_vocab_size=3,
                 use_bias=False),
+    # tensor2tensor's LM switches: no attention biases, sinusoidal positions (no table).
+    ModelConfig(vocab_size=100, emb_dim=32, num_heads=4, head_size=8, num_layers=2,
+                mlp_dim=64, max_len=16, norm='pre', attention_use_bias=False,
+                position_embedding='sinusoidal', scale_embeddings=True),
+    ModelConfig(model_type='bert', vocab_size=100, emb_dim=32, num_heads=4, num_layers=1,
+                mlp_dim=64, max_len=16, use_bias=False, attention_use_bias=True),
 ]
 
 
@@ -28,22 +34,22 @@ def _built_count(config):
   return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
-@pytest.mark.parametrize('config', CONFIGS, ids=lambda c: f'{c.model_type}-{c.norm}-{c.head_size}')
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda c: f'{c.model_type}-{c.norm}-{c.head_size}-'
+                         f'{c.position_embedding}-{c.resolved_attention_use_bias}')
 def test_count_params_equals_built_model(config):
   assert accounting.count_params(config) == _built_count(config)
 
 
 @pytest.mark.parametrize('row', PUBLISHED_BERT_PARAMS, ids=lambda r: f'{r[0]}-d{r[1]}-h{r[2]}-dp{r[3]}')
-def test_published_bert_totals_within_one_percent(row):
+def test_published_bert_totals_round_to_the_published_million(row):
   _, d, h, dp, published = row
-  config = bert_config(d, h, dp)
-  count = accounting.count_params(config)
-  assert abs(count - published) / published < 0.01, (count, published)
+  count = accounting.count_params(bert_config(d, h, dp))
+  assert round(count / 1e6) * 1_000_000 == published, (count, published)
 
 
 def test_published_bert_large_config_builds_with_that_count():
   config = bert_config(512, 8, 128)
-  assert _built_count(config) == accounting.count_params(config) == 167_422_258
+  assert _built_count(config) == accounting.count_params(config) == 167_690_044
 
 
 def test_attention_params_grow_linearly_with_heads():
@@ -92,3 +98,22 @@ def test_match_num_heads_finds_closest_parameter_count():
   assert gap(h) < 0.01 * target
   # At equal width and head size d / h the baseline matches itself.
   assert accounting.match_num_heads(baseline, head_size=64) == 8
+
+
+def test_counts_and_matching_follow_the_tensor2tensor_switches():
+  base = ModelConfig(vocab_size=32000, emb_dim=512, num_heads=8, num_layers=6, mlp_dim=1024,
+                     max_len=256)
+  t2t = base.replace(attention_use_bias=False, position_embedding='sinusoidal')
+  layer_biases = 3 * 512 + 512  # W_q, W_k, W_v biases (h d_p each) and W_o's (d)
+  assert accounting.count_params(base) - accounting.count_params(t2t) == (
+      256 * 512 + 6 * layer_biases)
+  # A d = 256, d_p = 16 model matched to the d = 512 baseline: without biases and position
+  # table on both sides, one head fewer matches best.
+  with_bias = accounting.match_num_heads(base, head_size=16, emb_dim=256, max_heads=512)
+  without = accounting.match_num_heads(t2t, head_size=16, emb_dim=256, max_heads=512)
+  assert (with_bias, without) == (180, 179)
+  for config, h in ((base, with_bias), (t2t, without)):
+    target = accounting.count_params(config)
+    gap = lambda k, c=config, t=target: abs(accounting.count_params(
+        c.replace(emb_dim=256, head_size=16, num_heads=k)) - t)
+    assert gap(h) <= min(gap(h - 1), gap(h + 1))
