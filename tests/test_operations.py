@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from fixed_head import errors, evaluators, launch, losses, preemption, run_record, trainer
+from fixed_head import (errors, evaluators, launch, losses, preemption, quiet_logs, run_record,
+                        trainer)
 from fixed_head import data as data_lib
 from test_train import REPO, tiny_config
 
@@ -220,3 +221,14 @@ def test_evaluation_logs_no_read_only_warnings(run, caplog):
     trainer.evaluate(None, str(workdir), devices=ONE_DEVICE)
   assert not [r for r in caplog.records if 'read only' in r.getMessage().lower()
               or 'read_only' in r.getMessage()]
+
+
+def test_known_harmless_library_lines_are_dropped_and_others_kept(caplog):
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  quiet_logs.install()
+  with caplog.at_level(logging.WARNING):
+    absl_logging.warning('Variant folder %s has no %s', '/data/downloads/x', 'dataset_info.json')
+    absl_logging.warning('Given directory is read only=%s', '/w/checkpoints')
+    absl_logging.warning('Variant folder %s has invalid version %s', '/data/lm1b/x', 'x')
+  assert [r.getMessage() for r in caplog.records] == [
+      'Variant folder /data/lm1b/x has invalid version x']
