@@ -182,6 +182,7 @@ def main(argv):
   f = flags.FLAGS
   config = f.config
   config.batch_size = f.batch_size
+  config.batch_tokens = None  # the batch is --batch_size rows here
   for spec in config.evals.values():
     spec['batch_size'] = min(spec['batch_size'], f.batch_size)
   seq_len = config.data.seq_len

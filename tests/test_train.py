@@ -304,6 +304,9 @@ def test_command_lines(tmp_path):
   assert evaluation.returncode == 0, evaluation.stderr
   assert 'gap_to_optimal' in evaluation.stdout
   assert os.path.exists(os.path.join(workdir, 'eval', 'step_20.json'))
+  saved = _run('eval.py', f'--workdir={workdir}')  # the run's config.json, no --config
+  assert saved.returncode == 0, saved.stderr
+  assert saved.stdout.splitlines()[0] == evaluation.stdout.splitlines()[0]
   bad = _run('train.py', '--config=configs/default.py', f'--workdir={workdir}x',
              '--config.model.num_heads=7', '--config.model.head_size=None')
   assert bad.returncode == 2
