@@ -17,17 +17,23 @@ decay 0.01, dropout 0.1, tensor2tensor (T2T) on 4 TPUv2 chips.
 
 Batch. The paper's "batch 4096" is T2T's ``batch_size``, which counts tokens per core: on a
 TPU ``tpu_batch_size_per_shard = batch_size // max_length`` = 4096 // 256 = 16 rows per
-core, and 4 TPUv2 chips have 8 cores, so a step is 8 x 16 = 128 rows = 32,768 tokens. That
-is the default here (``batch_size=128``, ``batch_tokens=32_768``; change both together, or
-give ``--config.batch_tokens=None`` with another batch_size). 250k steps then read about
-8.2B tokens, some 10 passes over LM1B's ~0.8B training tokens.
+core, and 4 TPUv2 chips have 8 cores, so a step is 8 x 16 = 128 rows = 32,768 tokens. The
+config gives it in tokens, as T2T does (``batch_tokens=32_768``, ``batch_size=None``);
+``run_config.resolve`` turns it into 128 rows of n = 256 before training. Give another batch
+in tokens (``--config.batch_tokens=65536``) or in rows (``--config.batch_tokens=None
+--config.batch_size=256``); both at once must agree. 250k steps then read about 8.2B tokens,
+some 10 passes over LM1B's ~0.8B training tokens.
 
-Learning rate. "0.1 with 10k warm-up and rsqrt decay" fits two T2T schedules. We take T2T's
-``constant*linear_warmup*rsqrt_decay`` ('rsqrt' here): 0.1 * min(1, s/10k) / sqrt(max(s,
-10k)), peaking at 1e-3 at step 10k whatever the width. T2T's older 'noam' schedule, 0.1 *
-d^-0.5 * min(s / 10k^1.5, s^-0.5), would peak at 6.25e-5 for d = 256 (and lower for wider
-baselines, which would then differ in learning rate too); it is available as
-``--config.optimizer.schedule=noam``.
+Learning rate. "0.1 with 10k warm-up and inverse-square-root decay" fits several T2T
+schedules. We take T2T's ``constant*linear_warmup*rsqrt_decay`` with constant 0.1 ('rsqrt'
+here): 0.1 * min(1, s/10k) / sqrt(max(s, 10k)), peaking at 1e-3 at step 10k whatever the
+width. T2T's ``transformer_base`` multiplies that by ``rsqrt_hidden_size`` (d^-0.5): the
+Transformer paper's formula, 'noam' here, 0.1 * d^-0.5 * min(s / 10k^1.5, s^-0.5), which
+peaks at 6.25e-5 for d = 256 (and lower for wider baselines, which would then differ in
+learning rate too): ``--config.optimizer.schedule=noam``. T2T's older
+``learning_rate_decay_scheme='noam'`` (``transformer_base_v1``, whose ``learning_rate`` is
+0.1) is the same formula times 5000 * 0.002 (its Adam correction) = 10, a peak of 6.25e-4
+at d = 256: ``--config.optimizer.schedule=noam --config.optimizer.learning_rate=1.0``.
 
 recipe=ours (default) differs from T2T in a few modelling details, each a choice that is
 common in JAX codebases: learned position embeddings, embeddings N(0, 0.02^2) unscaled,
@@ -54,7 +60,8 @@ from fixed_head import run_config
 VARIANTS = {'fixed': dict(d=256, h=16, dp=32), 'baseline': dict(d=256, h=8, dp=None)}
 RECIPES = ('ours', 't2t')
 SEQ_LEN = 256  # n: T2T's max_length for LM1B
-ROWS_PER_CORE = 4096 // SEQ_LEN  # T2T: tpu_batch_size_per_shard = batch_size // max_length
+TOKENS_PER_CORE = 4096  # the paper's "batch 4096": T2T's batch_size, tokens per core
+ROWS_PER_CORE = TOKENS_PER_CORE // SEQ_LEN  # T2T tpu_batch_size_per_shard: 16 rows of 256
 CORES = 8  # 4 TPUv2 chips x 2 cores
 
 
@@ -86,8 +93,10 @@ def get_config(arg: str = 'fixed'):
   c = run_config.defaults()
   c.seed = 0
   c.num_train_steps = 250_000
-  c.batch_size = CORES * ROWS_PER_CORE  # 128 rows of 256 tokens (see the docstring)
-  c.batch_tokens = c.batch_size * SEQ_LEN  # 32,768
+  # The batch in tokens, as T2T gives it: 8 cores x 16 rows x 256 = 32,768 tokens a step;
+  # run_config.resolve derives batch_size = 32,768 // seq_len = 128 rows (see the docstring).
+  c.batch_tokens = CORES * ROWS_PER_CORE * SEQ_LEN
+  c.batch_size = None
 
   c.data.name = 'tfds'  # fixed_head/data/tfds_text.py
   c.data.dataset = 'lm1b'
@@ -124,9 +133,13 @@ def get_config(arg: str = 'fixed'):
                           grad_clip_norm=0.0))
 
   c.log_every_steps = 100
+  # Every 5,000 steps (50 times a run) score the whole test split: ~307k sentences, some
+  # 35-40k rows of 256, forward only: about 100 train steps' compute, 2% of 5,000 steps.
   c.eval_every_steps = 5_000
   c.checkpoint.every_steps = 5_000
-  c.evals.valid = dict(type='lm', split='eval', batch_size=512)  # the whole test split
+  # Eval batch = the train batch (128 rows): a 512-row batch of 32k-vocabulary float32
+  # logits is 17 GB, four times a training step's.
+  c.evals.valid = dict(type='lm', split='eval', batch_size=CORES * ROWS_PER_CORE)
 
   if sizes['recipe'] == 't2t':
     d = sizes['d']

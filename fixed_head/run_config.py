@@ -7,6 +7,7 @@ runs before anything is built and names the field at fault.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -31,10 +32,12 @@ def defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # parameter init and dropout; the run is a function of (config, seed)
   c.num_train_steps = 1000
-  c.batch_size = 64  # rows of data.seq_len tokens, global over all processes and devices
-  # The same batch in tokens (tensor2tensor counts batches in tokens), for configs that
-  # follow a recipe given in tokens: when set it must equal batch_size x data.seq_len.
-  c.batch_tokens = ml_collections.config_dict.placeholder(int)
+  # Rows of data.seq_len tokens, global over all processes and devices. Typed `object` so
+  # that --config.batch_size=None parses: None = derived from batch_tokens by resolve().
+  c.batch_size = ml_collections.config_dict.FieldReference(64, field_type=object)
+  # The batch in tokens (tensor2tensor counts batches in tokens), for configs that follow a
+  # recipe given in tokens; None = given in rows. resolve() turns it into batch_size.
+  c.batch_tokens = ml_collections.config_dict.placeholder(object)
 
   c.model = ml_collections.ConfigDict(ModelConfig().to_dict())
   # head_size: None (baseline d / h) or an int; typed `object` so that both
@@ -73,24 +76,38 @@ def defaults() -> ml_collections.ConfigDict:
   return c
 
 
-def check_batch(config: ml_collections.ConfigDict) -> None:
-  """``batch_tokens`` (when set) must equal ``batch_size`` x ``data.seq_len``: a config may
-  state its batch in tokens too, and a change to one without the other is refused."""
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with the batch in rows: when ``batch_tokens`` is set,
+  ``batch_size`` = ``batch_tokens`` // ``data.seq_len``. The trainer runs on the result.
+
+  Raises UsageError, naming both fields, when ``batch_tokens`` is not a whole number of
+  rows, or when ``batch_size`` is set too (not None) and disagrees with it.
+  """
+  resolved = copy.deepcopy(config)
   tokens = config.get('batch_tokens')
   if tokens is None:
-    return
-  seq_len = config.data.get('seq_len')
+    if config.get('batch_size') is None:
+      raise UsageError('config.batch_size=None and config.batch_tokens=None: give the batch '
+                       'in rows (--config.batch_size) or in tokens (--config.batch_tokens).')
+    return resolved
   if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens <= 0:
-    raise UsageError(f'config.batch_tokens={tokens!r}: must be a positive integer, or None '
-                     'to give the batch in rows (config.batch_size).')
-  if not isinstance(seq_len, int) or seq_len <= 0 or tokens % seq_len:
+    raise UsageError(f'config.batch_tokens={tokens!r}: must be a positive integer (tokens a '
+                     'step), or None to give the batch in rows with config.batch_size.')
+  seq_len = config.data.get('seq_len')
+  if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
+    raise UsageError(f'config.batch_tokens={tokens} needs config.data.seq_len (tokens a row), '
+                     f'which is {seq_len!r}; give the batch in rows with config.batch_size.')
+  rows, rest = divmod(tokens, seq_len)
+  if rest or not rows:
     raise UsageError(f'config.batch_tokens={tokens} is not a whole number of rows of '
-                     f'config.data.seq_len={seq_len} tokens; make it a multiple of seq_len.')
-  rows = tokens // seq_len
-  if config.batch_size != rows:
+                     f'config.data.seq_len={seq_len} tokens; make it a multiple of {seq_len}.')
+  size = config.get('batch_size')
+  if size is not None and size != rows:
     raise UsageError(f'config.batch_tokens={tokens} (= {rows} rows of {seq_len} tokens) and '
-                     f'config.batch_size={config.batch_size} disagree: change both, or give '
-                     'the batch in rows alone with --config.batch_tokens=None.')
+                     f'config.batch_size={size!r} disagree: give the batch one way, in tokens '
+                     '(--config.batch_size=None) or in rows (--config.batch_tokens=None).')
+  resolved.batch_size = rows
+  return resolved
 
 
 def _known_keys(tree: Any, prefix: str = '') -> set[str]:
@@ -113,6 +130,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   if unknown:
     raise UsageError(f'config: unknown field(s) {unknown}; see fixed_head/run_config.py '
                      'defaults() for the known ones.')
+  config = resolve(config)  # the batch in rows; batch_tokens and batch_size must agree
   for field in ('num_train_steps', 'batch_size', 'log_every_steps'):
     if not isinstance(config[field], int) or config[field] <= 0:
       raise UsageError(f'config.{field}={config[field]!r}: must be a positive integer.')
@@ -127,7 +145,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
     raise UsageError(f"config.checkpoint.on_unreadable={ck.on_unreadable!r}: must be 'error' "
                      "or 'fall_back'.")
 
-  check_batch(config)
   try:
     model = ModelConfig.from_mapping(config.model)
   except ValueError as e:  # the model's own validation: a field of config.model
@@ -150,11 +167,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
     raise UsageError(f'config.optimizer.learning_rate={opt.learning_rate!r}: must be positive.')
   if opt.warmup_steps < 0:
     raise UsageError(f'config.optimizer.warmup_steps={opt.warmup_steps}: must be >= 0.')
-  if opt.weight_decay_mode not in optim.WEIGHT_DECAY_MODES:
-    raise UsageError(f'config.optimizer.weight_decay_mode={opt.weight_decay_mode!r}: not one '
-                     f'of {optim.WEIGHT_DECAY_MODES}.')
-  if not 0.0 <= config.label_smoothing < 1.0:
-    raise UsageError(f'config.label_smoothing={config.label_smoothing!r}: must lie in [0, 1).')
+  # .get: a config saved before these fields existed means their defaults.
+  mode = opt.get('weight_decay_mode', 'decoupled')
+  if mode not in optim.WEIGHT_DECAY_MODES:
+    raise UsageError(f'config.optimizer.weight_decay_mode={mode!r}: not one of '
+                     f'{optim.WEIGHT_DECAY_MODES}.')
+  smoothing = config.get('label_smoothing', 0.0)
+  if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not (
+      0.0 <= smoothing < 1.0):
+    raise UsageError(f'config.label_smoothing={smoothing!r}: must lie in [0, 1).')
 
   for name, spec in config.evals.items():
     if spec.get('type') not in EVALUATORS:

@@ -28,7 +28,8 @@ def test_lm1b_variants(arg, d, h, dp):
   model = ModelConfig.from_mapping(config.model)
   assert (model.emb_dim, model.num_heads, model.resolved_head_size) == (d, h, dp)
   assert model.num_layers == 6 and model.mlp_dim == 1024 and model.max_len == 256
-  assert config.batch_size == 128 and config.num_train_steps == 250_000  # 32,768 tokens
+  batch = run_config.resolve(config).batch_size  # 32,768 tokens = 128 rows of 256
+  assert batch == 128 and config.num_train_steps == 250_000
   assert config.optimizer.schedule == 'rsqrt' and config.optimizer.warmup_steps == 10_000
 
 

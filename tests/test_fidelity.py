@@ -1,5 +1,9 @@
 """Fidelity to the paper's setups: the LM1B batch, weight decay by role, tensor2tensor's LM
-recipe (configs/lm1b.py:...,recipe=t2t), and Google BERT's details."""
+recipe (configs/lm1b.py:...,recipe=t2t), and Google BERT's details.
+
+New names are reached through their modules (``models.sinusoidal_positions``), so that on
+code without them each test fails on its own, with its own reason.
+"""
 
 import json
 import math
@@ -7,20 +11,23 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
+from absl import flags
 from flax import nnx
+from ml_collections import config_flags
 
-from fixed_head import attention, errors, losses, optim, paper, run_config, trainer
+from fixed_head import accounting, attention, errors, losses, models, optim, paper, run_config
+from fixed_head import trainer
 from fixed_head.config import ModelConfig
-from fixed_head.models import MlpBlock, build_model, sinusoidal_positions
-from test_train import tiny_config
+from test_train import REPO, tiny_config
 
-from configs import lm1b  # noqa: E402  (test_train puts the repository on sys.path)
+from configs import default, lm1b  # noqa: E402  (test_train puts the repository on sys.path)
 
 
 def pure_params(config: ModelConfig):
-  return nnx.to_pure_dict(nnx.state(build_model(config, rngs=nnx.Rngs(0))))
+  return nnx.to_pure_dict(nnx.state(models.build_model(config, rngs=nnx.Rngs(0))))
 
 
 def paths(tree, predicate=lambda _: True) -> set[str]:
@@ -28,51 +35,138 @@ def paths(tree, predicate=lambda _: True) -> set[str]:
           if predicate(v)}
 
 
+def built_count(config: ModelConfig) -> int:
+  model = nnx.eval_shape(lambda: models.build_model(config, rngs=nnx.Rngs(0)))
+  return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def parse_config(arg: str, *overrides: str) -> ml_collections.ConfigDict:
+  """The config train.py would get from --config=configs/<arg> and --config.* overrides."""
+  argv = ['train.py', f'--config={os.path.join(REPO, "configs", arg)}', *overrides]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, '', flag_values=flag_values,
+                                  lock_config=True, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
 # --- 1. the LM1B batch --------------------------------------------------------------------
+
+
+def test_resolve_turns_a_batch_in_tokens_into_rows():
+  c = default.get_config()  # n = data.seq_len = 32, batch_size = 64, batch_tokens = None
+  assert run_config.resolve(c).batch_size == 64
+  c.batch_tokens, c.batch_size = 2048, None
+  resolved = run_config.resolve(c)
+  assert (resolved.batch_size, resolved.batch_tokens) == (64, 2048)
+  assert c.batch_size is None  # a copy: the config itself is left as it was
+  c.batch_size = 64  # both given, and they agree
+  assert run_config.resolve(c).batch_size == 64
+
+
+@pytest.mark.parametrize('tokens,size,message', [
+    (2048, 32, r'config.batch_tokens=2048 \(= 64 rows of 32 tokens\) and '
+               r'config.batch_size=32 disagree'),
+    (2050, None, r'config.batch_tokens=2050 is not a whole number of rows of '
+                 r'config.data.seq_len=32 tokens'),
+    (16, None, r'config.batch_tokens=16 is not a whole number of rows'),
+    (1e3, None, r'config.batch_tokens=1000.0: must be a positive integer'),
+    (None, None, r'config.batch_size=None and config.batch_tokens=None'),
+])
+def test_resolve_refuses_a_batch_it_cannot_place(tokens, size, message):
+  c = default.get_config()
+  c.batch_tokens, c.batch_size = tokens, size
+  for check in (run_config.resolve, run_config.validate):
+    with pytest.raises(errors.UsageError, match=message):
+      check(c)
 
 
 @pytest.mark.parametrize('arg', ['fixed', 'baseline', 'fixed,h=64,recipe=t2t'])
 def test_lm1b_batch_is_128_rows_of_256_tokens(arg):
-  c = lm1b.get_config(arg)
-  assert (c.batch_size, c.data.seq_len, c.batch_tokens) == (128, 256, 32_768)
-  run_config.validate(c)
-  c.batch_size = 256  # one changed without the other
-  with pytest.raises(errors.UsageError, match=r'batch_tokens=32768 \(= 128 rows of 256 '
+  c = run_config.resolve(lm1b.get_config(arg))
+  assert (c.batch_size, c.data.seq_len, c.batch_tokens) == (128, 256, 128 * 256)
+  assert c.batch_tokens == 8 * 4096  # T2T's batch_size 4096 tokens, on each of 8 cores
+  run_config.validate(c, num_devices=8)
+
+
+@pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')  # config_flags
+def test_lm1b_batch_overrides_parse_and_resolve():
+  def rows(*overrides):
+    return run_config.resolve(parse_config('lm1b.py:fixed', *overrides)).batch_size
+
+  assert rows() == 128
+  assert rows('--config.batch_tokens=65536') == 256
+  assert rows('--config.batch_tokens=None', '--config.batch_size=64') == 64
+  assert rows('--config.batch_tokens=16384', '--config.batch_size=64') == 64
+  with pytest.raises(errors.UsageError, match=r'config.batch_tokens=32768 \(= 128 rows of 256 '
                      r'tokens\) and config.batch_size=256 disagree'):
-    run_config.validate(c)
-  c.batch_tokens = None  # the batch in rows alone
-  run_config.validate(c)
+    rows('--config.batch_size=256')
+  # The default configs give their batch in rows, as before.
+  assert parse_config('default.py', '--config.batch_size=16').batch_size == 16
+  assert rows('--config.batch_size=None', '--config.batch_tokens=8192') == 32
 
 
-def test_lm1b_evaluates_the_whole_test_split():
-  assert 'num_examples' not in lm1b.get_config('fixed').evals.valid
+def test_lm1b_evaluates_the_whole_test_split_in_train_sized_batches():
+  c = lm1b.get_config('fixed')
+  assert 'num_examples' not in c.evals.valid
+  assert c.evals.valid.batch_size == run_config.resolve(c).batch_size == 128
+
+
+def test_a_config_saved_before_the_new_fields_still_validates():
+  """eval.py --workdir on a run written before batch_tokens, label_smoothing and
+  optimizer.weight_decay_mode existed: missing fields mean their defaults."""
+  saved = default.get_config().to_dict()
+  for section, field in ((saved, 'batch_tokens'), (saved, 'label_smoothing'),
+                         (saved['optimizer'], 'weight_decay_mode')):
+    section.pop(field, None)
+  run_config.validate(ml_collections.ConfigDict(saved), num_devices=1)
 
 
 # --- 2. weight decay by name and role ------------------------------------------------------
 
+TINY = dict(vocab_size=11, emb_dim=8, num_heads=2, head_size=3, num_layers=1, mlp_dim=8,
+            max_len=4)
+BLOCK = ["['attention']['query']['kernel']", "['attention']['key']['kernel']",
+         "['attention']['value']['kernel']", "['attention']['out']['kernel']",
+         "['mlp']['wi']['kernel']", "['mlp']['wo']['kernel']"]
+DECAYED = {
+    'lm': {*(f"['decoder']['blocks'][0]{p}" for p in BLOCK),
+           "['token_embed']['embedding']", "['position_embed']['embedding']"},
+    'bert': {*(f"['encoder']['encoder']['blocks'][0]{p}" for p in BLOCK),
+             "['encoder']['token_embed']['embedding']",
+             "['encoder']['position_embed']['embedding']",
+             "['encoder']['type_embed']['embedding']", "['encoder']['pooler']['kernel']",
+             "['mlm_head']['transform']['kernel']", "['nsp_head']['kernel']"},
+}
+
 
 @pytest.mark.parametrize('model_type', ['lm', 'bert'])
-def test_weight_decay_hits_kernels_and_embeddings_only(model_type):
-  params = pure_params(ModelConfig(model_type=model_type, vocab_size=11, emb_dim=8,
-                                   num_heads=2, head_size=3, num_layers=1, mlp_dim=8,
-                                   max_len=4))
-  mask = optim.decay_mask(params)
-  decayed = paths(mask, predicate=bool)
-  assert decayed == {p for p in paths(params) if p.endswith(("['kernel']", "['embedding']"))}
-  qkv_biases = {p for p in paths(params) if "['query']['bias']" in p or "['key']['bias']" in p}
-  assert qkv_biases and not qkv_biases & decayed  # [h, d_p] biases: rank 2, never decayed
-  assert not {p for p in decayed if p.endswith(("['scale']", "['bias']"))}
+def test_weight_decay_hits_exactly_the_kernels_and_embedding_tables(model_type):
+  params = pure_params(ModelConfig(model_type=model_type, **TINY))
+  assert paths(optim.decay_mask(params), predicate=bool) == DECAYED[model_type]
+  # Not decayed, whatever their rank: the [h, d_p] query/key/value biases, every other
+  # bias (the masked-LM output bias included), and LayerNorm scales and offsets.
+  kept = paths(params) - DECAYED[model_type]
+  assert all(p.endswith(("['bias']", "['scale']")) for p in kept)
+  assert len([p for p in kept if "['attention']['query']['bias']" in p]) == 1
+  assert ("['mlm_head']['bias']" in kept) == (model_type == 'bert')
 
 
-def test_decoupled_weight_decay_leaves_biases_alone():
-  params = {'dense': {'kernel': jnp.ones((2, 3)), 'bias': jnp.ones((2, 3))}}
-  tx, _ = optim.make_optimizer(dict(name='adamw', learning_rate=0.1, schedule='constant',
-                                    warmup_steps=0, weight_decay=0.5, b1=0.9, b2=0.98,
-                                    eps=1e-9, grad_clip_norm=0.0), 10)
-  zeros = jax.tree.map(jnp.zeros_like, params)
-  updates, _ = tx.update(zeros, tx.init(params), params)
-  np.testing.assert_allclose(updates['dense']['kernel'], -0.1 * 0.5)
-  np.testing.assert_array_equal(updates['dense']['bias'], 0.0)
+@pytest.mark.parametrize('model_type', ['lm', 'bert'])
+def test_adamw_decays_exactly_those_parameters(model_type):
+  """AdamW's step with zero gradients is the decay alone: -lr * weight_decay * p (biases
+  start at 0, so every parameter is moved off its initial value first)."""
+  params = jax.tree.map(lambda p: p + 1.0, pure_params(ModelConfig(model_type=model_type,
+                                                                   **TINY)))
+  opt = dict(name='adamw', learning_rate=0.1, schedule='constant', warmup_steps=0,
+             weight_decay=0.5, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=0.0)
+  tx, _ = optim.make_optimizer(opt, 10)
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  moved = paths(updates, predicate=lambda u: bool(np.any(np.asarray(u) != 0)))
+  assert moved == DECAYED[model_type]
+  for (path, u), p in zip(jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(params)):
+    if jax.tree_util.keystr(path) in moved:
+      np.testing.assert_allclose(u, -0.1 * 0.5 * np.asarray(p), rtol=1e-6)
 
 
 # --- 3. tensor2tensor's recipe --------------------------------------------------------------
@@ -80,7 +174,7 @@ def test_decoupled_weight_decay_leaves_biases_alone():
 
 def test_sinusoids_are_tensor2tensors_timing_signal():
   d, positions = 6, np.array([[0, 1, 2, 7]])
-  got = np.asarray(sinusoidal_positions(jnp.asarray(positions), d))
+  got = np.asarray(models.sinusoidal_positions(jnp.asarray(positions), d))
   half = d // 2
   increment = math.log(1e4) / (half - 1)
   for t in range(4):
@@ -94,14 +188,13 @@ def test_t2t_model_has_no_position_table_or_attention_biases_and_scales_embeddin
   config = ModelConfig(vocab_size=11, emb_dim=8, num_heads=2, head_size=3, num_layers=1,
                        mlp_dim=8, max_len=4, norm='pre', position_embedding='sinusoidal',
                        scale_embeddings=True, attention_use_bias=False)
-  params = pure_params(config)
-  names = paths(params)
+  names = paths(pure_params(config))
   assert not [p for p in names if 'position_embed' in p]
   assert not [p for p in names if "['attention']" in p and p.endswith("['bias']")]
   assert [p for p in names if "['mlp']['wi']['bias']" in p]  # feed-forward keeps biases
-  model = build_model(config, rngs=nnx.Rngs(0))
+  model = models.build_model(config, rngs=nnx.Rngs(0))
   tokens = jnp.array([[1, 2, 3, 4]])
-  x = model.token_embed(tokens) * math.sqrt(8) + sinusoidal_positions(
+  x = model.token_embed(tokens) * math.sqrt(8) + models.sinusoidal_positions(
       jnp.arange(4)[None], 8)
   expected = model.token_embed.attend(model.decoder(x, mask=attention.causal_mask(4)))
   np.testing.assert_allclose(model(tokens), expected, rtol=1e-5, atol=1e-6)
@@ -112,13 +205,33 @@ def test_t2t_config_follows_each_choice():
   m = c.model
   assert (m.position_embedding, m.scale_embeddings, m.attention_use_bias) == (
       'sinusoidal', True, False)
-  assert m.embed_init_std == pytest.approx(256 ** -0.5)
+  assert (m.embed_init, m.embed_init_std, m.kernel_init) == ('normal', 256 ** -0.5,
+                                                             'xavier_uniform')
+  assert m.mlp_dropout_rate == m.dropout_rate == m.attention_dropout_rate == 0.1
   assert (c.optimizer.name, c.optimizer.b2, c.optimizer.eps) == ('adam', 0.997, 1e-9)
   assert (c.optimizer.weight_decay_mode, c.optimizer.weight_decay) == ('l2', 0.01)
+  assert (c.optimizer.schedule, c.optimizer.learning_rate) == ('rsqrt', 0.1)
   assert c.label_smoothing == 0.1
+  run_config.validate(c, num_devices=8)
   ours = lm1b.get_config('fixed')
   assert (ours.model.position_embedding, ours.optimizer.name, ours.label_smoothing) == (
       'learned', 'adamw', 0.0)
+  assert lm1b.get_config('baseline,d=512,recipe=t2t').model.embed_init_std == 512 ** -0.5
+
+
+@pytest.mark.parametrize('arg', ['fixed,recipe=t2t', 'baseline,d=512,recipe=t2t'])
+def test_t2t_parameter_count_is_the_built_models(arg):
+  config = ModelConfig.from_mapping(lm1b.get_config(arg).model)
+  ours = ModelConfig.from_mapping(lm1b.get_config(arg.replace('t2t', 'ours')).model)
+  d, h, dp = config.emb_dim, config.num_heads, config.resolved_head_size
+  parts = accounting.param_breakdown(config)
+  assert parts['embeddings'] == 32_000 * d  # no position table
+  assert parts['attention'] == 6 * 4 * h * dp * d  # no attention biases
+  assert accounting.count_params(config) == built_count(config)
+  assert accounting.count_params(ours) - accounting.count_params(config) == (
+      256 * d + 6 * (3 * h * dp + d))
+  # Biases and look-ups are not matmuls: the FLOPs per token are the same in both recipes.
+  assert accounting.flops_per_token(config) == accounting.flops_per_token(ours)
 
 
 def test_label_smoothing_is_tensor2tensors():
@@ -133,6 +246,22 @@ def test_l2_penalty_is_half_the_decayed_sum_of_squares():
   params = {'a': {'kernel': jnp.full((2, 2), 3.0), 'bias': jnp.full((2, 2), 5.0)},
             'norm': {'scale': jnp.ones(4)}, 'embed': {'embedding': jnp.ones((3, 2))}}
   assert float(optim.l2_penalty(params, 0.01)) == pytest.approx(0.5 * 0.01 * (4 * 9 + 6))
+  grads = jax.grad(optim.l2_penalty)(params, 0.01)  # weight_decay * p on decayed leaves
+  np.testing.assert_allclose(grads['a']['kernel'], 0.03)
+  np.testing.assert_array_equal(grads['a']['bias'], 0.0)
+  np.testing.assert_array_equal(grads['norm']['scale'], 0.0)
+
+
+def test_l2_mode_leaves_the_optimizer_without_decay():
+  opt = dict(name='adamw', learning_rate=0.1, schedule='constant', warmup_steps=0,
+             weight_decay=0.5, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=0.0,
+             weight_decay_mode='l2')
+  params = {'dense': {'kernel': jnp.ones((2, 3))}}
+  tx, _ = optim.make_optimizer(opt, 10)
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  np.testing.assert_array_equal(updates['dense']['kernel'], 0.0)
+  assert optim.loss_weight_decay(opt) == 0.5
+  assert optim.loss_weight_decay(dict(opt, weight_decay_mode='decoupled')) == 0.0
 
 
 def test_noam_schedule_peaks_at_the_end_of_warmup_depending_on_width():
@@ -143,8 +272,23 @@ def test_noam_schedule_peaks_at_the_end_of_warmup_depending_on_width():
     assert float(schedule(10_000)) == pytest.approx(peak, rel=1e-5)
     assert float(schedule(5_000)) == pytest.approx(peak / 2, rel=1e-5)
     assert float(schedule(40_000)) == pytest.approx(peak / 2, rel=1e-5)
+  assert float(optim.make_schedule(opt, 250_000, emb_dim=256)(10_000)) == pytest.approx(
+      6.25e-5, rel=1e-5)
   rsqrt = optim.make_schedule(dict(opt, schedule='rsqrt'), 250_000)
   assert float(rsqrt(10_000)) == pytest.approx(1e-3, rel=1e-6)
+
+
+def test_noam_with_lr_1_is_tensor2tensors_legacy_noam_with_lr_0_1():
+  """T2T learning_rate.legacy_learning_rate_schedule, decay scheme 'noam', Adam."""
+  def t2t_legacy(step, d=256, warmup=10_000, learning_rate=0.1):
+    ret = 5000.0 * d ** -0.5 * min((step + 1) * warmup ** -1.5, (step + 1) ** -0.5)
+    return ret * 0.002 * learning_rate  # optimizer_correction for Adam
+
+  ours = optim.make_schedule(dict(learning_rate=1.0, warmup_steps=10_000, schedule='noam'),
+                             250_000, emb_dim=256)
+  for step in (1_000, 9_999, 50_000):
+    assert float(ours(step + 1)) == pytest.approx(t2t_legacy(step), rel=1e-5)
+  assert t2t_legacy(9_999) == pytest.approx(6.25e-4)
 
 
 def test_the_t2t_objective_trains_and_is_reported_beside_the_plain_loss(tmp_path):
@@ -161,30 +305,45 @@ def test_the_t2t_objective_trains_and_is_reported_beside_the_plain_loss(tmp_path
   assert 'valid/objective' not in rows[-1] and 'valid/loss' in rows[-1]
 
 
+def test_new_model_fields_default_to_the_previous_model():
+  c = ModelConfig()
+  assert (c.position_embedding, c.scale_embeddings, c.resolved_attention_use_bias,
+          c.resolved_mlp_dropout_rate, c.kernel_init, c.embed_init, c.embed_init_std) == (
+              'learned', False, True, c.dropout_rate, 'xavier_uniform', 'normal', 0.02)
+  for field in ('attention_use_bias', 'position_embedding'):  # they change the shapes
+    assert field in run_config.SHAPE_FIELDS
+
+
 # --- 4. Google BERT's details -----------------------------------------------------------------
 
 
 def test_bert_has_no_dropout_after_the_feed_forward_activation():
   x = jax.random.normal(jax.random.key(0), (2, 3, 8))
-  rngs = lambda: nnx.Rngs(dropout=jax.random.key(1))  # noqa: E731
-  for config, changed in ((paper.bert_config(512, 8, 128).replace(
-      emb_dim=8, mlp_dim=16, num_layers=1, dropout_rate=0.5), False),
-                          (ModelConfig(emb_dim=8, mlp_dim=16, dropout_rate=0.5), True)):
-    block = MlpBlock(config, rngs=nnx.Rngs(0))
-    train = block(x, deterministic=False, rngs=rngs())
+  small = dict(emb_dim=8, mlp_dim=16, num_layers=1, dropout_rate=0.5)
+  bert = paper.bert_config(512, 8, 128).replace(**small)
+  for config, changed in ((bert, False), (ModelConfig(**small), True)):
+    block = models.MlpBlock(config, rngs=nnx.Rngs(0))
+    train = block(x, deterministic=False, rngs=nnx.Rngs(dropout=jax.random.key(1)))
     assert (not np.allclose(train, block(x))) == changed
 
 
 def test_bert_initialises_kernels_and_embeddings_like_tf_truncated_normal():
   config = paper.bert_config(512, 8, 128).replace(num_layers=1, vocab_size=1000, max_len=16)
   params = pure_params(config)
-  kernel = np.asarray(params['encoder']['encoder']['blocks'][0]['mlp']['wi']['kernel'])
-  table = np.asarray(params['encoder']['token_embed']['embedding'])
-  for w in (kernel, table):
+  block = params['encoder']['encoder']['blocks'][0]
+  weights = [block['mlp']['wi']['kernel'], block['attention']['query']['kernel'],
+             block['attention']['out']['kernel'], params['encoder']['pooler']['kernel'],
+             params['mlm_head']['transform']['kernel'],
+             params['encoder']['token_embed']['embedding'],
+             params['encoder']['position_embed']['embedding']]
+  for w in map(np.asarray, weights):
     assert np.abs(w).max() <= 0.04 + 1e-7  # redrawn beyond 2 std
     # TF truncates N(0, 0.02^2) at 2 std: the result has std 0.02 * 0.8796 = 0.01759.
-    assert w.std() == pytest.approx(0.02 * 0.87962566, rel=0.01)
+    assert w.std() == pytest.approx(0.02 * 0.87962566, rel=0.03)
+  nsp = np.asarray(params['nsp_head']['kernel'])  # 1024 weights: a looser check
+  assert np.abs(nsp).max() <= 0.04 + 1e-7 and nsp.std() == pytest.approx(0.0176, rel=0.1)
 
 
 def test_bert_vocabulary_is_the_released_wordpiece_one():
   assert paper.bert_config(1024, 16).vocab_size == 30_522
+
