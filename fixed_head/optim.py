@@ -1,19 +1,24 @@
 """Optimiser and learning-rate schedule, built from ``config.optimizer``.
 
 Schedules (s = step, w = warmup_steps, T = num_train_steps, lr = learning_rate):
-  'rsqrt'     lr * min(1, s / w) / sqrt(max(s, w))   (tensor2tensor's linear warm-up +
-              inverse-square-root decay, as in the paper's LM1B runs: lr = 0.1 with
-              w = 10k peaks at 1e-3)
+  'rsqrt'     lr * min(1, s / w) / sqrt(max(s, w))   (tensor2tensor's
+              'constant*linear_warmup*rsqrt_decay'; our reading of the paper's LM1B runs:
+              lr = 0.1 with w = 10k peaks at 1e-3 whatever the width)
   'linear'    lr * min(1, s / w), then linear decay to 0 at T   (BERT)
   'cosine'    lr * min(1, s / w), then cosine decay to 0 at T
   'constant'  lr * min(1, s / w)
-  'noam'      lr * d^-0.5 * min(s / w^1.5, 1 / sqrt(s))   (the Transformer paper's schedule,
-              tensor2tensor's older default; its peak depends on the width d = model.emb_dim)
+  'noam'      lr * d^-0.5 * min(s / w^1.5, 1 / sqrt(s))   (the Transformer paper's schedule;
+              tensor2tensor's transformer_base 'constant*linear_warmup*rsqrt_decay*
+              rsqrt_hidden_size'; its peak depends on the width d = model.emb_dim). T2T's
+              legacy learning_rate_decay_scheme='noam' is this times 5000 * 0.002 (its Adam
+              correction) = 10, at step + 1: learning_rate 0.1 there is lr = 1.0 here.
 
 Weight decay (``weight_decay_mode``), on the leaves ``decay_mask`` selects:
   'decoupled' AdamW: params -= lr * weight_decay * params, outside Adam's moments (default)
   'l2'        tensor2tensor's: weight_decay * sum(p^2) / 2 added to the loss, so it passes
               through Adam's moments like any gradient (see ``l2_penalty``)
+Both use the same mask. T2T's ``optimize.weight_decay`` skips only 1-D variables named
+'bias', so it also decays LayerNorm scales (towards 0, not their initial 1); we never do.
 """
 
 from __future__ import annotations
@@ -75,8 +80,9 @@ def decay_mask(params):
 
 
 def l2_penalty(params, weight_decay: float) -> jax.Array:
-  """tensor2tensor's coupled weight decay: weight_decay * sum(p^2) / 2 over the leaves
-  ``decay_mask`` selects (T2T's ``weight_decay`` skips biases and norms the same way)."""
+  """tensor2tensor's coupled weight decay, weight_decay * sum(tf.nn.l2_loss(p)) =
+  weight_decay * sum(p^2) / 2 (T2T optimize.weight_decay), over the leaves ``decay_mask``
+  selects. Returns a float32 scalar."""
   leaves = [p for p, decayed in zip(jax.tree.leaves(params), jax.tree.leaves(decay_mask(params)))
             if decayed]
   return 0.5 * weight_decay * sum(jnp.sum(jnp.square(p.astype(jnp.float32))) for p in leaves)
