@@ -18,6 +18,17 @@ from fixed_head.config import ModelConfig
     (dict(dropout_rate=1.0), r'model.dropout_rate=1.0: must lie in \[0, 1\)'),
     (dict(dtype='float16x'), r"model.dtype='float16x': is not a dtype name"),
     (dict(param_dtype='int32'), r"model.param_dtype='int32': must be a floating dtype"),
+    (dict(position_embedding='rope'),
+     r"model.position_embedding='rope': must be one of \('learned', 'sinusoidal'\)"),
+    (dict(position_embedding='sinusoidal', emb_dim=25, num_heads=5),
+     r"model.emb_dim=25: must be even for position_embedding='sinusoidal'"),
+    (dict(scale_embeddings='yes'), r"model.scale_embeddings='yes': must be True or False"),
+    (dict(attention_use_bias=1), r'model.attention_use_bias=1: must be True, False, or None'),
+    (dict(mlp_dropout_rate=1.5), r'model.mlp_dropout_rate=1.5: must lie in \[0, 1\)'),
+    (dict(kernel_init='he'), r"model.kernel_init='he': must be one of \('xavier_uniform', "),
+    (dict(embed_init='xavier_uniform'),
+     r"model.embed_init='xavier_uniform': must be one of \('normal', 'truncated_normal'\)"),
+    (dict(kernel_init_std=0.0), r'model.kernel_init_std=0.0: must be positive'),
 ])
 def test_invalid_fields_are_named(changes, message):
   with pytest.raises(ValueError, match=message):

@@ -38,8 +38,9 @@ def test_lm_is_causal(norm, tie):
   assert not np.allclose(a[:, 6:], b[:, 6:])
 
 
-def test_lm_packed_rows_equal_separate_documents():
-  model = TransformerLM(lm_config(), rngs=nnx.Rngs(0))
+@pytest.mark.parametrize('positions', ['learned', 'sinusoidal'])
+def test_lm_packed_rows_equal_separate_documents(positions):
+  model = TransformerLM(lm_config(position_embedding=positions), rngs=nnx.Rngs(0))
   doc_a, doc_b = _tokens((1, 4), seed=1), _tokens((1, 5), seed=2)
   packed = jnp.concatenate([doc_a, doc_b, jnp.zeros((1, 2), jnp.int32)], axis=1)
   segment_ids = jnp.array([[1] * 4 + [2] * 5 + [0] * 2])
