@@ -258,6 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   NaN/Inf (no checkpoint holding a NaN is written), ``errors.CheckpointError`` for a
   checkpoint that cannot be read or written, and ValueError for a bad config or input.
   """
+  config = run_config.resolve(config)  # the batch in rows (from batch_tokens if given)
   setup = build_setup(config, devices)
   process_index, process_count = jax.process_index(), jax.process_count()
   log = print if process_index == 0 else lambda _: None
@@ -396,6 +397,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   """
   if config is None:
     config = run_record.load_config(workdir)
+  config = run_config.resolve(config)
   setup = build_setup(config, devices)
   target = run_record.eval_target(config, workdir, other_data=other_data)
   manager = checkpoints.make_manager(workdir, async_save=False, read_only=True)

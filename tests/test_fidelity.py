@@ -347,3 +347,14 @@ def test_bert_initialises_kernels_and_embeddings_like_tf_truncated_normal():
 def test_bert_vocabulary_is_the_released_wordpiece_one():
   assert paper.bert_config(1024, 16).vocab_size == 30_522
 
+
+
+def test_a_batch_given_in_tokens_trains_and_is_saved_in_rows(tmp_path):
+  config = tiny_config(steps=2)  # 16 rows of seq_len 8
+  config.batch_size = None
+  config.batch_tokens = 16 * 8
+  trainer.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+  with open(os.path.join(tmp_path, 'config.json'), encoding='utf-8') as f:
+    saved = json.load(f)
+  assert (saved['batch_size'], saved['batch_tokens']) == (16, 128)
+  assert trainer.evaluate(None, str(tmp_path), devices=jax.devices()[:1])['step'] == 2
