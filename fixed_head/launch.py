@@ -85,13 +85,13 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
       raise
     _exit(line, USAGE_ERROR)
   # config_flags defers a config file that could not be read until the config is used.
-  for name in ('config',):
-    if name in flags.FLAGS and flags.FLAGS[name].value is not None:
-      try:
-        flags.FLAGS[name].value.keys()
-      except OSError as e:
-        last = str(e).strip().splitlines()[-1].strip()
-        _exit(f'error: --{name}={flags.FLAGS[name].config_filename}: {last}', USAGE_ERROR)
+  config = flags.FLAGS['config'] if 'config' in flags.FLAGS else None
+  if config is not None and config.value is not None:
+    try:
+      config.value.keys()
+    except OSError as e:
+      last = str(e).strip().splitlines()[-1].strip()
+      _exit(f'error: --config={config.config_filename}: {last}', USAGE_ERROR)
   return rest
 
 

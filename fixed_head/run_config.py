@@ -1,5 +1,6 @@
 """The run configuration (an ``ml_collections.ConfigDict``): defaults, validation, and the
-check that a workdir's saved config is compatible with the one resuming it.
+batch given in tokens (``resolve``). Whether a saved run may resume with a config is
+``fixed_head.run_record.check_resume``.
 
 Every config in ``configs/`` starts from ``defaults()`` and changes fields; ``validate``
 runs before anything is built and names the field at fault.
@@ -202,32 +203,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
         raise UsageError(f'config.evals.{name}.batch_size={spec["batch_size"]} is not '
                          f'divisible by the data-parallel size {data * fsdp}.')
   return model
-
-
-# Data fields that say where or how fast the data is read, not what it is: they may change
-# when a run resumes (the data moved to another disk, more reader threads).
-DATA_LOCATION_FIELDS = ('data_dir', 'read_threads')
-
-
-def check_compatible(saved: dict[str, Any], config: ml_collections.ConfigDict,
-                     workdir: str) -> None:
-  """Refuses to resume ``workdir`` when its saved config has other parameter shapes, another
-  optimizer, or other data: the checkpoints and the record would no longer agree."""
-  current = config.to_dict()
-  diffs = [f'model.{f}: saved {saved["model"].get(f)!r}, now {current["model"].get(f)!r}'
-           for f in SHAPE_FIELDS if saved['model'].get(f) != current['model'].get(f)]
-  if saved['optimizer']['name'] != current['optimizer']['name']:
-    diffs.append(f"optimizer.name: saved {saved['optimizer']['name']!r}, "
-                 f"now {current['optimizer']['name']!r}")
-  now_data = json.loads(json.dumps(current['data'], default=str))
-  for f in sorted(set(saved['data']) | set(now_data)):
-    if f not in DATA_LOCATION_FIELDS and saved['data'].get(f) != now_data.get(f):
-      diffs.append(f'data.{f}: saved {saved["data"].get(f)!r}, now {now_data.get(f)!r}')
-  if diffs:
-    raise UsageError(
-        f'workdir {workdir} holds a run whose config is incompatible with this one '
-        f'({"; ".join(diffs)}). Use a new --workdir, or restore the saved settings '
-        f'(see {workdir}/config.json).')
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -4,7 +4,7 @@
 which leave the checkpoints valid (learning rate, steps, intervals, ...) is accepted: the
 new config replaces ``config.json`` and one line of ``config_history.jsonl`` records what
 changed and from which step it applies. Changes that would make the record untrue (the
-model's shapes, the data) are refused by ``run_config.check_compatible`` before anything is
+model's shapes, the optimizer, the data) are refused by ``check_resume`` before anything is
 written. A finished run that is started again writes nothing.
 
 Evaluation results go to ``eval/step_<N>.json`` when they score the run's own data with the
@@ -31,6 +31,9 @@ CONFIG = 'config.json'
 HISTORY = 'config_history.jsonl'
 # Model fields that do not change what a checkpoint computes at evaluation time.
 EVAL_FREE_MODEL_FIELDS = ('dropout_rate', 'attention_dropout_rate', 'attention_impl')
+# Data fields that say where or how fast the data is read, not what it is: they may change
+# when a run resumes (the data moved to another disk, more reader threads).
+DATA_LOCATION_FIELDS = ('data.data_dir', 'data.read_threads')
 
 
 def as_dict(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
@@ -69,6 +72,27 @@ def write_json_atomic(path: str, obj: Any, **dump_options) -> None:
   with open(tmp, 'w', encoding='utf-8') as f:
     json.dump(obj, f, **dump_options)
   os.replace(tmp, path)
+
+
+def _binds_checkpoints(field: str) -> bool:
+  """Whether a resumed run must keep the dotted ``field`` as saved: it shapes the
+  parameters, names the optimizer whose state is saved, or says what the data is."""
+  section, _, name = field.partition('.')
+  return ((section == 'model' and name in run_config.SHAPE_FIELDS) or field == 'optimizer.name'
+          or (section == 'data' and field not in DATA_LOCATION_FIELDS))
+
+
+def check_resume(saved: dict[str, Any], config: ml_collections.ConfigDict,
+                 workdir: str) -> None:
+  """Refuses to resume ``workdir`` when its saved config has other parameter shapes, another
+  optimizer, or other data: the checkpoints and the record would no longer agree."""
+  fixed = {k: v for k, v in differences(saved, as_dict(config)).items()
+           if _binds_checkpoints(k)}
+  if fixed:
+    raise UsageError(
+        f'workdir {workdir} holds a run whose config is incompatible with this one '
+        f'({describe(fixed)}). Use a new --workdir, or restore the saved settings '
+        f'(see {workdir}/config.json).')
 
 
 def load(workdir: str) -> dict[str, Any] | None:

@@ -175,7 +175,7 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
                      'mounted path.')
   saved = run_record.load(workdir)
   if saved is not None:
-    run_config.check_compatible(saved, config, workdir)
+    run_record.check_resume(saved, config, workdir)
   return saved
 
 
@@ -422,8 +422,8 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
     os.makedirs(os.path.dirname(path), exist_ok=True)
     record = {'step': step, 'evals': results}
     if target != 'step_{step}.json':  # other data or evaluators: say which
-      record.update(data=run_record.as_dict(config)['data'],
-                    evals_config=run_record.as_dict(config)['evals'])
+      used = run_record.as_dict(config)
+      record.update(data=used['data'], evals_config=used['evals'])
     run_record.write_json_atomic(path, record, indent=2)
     print(f'wrote {path}', flush=True)
   return {'step': step, 'evals': results, 'path': path}
