@@ -65,6 +65,17 @@ def test_basic_tokenize_punctuation_accents_case_cjk():
   assert wordpiece.basic_tokenize('  \n ') == []
 
 
+def test_ascii_fast_path_agrees_with_the_general_one():
+  rng = random.Random(0)
+  for lower_case in (True, False):
+    for _ in range(300):
+      text = ''.join(chr(rng.randrange(128)) for _ in range(rng.randint(0, 40)))
+      fast = wordpiece.basic_tokenize(text, lower_case=lower_case)
+      # A non-ASCII word appended sends the text down the character-by-character path.
+      general = wordpiece.basic_tokenize(text + ' \u00e9', lower_case=lower_case)
+      assert general == fast + ['e' if lower_case else '\u00e9'], repr(text)
+
+
 def test_full_tokenize(tok):
   assert tok.tokenize('Héllo, World! Unaffable.') == [
       'hello', ',', 'world', '!', 'un', '##aff', '##able', '.']

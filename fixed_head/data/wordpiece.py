@@ -19,6 +19,7 @@ initialised from, the one in its workdir, or a newly trained one saved there.
 from __future__ import annotations
 
 import collections
+import functools
 import io
 import itertools
 import os
@@ -72,8 +73,18 @@ def _strip_accents(text: str) -> str:
                  if unicodedata.category(c) != 'Mn')
 
 
+# ASCII text (most of it) takes a faster path with the same result: control characters
+# deleted, tab/newline/return to spaces, punctuation spaced out.
+_ASCII_CLEAN = {c: None for c in range(128) if is_control(chr(c))} | {
+    ord(c): ' ' for c in '\t\n\r'}
+_ASCII_PUNCTUATION = re.compile(r'([!-/:-@\[-`{-~])')
+
+
 def basic_tokenize(text: str, *, lower_case: bool = True) -> list[str]:
   """BERT's BasicTokenizer: ``text`` -> words, punctuation marks and CJK characters."""
+  if text.isascii():
+    text = text.translate(_ASCII_CLEAN)
+    return _ASCII_PUNCTUATION.sub(r' \1 ', text.lower() if lower_case else text).split()
   chars = []
   for c in text:
     if c in ('\x00', '\ufffd') or is_control(c):
@@ -132,6 +143,7 @@ class WordPieceTokenizer:
     self._ids = {token: i for i, token in enumerate(self._tokens)}  # a repeat: the last wins
     self.lower_case = lower_case
     self.path = path
+    self._pieces = functools.lru_cache(maxsize=1 << 18)(self._wordpiece)  # words repeat
     missing = [t for t in SPECIAL_TOKENS if t not in self._ids]
     if missing:
       where = f' {path!r}' if path else ''
@@ -212,8 +224,11 @@ class WordPieceTokenizer:
   def wordpiece(self, word: str) -> list[str]:
     """Greedy longest-match-first pieces of one word ('unaffable' -> ['un', '##aff',
     '##able']); ['[UNK]'] when the word is over 100 characters or cannot be covered."""
+    return list(self._pieces(word))
+
+  def _wordpiece(self, word: str) -> tuple[str, ...]:
     if len(word) > MAX_INPUT_CHARS_PER_WORD:
-      return [UNK]
+      return (UNK,)
     pieces, start = [], 0
     while start < len(word):
       for end in range(len(word), start, -1):
@@ -221,14 +236,14 @@ class WordPieceTokenizer:
         if piece in self._ids:
           break
       else:
-        return [UNK]
+        return (UNK,)
       pieces.append(piece)
       start = end
-    return pieces
+    return tuple(pieces)
 
   def tokenize(self, text: str) -> list[str]:
     """``text`` -> WordPiece tokens (BERT's FullTokenizer.tokenize)."""
-    return [piece for word in self.basic_tokenize(text) for piece in self.wordpiece(word)]
+    return [piece for word in self.basic_tokenize(text) for piece in self._pieces(word)]
 
   def encode(self, text: str) -> list[int]:
     """``text`` -> token ids (no [CLS] / [SEP] added)."""
