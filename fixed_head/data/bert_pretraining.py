@@ -1,0 +1,482 @@
+"""BERT pre-training rows: masked LM + next-sentence prediction, as Google BERT's
+``create_pretraining_data.py`` makes them, but built on demand by index.
+
+Documents are lists of sentences: local text (``data.files``, Google's format: one sentence
+per line, documents separated by blank lines) or TFDS datasets (``data.dataset``, e.g.
+``'wikipedia/20230601.en'``, or a list of them, whose documents are concatenated; a record's
+text is split into sentences at newlines and after '.', '!' or '?' followed by space).
+Sentences are WordPiece-tokenised (``wordpiece.for_run``: ``data.vocab``, the vocabulary of
+the run given as ``init_from``, the workdir's, or one trained on the train documents).
+
+Row k of the train split is a pure function of (``data.seed``, split, k): epoch e = k // D
+visits the D train documents in a seeded order new each epoch, and row k takes document
+order_e[k mod D] with its own generator ``np.random.default_rng([seed, split_id, k])``, so a
+resumed run reads exactly the rows it would have read, and nothing is precomputed on disk.
+The train split is practically endless (D * 1,000,000 rows); the eval split has one fixed row
+per eval document (row i: eval document i).
+
+A row is made as Google's ``create_instances_from_document`` makes an instance: a target
+length of ``seq_len - 3`` tokens (with probability ``short_seq_prob`` a random one in [2,
+seq_len - 3]); sentences from a random start accumulated up to the target; A = a random
+number of them, B = the rest (the actual next sentences, ``nsp_label`` 0) or, with
+probability 1/2 or when there is one sentence only, sentences from a random other document
+(``nsp_label`` 1, Google's ``is_random_next``); ``truncate_seq_pair``; [CLS] A [SEP] B [SEP];
+then ``mask_tokens``. Differences from Google: one row per draw instead of a sweep through
+each document (so A starts at a random sentence), the random other document is never the
+same one (unless the split has one document), and the random replacement token is never a
+special token. Whole-word masking is not done.
+
+Row format (n = ``seq_len``, m = ``max_predictions_per_seq``):
+
+  tokens            int32 [n]   [CLS] A [SEP] B [SEP], then [PAD]
+  token_types       int32 [n]   0 for [CLS] A [SEP], 1 for B [SEP], 0 in the padding
+  input_mask        int32 [n]   1 on real tokens, 0 in the padding
+  masked_positions  int32 [m]   positions chosen for the masked LM (ascending), then 0
+  masked_ids        int32 [m]   the original ids there, then 0
+  masked_weights    float32 [m] 1 for a real prediction, 0 for padding
+  nsp_label         int32 []    1: B is a random other document's; 0: B follows A
+  weight            float32 []  1 (evaluation padding rows set it to 0)
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from fixed_head.data import text as text_lib
+from fixed_head.data import wordpiece
+from fixed_head.errors import UsageError
+
+SPLITS = ('train', 'eval')
+SPLIT_IDS = {'train': 0, 'eval': 1}
+TRAIN_ROWS_PER_DOCUMENT = 1_000_000  # the train split's length is D times this
+_ORDER_STREAM = 0x0DE5  # a seed word for the epoch orders, apart from the rows' streams
+Row = dict[str, np.ndarray]
+
+
+# Masking.
+
+def mask_tokens(tokens: Sequence[int], rng: np.random.Generator, *, vocab_size: int,
+                mask_id: int, special_ids: Sequence[int], masked_lm_prob: float = 0.15,
+                max_predictions_per_seq: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Google BERT's ``create_masked_lm_predictions`` (no whole-word masking).
+
+  ``tokens`` int [l] (the real tokens, [CLS] and [SEP] included, no padding) ->
+  (masked tokens int32 [l], positions int32 [p] ascending, original ids int32 [p]) with
+  p = min(max_predictions_per_seq, max(1, round(l * masked_lm_prob)), non-special
+  positions): p non-special positions chosen uniformly; each becomes [MASK] with probability
+  0.8, a uniformly random non-special id with probability 0.1, and stays with 0.1.
+  """
+  tokens = np.asarray(tokens, np.int32)
+  special = np.unique(np.asarray(special_ids, np.int64))
+  candidates = np.flatnonzero(~np.isin(tokens, special))
+  count = min(max_predictions_per_seq, max(1, int(round(len(tokens) * masked_lm_prob))),
+              len(candidates))
+  positions = np.sort(rng.choice(candidates, count, replace=False)).astype(np.int32)
+  original = tokens[positions]
+  u = rng.random(count)
+  # A random id among the vocab_size - len(special) non-special ones: draw r, then step past
+  # each special id <= it (in ascending order).
+  random_ids = rng.integers(0, vocab_size - len(special), count)
+  for s in special:
+    random_ids += random_ids >= s
+  masked = tokens.copy()
+  masked[positions] = np.where(u < 0.8, mask_id, np.where(u < 0.9, random_ids, original))
+  return masked, positions, original
+
+
+# Documents: D documents of sentences, each sentence int32 [k >= 1] token ids.
+
+class Documents(Protocol):
+  """Random access to tokenised documents."""
+
+  def __len__(self) -> int:
+    """D, the number of documents (some may hold no sentence)."""
+
+  def num_sentences(self, doc: int) -> int:
+    """Sentences in document ``doc`` (0 for an empty one)."""
+
+  def sentence(self, doc: int, index: int) -> np.ndarray:
+    """Sentence ``index`` of document ``doc``: int32 [k], k >= 1."""
+
+
+class InMemoryDocuments:
+  """Documents held as one flat int32 array of ids and offsets (all tokenised at once)."""
+
+  def __init__(self, documents: Iterable[Iterable[Sequence[int]]]):
+    ids, sentence_starts, doc_starts = [], [0], [0]
+    for doc in documents:
+      for sentence in doc:
+        sentence = np.asarray(sentence, np.int32)
+        if sentence.size:
+          ids.append(sentence)
+          sentence_starts.append(sentence_starts[-1] + sentence.size)
+      doc_starts.append(len(sentence_starts) - 1)
+    self.ids = np.concatenate(ids) if ids else np.zeros([0], np.int32)
+    self.sentence_starts = np.asarray(sentence_starts, np.int64)
+    self.doc_starts = np.asarray(doc_starts, np.int64)
+
+  def __len__(self) -> int:
+    return len(self.doc_starts) - 1
+
+  @property
+  def num_tokens(self) -> int:
+    return int(self.ids.size)
+
+  def num_sentences(self, doc: int) -> int:
+    return int(self.doc_starts[doc + 1] - self.doc_starts[doc])
+
+  def sentence(self, doc: int, index: int) -> np.ndarray:
+    s = int(self.doc_starts[doc]) + index
+    return self.ids[self.sentence_starts[s]:self.sentence_starts[s + 1]]
+
+
+def has_text(sentence: str) -> bool:
+  """Whether BERT's basic tokenizer finds any token in ``sentence``."""
+  return any(not (wordpiece.is_whitespace(c) or wordpiece.is_control(c) or
+                  c in ('\x00', '\ufffd')) for c in sentence)
+
+
+_SENTENCE_END = re.compile(r'(?<=[.!?])\s+')
+
+
+def split_sentences(text: str) -> list[str]:
+  """A record's text -> sentences: split at newlines and at whitespace after '.', '!' or '?'
+  (simple: 'Dr. No' splits too); sentences without a token are dropped."""
+  return [s.strip() for line in text.splitlines() for s in _SENTENCE_END.split(line)
+          if has_text(s)]
+
+
+class _LazyDocument:
+  """One record's sentences as text, each tokenised the first time it is asked for."""
+
+  def __init__(self, sentences: list[str]):
+    self.texts = sentences
+    self.ids: list[np.ndarray | None] = [None] * len(sentences)
+
+
+class TfdsDocuments:
+  """Records of TFDS splits (concatenated) as documents, read and tokenised on demand.
+
+  ``parts``: (reader, first, stop) per split: ``reader.texts(indices)`` gives the texts of
+  records [first, stop) (``tfds_text.ReadDocuments``). The last ``cache_documents``
+  documents used are kept (their sentences tokenised as they are asked for).
+  """
+
+  def __init__(self, parts: Sequence[tuple], tokenizer, *, cache_documents: int = 8192):
+    self.parts = list(parts)
+    self.tokenizer = tokenizer
+    self.offsets = np.cumsum([0] + [stop - first for _, first, stop in self.parts])
+    self._document = functools.lru_cache(maxsize=cache_documents)(self._read)
+
+  def __len__(self) -> int:
+    return int(self.offsets[-1])
+
+  def _read(self, doc: int) -> _LazyDocument:
+    part = int(np.searchsorted(self.offsets, doc, side='right')) - 1
+    reader, first, _ = self.parts[part]
+    text = reader.texts([first + doc - int(self.offsets[part])])[0]
+    return _LazyDocument(split_sentences(text))
+
+  def num_sentences(self, doc: int) -> int:
+    return len(self._document(doc).texts)
+
+  def sentence(self, doc: int, index: int) -> np.ndarray:
+    document = self._document(doc)
+    if document.ids[index] is None:
+      document.ids[index] = np.asarray(self.tokenizer.encode(document.texts[index]), np.int32)
+    return document.ids[index]
+
+
+# Instances.
+
+def _non_empty(documents: Documents, doc: int, avoid: int | None = None) -> int:
+  """``doc``, or the first document after it (cyclically) holding a sentence, not ``avoid``."""
+  total = len(documents)
+  for step in range(total):
+    candidate = (doc + step) % total
+    if candidate != avoid and documents.num_sentences(candidate):
+      return candidate
+  if avoid is not None and documents.num_sentences(avoid):
+    return avoid  # the only document with text
+  raise UsageError('data.files / data.dataset: none of the split\'s documents holds text.')
+
+
+def truncate_seq_pair(tokens_a: np.ndarray, tokens_b: np.ndarray, max_num_tokens: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """Google's ``truncate_seq_pair``, in closed form: one token at a time is removed from the
+  longer of A and B (B on a tie), from its front or back with probability 1/2 each, until
+  len(A) + len(B) <= ``max_num_tokens``."""
+  la, lb = len(tokens_a), len(tokens_b)
+  excess = la + lb - max_num_tokens
+  if excess <= 0:
+    return tokens_a, tokens_b
+  first = min(excess, abs(la - lb))  # from the longer, down to the shorter's length
+  rest = excess - first  # then alternately B, A, B, ...
+  cut_a = (first if la > lb else 0) + rest // 2
+  cut_b = (first if la <= lb else 0) + (rest + 1) // 2
+  front_a, front_b = rng.binomial(cut_a, 0.5), rng.binomial(cut_b, 0.5)
+  return tokens_a[front_a:la - (cut_a - front_a)], tokens_b[front_b:lb - (cut_b - front_b)]
+
+
+def create_instance(documents: Documents, doc: int, rng: np.random.Generator, *,
+                    max_num_tokens: int, short_seq_prob: float = 0.1
+                    ) -> tuple[np.ndarray, np.ndarray, int, int]:
+  """One (A, B) pair from document ``doc`` (the next one with text, if it has none):
+  (tokens_a int32 [la >= 1], tokens_b int32 [lb >= 1], nsp_label, B's document), with
+  la + lb <= ``max_num_tokens``; nsp_label 1 when B comes from a random other document."""
+  doc = _non_empty(documents, doc)
+  num_sentences = documents.num_sentences(doc)
+  target = max_num_tokens
+  if rng.random() < short_seq_prob:
+    target = int(rng.integers(2, max_num_tokens + 1))
+  # A starts before the last sentence, so a document of 2+ sentences can give an actual next.
+  start = int(rng.integers(num_sentences - 1)) if num_sentences > 1 else 0
+  chunk, length = [], 0
+  for index in range(start, num_sentences):
+    chunk.append(documents.sentence(doc, index))
+    length += len(chunk[-1])
+    if length >= target:
+      break
+  a_end = int(rng.integers(1, len(chunk))) if len(chunk) >= 2 else 1
+  tokens_a = np.concatenate(chunk[:a_end])
+  if len(chunk) == 1 or rng.random() < 0.5:
+    label = 1
+    target_b = target - len(tokens_a)
+    other = int(rng.integers(len(documents) - 1)) if len(documents) > 1 else 0
+    other = _non_empty(documents, other + (other >= doc and len(documents) > 1), avoid=doc)
+    start_b = int(rng.integers(documents.num_sentences(other)))
+    pieces, length = [], 0
+    for index in range(start_b, documents.num_sentences(other)):
+      pieces.append(documents.sentence(other, index))
+      length += len(pieces[-1])
+      if length >= target_b:
+        break
+    tokens_b, b_doc = np.concatenate(pieces), other
+  else:
+    label, tokens_b, b_doc = 0, np.concatenate(chunk[a_end:]), doc
+  tokens_a, tokens_b = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+  return tokens_a, tokens_b, label, b_doc
+
+
+def make_row(tokens_a: np.ndarray, tokens_b: np.ndarray, nsp_label: int,
+             rng: np.random.Generator, *, seq_len: int, max_predictions_per_seq: int,
+             masked_lm_prob: float, tokenizer) -> Row:
+  """[CLS] A [SEP] B [SEP], masked and padded: one row in the format of the module doc."""
+  t = tokenizer
+  real = np.concatenate([[t.cls_id], tokens_a, [t.sep_id], tokens_b, [t.sep_id]]).astype(np.int32)
+  if len(real) > seq_len:
+    raise ValueError(f'A and B hold {len(real) - 3} tokens, more than seq_len - 3 = '
+                     f'{seq_len - 3}.')
+  masked, positions, original = mask_tokens(
+      real, rng, vocab_size=t.vocab_size, mask_id=t.mask_id, special_ids=t.special_ids,
+      masked_lm_prob=masked_lm_prob, max_predictions_per_seq=max_predictions_per_seq)
+  n, m, p = len(real), max_predictions_per_seq, len(positions)
+  tokens = np.full([seq_len], t.pad_id, np.int32)
+  tokens[:n] = masked
+  token_types = np.zeros([seq_len], np.int32)
+  token_types[len(tokens_a) + 2:n] = 1
+  input_mask = np.zeros([seq_len], np.int32)
+  input_mask[:n] = 1
+  masked_positions, masked_ids = np.zeros([m], np.int32), np.zeros([m], np.int32)
+  masked_weights = np.zeros([m], np.float32)
+  masked_positions[:p], masked_ids[:p], masked_weights[:p] = positions, original, 1.0
+  return {'tokens': tokens, 'token_types': token_types, 'input_mask': input_mask,
+          'masked_positions': masked_positions, 'masked_ids': masked_ids,
+          'masked_weights': masked_weights, 'nsp_label': np.array(nsp_label, np.int32),
+          'weight': np.array(1.0, np.float32)}
+
+
+# Reading the corpus.
+
+def _as_list(value: str | Sequence[str]) -> list[str]:
+  return [value] if isinstance(value, str) else list(value)
+
+
+def read_sentence_documents(files: str | Sequence[str]) -> list[list[str]]:
+  """Google's format from the files of one glob (or several): one sentence per line,
+  documents separated by blank lines; sentences without a token and empty documents are
+  dropped."""
+  docs = []
+  for pattern in _as_list(files):
+    for file_text in text_lib.read_documents(pattern, 'file'):
+      for block in re.split(r'\n[^\S\n]*\n', file_text):
+        sentences = [line.strip() for line in block.splitlines() if has_text(line)]
+        if sentences:
+          docs.append(sentences)
+  return docs
+
+
+_REGISTER = {'wikipedia': 'tensorflow_datasets.text.wikipedia'}  # not registered by default
+
+
+def _open_tfds(dataset: str, split: str, *, data_dir, feature: str, split_field: str):
+  module = _REGISTER.get(dataset.split('/')[0].split(':')[0])
+  if module:
+    importlib.import_module(module)  # registers the builder (no TensorFlow needed)
+  from fixed_head.data import tfds_text  # pylint: disable=g-import-not-at-top
+  records = tfds_text.open_split(dataset, split, data_dir=data_dir, feature=feature,
+                                 split_field=split_field)
+  raw = tfds_text.open_raw(dataset, split, data_dir)
+  return tfds_text.ReadDocuments(records, feature, raw=raw), len(records)
+
+
+def _check_probability(name: str, value, low_open: bool) -> None:
+  ok = isinstance(value, (int, float)) and (0 < value <= 1 if low_open else 0 <= value <= 1)
+  if not ok:
+    raise UsageError(f'data.{name}={value!r}: must be a probability in '
+                     f'{"(0, 1]" if low_open else "[0, 1]"}.')
+
+
+class BertPretrainingData:
+  """Random-access source of BERT pre-training rows (format in the module doc).
+
+  ``len``, ``[i]``, ``get_batch(indices)`` (the rows stacked; ``nsp_label`` and ``weight``
+  become [b]), ``vocab_size``, ``seq_len``, ``tokenizer`` (a ``WordPieceTokenizer``).
+
+  Local text (``files``): the documents go to 'eval' with probability ``eval_fraction``
+  (seeded by ``split_seed``), else to 'train'; all are tokenised at once and held. TFDS
+  (``dataset``): 'train' reads ``train_split`` of each dataset; 'eval' reads ``eval_split``,
+  or, when that is None, the last ``eval_fraction`` of each ``train_split`` (which train then
+  leaves out); records are read and tokenised on demand, the last ``cache_documents`` kept.
+  The vocabulary is trained, if needed, on the first ``tokenizer_max_documents`` train
+  documents.
+  """
+
+  def __init__(self, *, split: str, num_examples: int | None = None,
+               workdir: str | None = None, init_from: str | None = None, seq_len: int = 128,
+               max_predictions_per_seq: int = 20, masked_lm_prob: float = 0.15,
+               short_seq_prob: float = 0.1, vocab: str | None = None,
+               vocab_size: int = 30522, lower_case: bool = True, seed: int = 0,
+               files: str | Sequence[str] | None = None,
+               dataset: str | Sequence[str] | None = None, data_dir: str | None = None,
+               train_split: str = 'train', eval_split: str | None = None,
+               eval_fraction: float = 0.01, split_seed: int = 0, feature: str = 'text',
+               tokenizer_max_documents: int = 20_000, cache_documents: int = 8192,
+               log: Callable[[str], None] = print):
+    if split not in SPLITS:
+      raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
+    if (files is None) == (dataset is None):
+      raise UsageError('data.files / data.dataset: give exactly one of them (a glob of text '
+                       "files, or a TFDS dataset name such as 'wikipedia/20230601.en').")
+    if not isinstance(seq_len, int) or seq_len < 8:
+      raise UsageError(f'data.seq_len={seq_len!r}: must be an int >= 8 ([CLS] A [SEP] B [SEP] '
+                       'needs room; BERT uses 128, then 512).')
+    if (not isinstance(max_predictions_per_seq, int) or
+        not 1 <= max_predictions_per_seq <= seq_len - 3):
+      raise UsageError(f'data.max_predictions_per_seq={max_predictions_per_seq!r}: must be an '
+                       f'int in [1, seq_len - 3 = {seq_len - 3}] (BERT: 20 for 128 tokens).')
+    _check_probability('masked_lm_prob', masked_lm_prob, low_open=True)
+    _check_probability('short_seq_prob', short_seq_prob, low_open=False)
+    if not isinstance(eval_fraction, (int, float)) or not 0 < eval_fraction < 1:
+      raise UsageError(f'data.eval_fraction={eval_fraction!r}: must lie in (0, 1).')
+    if not isinstance(seed, int) or seed < 0:
+      raise UsageError(f'data.seed={seed!r}: must be an int >= 0.')
+    if num_examples is not None and (not isinstance(num_examples, int) or num_examples < 1):
+      raise UsageError(f'num_examples={num_examples!r}: must be a positive int or None.')
+    if not isinstance(tokenizer_max_documents, int) or tokenizer_max_documents < 1:
+      raise UsageError(f'data.tokenizer_max_documents={tokenizer_max_documents!r}: must be a '
+                       'positive int.')
+    self.split, self.seq_len, self.seed = split, seq_len, seed
+    self.max_predictions_per_seq = max_predictions_per_seq
+    self.masked_lm_prob, self.short_seq_prob = masked_lm_prob, short_seq_prob
+    tokenizer_args = dict(vocab=vocab, vocab_size=vocab_size, workdir=workdir,
+                          init_from=init_from, lower_case=lower_case, log=log)
+    if files is not None:
+      docs = read_sentence_documents(files)
+      mine = text_lib.split_documents(docs, split, eval_fraction, split_seed)
+      train_docs = mine if split == 'train' else text_lib.split_documents(
+          docs, 'train', eval_fraction, split_seed)
+      self.tokenizer = wordpiece.for_run(
+          texts_fn=lambda: ('\n'.join(d) for d in train_docs[:tokenizer_max_documents]),
+          **tokenizer_args)
+      encode = self.tokenizer.encode
+      self.documents = InMemoryDocuments([encode(s) for s in d] for d in mine)
+      describe = f'{_as_list(files)}'
+      detail = f', {self.documents.num_tokens} tokens'
+    else:
+      parts = {'train': [], 'eval': []}
+      for name in _as_list(dataset):
+        reader, size = _open_tfds(name, train_split, data_dir=data_dir, feature=feature,
+                                  split_field='data.train_split')
+        held_out = math.ceil(size * eval_fraction) if eval_split is None else 0
+        if eval_split is None and size - held_out < 1:
+          raise UsageError(f'data.eval_fraction={eval_fraction}: {name} {train_split!r} has '
+                           f'{size} records, too few to hold some out; set data.eval_split.')
+        parts['train'].append((reader, 0, size - held_out))
+        if split == 'eval':
+          if eval_split is None:
+            parts['eval'].append((reader, size - held_out, size))
+          else:
+            eval_reader, eval_size = _open_tfds(name, eval_split, data_dir=data_dir,
+                                                feature=feature, split_field='data.eval_split')
+            parts['eval'].append((eval_reader, 0, eval_size))
+      train_parts = parts['train']
+
+      def train_texts():
+        share = math.ceil(tokenizer_max_documents / len(train_parts))
+        for reader, first, stop in train_parts:
+          for begin in range(first, min(stop, first + share), 256):
+            yield from reader.texts(range(begin, min(stop, first + share, begin + 256)))
+
+      self.tokenizer = wordpiece.for_run(texts_fn=train_texts, **tokenizer_args)
+      self.documents = TfdsDocuments(parts[split], self.tokenizer,
+                                     cache_documents=cache_documents)
+      if eval_split is not None:
+        describe = f'{_as_list(dataset)} {train_split if split == "train" else eval_split!r}'
+      else:
+        describe = (f'{_as_list(dataset)} {train_split!r}, '
+                    f'{"but" if split == "train" else "only"} its last {eval_fraction:g}')
+      detail = ''
+    self.num_documents = len(self.documents)
+    if self.num_documents < 1:
+      raise UsageError(f'data.files / data.dataset: the {split} split holds no document.')
+    default = (self.num_documents * TRAIN_ROWS_PER_DOCUMENT if split == 'train'
+               else self.num_documents)
+    self.num_examples = default if num_examples is None else min(num_examples, default)
+    self._orders: dict[int, np.ndarray] = {}
+    log(f'data {split} (BERT pre-training, {describe}): {self.num_documents} documents'
+        f'{detail}; rows of {seq_len} tokens, up to {max_predictions_per_seq} masked.')
+
+  @property
+  def vocab_size(self) -> int:
+    return self.tokenizer.vocab_size
+
+  def __len__(self) -> int:
+    return self.num_examples
+
+  def document_of(self, index: int) -> int:
+    """The document row ``index`` starts from: eval row i -> eval document i; train row k ->
+    position k mod D of epoch k // D's seeded order of the D documents."""
+    if self.split == 'eval':
+      return index % self.num_documents
+    epoch, offset = divmod(index, self.num_documents)
+    if epoch not in self._orders:
+      if len(self._orders) >= 2:  # rows are read in order: keep this epoch's and the last
+        self._orders.pop(min(self._orders))
+      rng = np.random.default_rng([self.seed, _ORDER_STREAM, epoch])
+      self._orders[epoch] = rng.permutation(self.num_documents)
+    return int(self._orders[epoch][offset])
+
+  def __getitem__(self, index: int) -> Row:
+    index = int(index)
+    if not 0 <= index < self.num_examples:
+      raise IndexError(f'row {index} of the {self.split} split (0..{self.num_examples - 1}).')
+    rng = np.random.default_rng([self.seed, SPLIT_IDS[self.split], index])
+    tokens_a, tokens_b, label, _ = create_instance(
+        self.documents, self.document_of(index), rng, max_num_tokens=self.seq_len - 3,
+        short_seq_prob=self.short_seq_prob)
+    return make_row(tokens_a, tokens_b, label, rng, seq_len=self.seq_len,
+                    max_predictions_per_seq=self.max_predictions_per_seq,
+                    masked_lm_prob=self.masked_lm_prob, tokenizer=self.tokenizer)
+
+  def get_batch(self, indices: Iterable[int]) -> dict[str, np.ndarray]:
+    rows = [self[i] for i in indices]
+    return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+

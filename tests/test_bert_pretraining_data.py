@@ -1,0 +1,363 @@
+"""BERT pre-training rows: masking rates, (A, B) pairs and next-sentence labels, the row
+layout, determinism by index, a local-text source with a trained vocabulary, TFDS
+Wikipedia (mocked), and option errors."""
+
+import math
+import random
+import re
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+import tensorflow_datasets.text.wikipedia  # noqa: F401  registers the builder for mock_data
+
+from fixed_head.data import bert_pretraining as bp
+from fixed_head.data import wordpiece
+from fixed_head.errors import UsageError
+
+GOOGLE_SPECIALS = (0, 100, 101, 102, 103)  # [PAD] [UNK] [CLS] [SEP] [MASK] in Google's vocab
+CLS, SEP, MASK = 101, 102, 103
+
+
+def close(count, total, p, sigmas=5.0):
+  """``count`` of ``total`` draws is within ``sigmas`` binomial deviations of p * total."""
+  return abs(count - p * total) <= sigmas * math.sqrt(total * p * (1 - p))
+
+
+def test_mask_tokens_counts_and_80_10_10():
+  vocab_size, rng = 1000, np.random.default_rng(0)
+  non_special = np.setdiff1d(np.arange(vocab_size), GOOGLE_SPECIALS)
+  outcomes = {'mask': 0, 'random': 0, 'same': 0}
+  replacements, total, first_hits, fixed_rows = [], 0, np.zeros(40), 0
+  for draw in range(20_000):
+    la, lb = rng.integers(1, 60), rng.integers(1, 60)
+    tokens = np.concatenate([[CLS], rng.choice(non_special, la), [SEP],
+                             rng.choice(non_special, lb), [SEP]])
+    masked, positions, original = bp.mask_tokens(
+        tokens, rng, vocab_size=vocab_size, mask_id=MASK, special_ids=GOOGLE_SPECIALS,
+        max_predictions_per_seq=8)
+    # round(15% of all tokens), at least 1, at most max_predictions_per_seq.
+    assert len(positions) == min(8, max(1, round(len(tokens) * 0.15)))
+    assert np.all(np.diff(positions) > 0)  # ascending, distinct
+    assert not np.isin(tokens[positions], GOOGLE_SPECIALS).any()  # specials never chosen
+    np.testing.assert_array_equal(original, tokens[positions])
+    untouched = np.setdiff1d(np.arange(len(tokens)), positions)
+    np.testing.assert_array_equal(masked[untouched], tokens[untouched])
+    new = masked[positions]
+    outcomes['mask'] += int(np.sum(new == MASK))
+    outcomes['same'] += int(np.sum(new == original))
+    changed = (new != MASK) & (new != original)
+    outcomes['random'] += int(np.sum(changed))
+    replacements.extend(new[changed])
+    total += len(positions)
+    if len(tokens) == 42:  # 40 candidates (positions 1..40 minus the middle [SEP]), 6 chosen
+      fixed_rows += 1
+      first_hits[0] += 1 in positions
+      first_hits[1] += (len(tokens) - 2) in positions
+  assert total > 100_000
+  p_same_id = 1 / len(non_special)  # a random replacement that happens to be the original
+  assert close(outcomes['mask'], total, 0.8)
+  assert close(outcomes['random'], total, 0.1 * (1 - p_same_id))
+  assert close(outcomes['same'], total, 0.1 + 0.1 * p_same_id)
+  replacements = np.asarray(replacements)
+  assert not np.isin(replacements, GOOGLE_SPECIALS).any()
+  assert replacements.min() >= 0 and replacements.max() < vocab_size
+  # Uniform over the 995 non-special ids: those below 100 are 99 of them, those above 103, 896.
+  assert close(np.sum(replacements < 100), len(replacements), 99 / 995)
+  assert np.sum(replacements == 999) > 0 and np.sum(replacements == 104) > 0
+  # Positions are uniform over candidates: the first and last real token alike, 6 / 40 each.
+  assert fixed_rows > 200
+  assert close(first_hits[0], fixed_rows, 6 / 40) and close(first_hits[1], fixed_rows, 6 / 40)
+
+
+def test_mask_tokens_rate_15_percent_without_cap():
+  rng = np.random.default_rng(1)
+  tokens = np.concatenate([[CLS], np.arange(200, 298), [SEP]])  # 100 tokens
+  for _ in range(100):
+    _, positions, _ = bp.mask_tokens(tokens, rng, vocab_size=500, mask_id=MASK,
+                                     special_ids=GOOGLE_SPECIALS, masked_lm_prob=0.15,
+                                     max_predictions_per_seq=80)
+    assert len(positions) == 15
+  _, positions, _ = bp.mask_tokens(tokens, rng, vocab_size=500, mask_id=MASK,
+                                   special_ids=GOOGLE_SPECIALS, masked_lm_prob=0.5,
+                                   max_predictions_per_seq=80)
+  assert len(positions) == 50
+
+
+def google_truncate(a, b, max_num_tokens):
+  """Google's loop (lengths only)."""
+  a, b = list(a), list(b)
+  while len(a) + len(b) > max_num_tokens:
+    (a if len(a) > len(b) else b).pop()
+  return len(a), len(b)
+
+
+def test_truncate_seq_pair_matches_google_lengths_and_cuts_both_ends():
+  rng = np.random.default_rng(2)
+  fronts = backs = 0
+  for la, lb, m in [(50, 3, 20), (3, 50, 20), (30, 30, 21), (10, 11, 8), (5, 5, 10), (40, 1, 5)]:
+    for _ in range(20):
+      a, b = np.arange(la), 1000 + np.arange(lb)
+      ta, tb = bp.truncate_seq_pair(a, b, m, rng)
+      assert (len(ta), len(tb)) == google_truncate(a, b, m)
+      assert np.all(np.diff(ta) == 1) and np.all(np.diff(tb) == 1)  # contiguous pieces
+      fronts += ta[0] > 0
+      backs += ta[-1] < la - 1
+  assert fronts > 10 and backs > 10
+
+
+def synthetic_documents(sentence_counts, seed=0):
+  """Documents whose ids count up through the corpus: id -> (document, position) is known."""
+  rng = np.random.default_rng(seed)
+  docs, owner, next_id = [], [], 0
+  for d, count in enumerate(sentence_counts):
+    doc = []
+    for _ in range(count):
+      length = int(rng.integers(2, 7))
+      doc.append(np.arange(next_id, next_id + length))
+      owner.extend([d] * length)
+      next_id += length
+    docs.append(doc)
+  return bp.InMemoryDocuments(docs), np.asarray(owner)
+
+
+def test_pairs_actual_next_and_random_next():
+  docs, owner = synthetic_documents([int(c) for c in np.random.default_rng(3).integers(2, 30, 50)])
+  sentence_starts = set(docs.sentence_starts[:-1].tolist())
+  labels, max_num_tokens = [], 29
+  for k in range(20_000):
+    rng = np.random.default_rng([7, k])
+    d = k % len(docs)
+    a, b, label, b_doc = bp.create_instance(docs, d, rng, max_num_tokens=max_num_tokens,
+                                            short_seq_prob=0.0)
+    labels.append(label)
+    assert len(a) >= 1 and len(b) >= 1 and len(a) + len(b) <= max_num_tokens
+    assert np.all(np.diff(a) == 1) and np.all(np.diff(b) == 1)  # contiguous text
+    assert np.all(owner[a] == d) and np.all(owner[b] == b_doc)
+    truncated = len(a) + len(b) == max_num_tokens
+    if label == 0:
+      assert b_doc == d and a[-1] < b[0]
+      if not truncated:  # B is exactly the sentences after A's
+        assert b[0] == a[-1] + 1 and a[0] in sentence_starts
+    else:
+      assert b_doc != d  # from another document
+      if not truncated:
+        assert b[0] in sentence_starts
+  # Every document has 2+ sentences and sentences are short: no forced random next.
+  assert close(sum(labels), len(labels), 0.5)
+
+
+def test_one_sentence_documents_always_take_a_random_next():
+  docs, owner = synthetic_documents([1, 1, 1, 5])
+  for k in range(200):
+    a, b, label, b_doc = bp.create_instance(docs, k % 3, np.random.default_rng(k),
+                                            max_num_tokens=20)
+    assert label == 1 and b_doc != k % 3 and np.all(owner[b] == b_doc)
+
+
+def test_short_seq_prob_shortens_pairs():
+  docs, _ = synthetic_documents([40] * 20)
+
+  def short_fraction(p):
+    sizes = [sum(map(len, bp.create_instance(docs, k % 20, np.random.default_rng(k),
+                                             max_num_tokens=60, short_seq_prob=p)[:2]))
+             for k in range(2000)]
+    return np.mean(np.asarray(sizes) < 30)
+
+  assert short_fraction(1.0) > short_fraction(0.0) + 0.25
+
+
+CORPUS_WORDS = ('the cat sat on a mat quickly while brown foxes jumped over lazy dogs and '
+                'birds sang loudly near running rivers under unbelievable skies').split()
+
+
+def write_corpus(path, num_docs=40, seed=0):
+  """Google's format: a sentence a line, a blank line between documents; one document is a
+  single sentence longer than any row."""
+  rng = random.Random(seed)
+  docs = []
+  for _ in range(num_docs):
+    docs.append([' '.join(rng.choice(CORPUS_WORDS) for _ in range(rng.randint(3, 12))
+                          ).capitalize() + rng.choice('.!?') for _ in range(rng.randint(1, 8))])
+  docs.append([' '.join(rng.choice(CORPUS_WORDS) for _ in range(120)) + '.'])
+  path.write_text('\n\n'.join('\n'.join(d) for d in docs) + '\n', encoding='utf-8')
+  return docs
+
+
+def restore(row):
+  tokens = row['tokens'].copy()
+  m = int(row['masked_weights'].sum())
+  tokens[row['masked_positions'][:m]] = row['masked_ids'][:m]
+  return tokens
+
+
+def check_row(row, tok, seq_len, max_predictions):
+  assert {k: (v.dtype, v.shape) for k, v in row.items()} == {
+      'tokens': (np.int32, (seq_len,)), 'token_types': (np.int32, (seq_len,)),
+      'input_mask': (np.int32, (seq_len,)),
+      'masked_positions': (np.int32, (max_predictions,)),
+      'masked_ids': (np.int32, (max_predictions,)),
+      'masked_weights': (np.float32, (max_predictions,)),
+      'nsp_label': (np.int32, ()), 'weight': (np.float32, ())}
+  tokens, types, mask = row['tokens'], row['token_types'], row['input_mask']
+  n = int(mask.sum())
+  np.testing.assert_array_equal(mask, np.arange(seq_len) < n)
+  assert np.all(tokens[n:] == tok.pad_id) and tokens[0] == tok.cls_id
+  seps = np.flatnonzero(tokens == tok.sep_id)
+  assert len(seps) == 2 and seps[1] == n - 1 and 2 <= seps[0] <= n - 3
+  assert np.sum(tokens == tok.cls_id) == 1
+  np.testing.assert_array_equal(types, (np.arange(seq_len) > seps[0]) & (np.arange(seq_len) < n))
+  m = int(row['masked_weights'].sum())
+  assert m == min(max_predictions, max(1, round(n * 0.15)))
+  np.testing.assert_array_equal(row['masked_weights'], np.arange(max_predictions) < m)
+  positions = row['masked_positions'][:m]
+  assert np.all(np.diff(positions) > 0) and not np.isin(positions, [0, seps[0], n - 1]).any()
+  assert positions.max() < n and not np.any(row['masked_positions'][m:])
+  assert not np.any(row['masked_ids'][m:]) and not np.isin(row['masked_ids'][:m],
+                                                          tok.special_ids).any()
+  assert row['nsp_label'] in (0, 1) and row['weight'] == 1.0
+  return restore(row), seps[0], n
+
+
+@pytest.fixture(scope='module', name='local')
+def _local(tmp_path_factory):
+  root = tmp_path_factory.mktemp('bert')
+  docs = write_corpus(root / 'corpus.txt')
+  workdir = str(root / 'run')
+  lines = []
+  kw = dict(files=str(root / 'corpus.txt'), workdir=workdir, vocab_size=150, seq_len=48,
+            max_predictions_per_seq=6, eval_fraction=0.2, log=lines.append)
+  train = bp.BertPretrainingData(split='train', **kw)
+  evaluation = bp.BertPretrainingData(split='eval', **kw)
+  return train, evaluation, docs, kw, lines
+
+
+def test_local_source_end_to_end(local):
+  train, evaluation, docs, kw, lines = local
+  tok = train.tokenizer
+  assert tok.path == kw['workdir'] + '/vocab.txt' and tok.vocab_size == 150 == train.vocab_size
+  assert evaluation.tokenizer.vocab == tok.vocab  # the eval source reused the saved one
+  assert any(line.startswith('wordpiece: trained') for line in lines)
+  assert train.num_documents + evaluation.num_documents == len(docs)
+  assert len(train) == train.num_documents * 1_000_000
+  assert len(evaluation) == evaluation.num_documents
+  assert train.seq_len == 48
+  texts = [' '.join(wordpiece.basic_tokenize(' '.join(d))) for d in docs]
+  labels = []
+  for k in list(range(300)) + [10**7 + 7]:
+    row = train[k]
+    tokens, sep, n = check_row(row, tok, 48, 6)
+    a = tok.decode(tokens[1:sep]).lstrip('#')  # a piece cut at the front starts with '##'
+    b = tok.decode(tokens[sep + 1:n - 1]).lstrip('#')
+    holding_a = [t for t in texts if a in t]
+    assert holding_a, a
+    assert any(b in t for t in texts), b
+    if row['nsp_label'] == 0:  # B follows A in one document
+      assert any(b in t[t.index(a) + len(a):] for t in holding_a), (a, b)
+    labels.append(int(row['nsp_label']))
+  assert 0.3 < np.mean(labels) < 0.8  # some documents have one sentence: more random next
+  batch = train.get_batch(range(5, 9))
+  assert batch['nsp_label'].shape == (4,) and batch['weight'].shape == (4,)
+  assert batch['tokens'].shape == (4, 48) and batch['masked_ids'].shape == (4, 6)
+  for i, k in enumerate(range(5, 9)):
+    for key, value in train[k].items():
+      np.testing.assert_array_equal(batch[key][i], value)
+  for i in range(len(evaluation)):
+    check_row(evaluation[i], tok, 48, 6)
+
+
+def test_rows_are_a_function_of_seed_split_and_index(local):
+  train, evaluation, _, kw, _ = local
+  again = bp.BertPretrainingData(split='train', **kw)
+  other_seed = bp.BertPretrainingData(split='train', **{**kw, 'seed': 1})
+  ks = [0, 1, 17, 123_457, 3 * 10**7]
+  rows = train.get_batch(ks)
+  for key, value in again.get_batch(ks[::-1]).items():  # other order, other instance
+    np.testing.assert_array_equal(value[::-1], rows[key])
+  assert not np.array_equal(other_seed.get_batch(ks)['tokens'], rows['tokens'])
+  np.testing.assert_array_equal(evaluation.get_batch([0, 1])['tokens'],
+                                bp.BertPretrainingData(split='eval', **kw).get_batch([0, 1])[
+                                    'tokens'])
+  # Epoch e visits every train document once, in an order new each epoch.
+  d = train.num_documents
+  first = [train.document_of(k) for k in range(d)]
+  second = [train.document_of(k) for k in range(d, 2 * d)]
+  assert sorted(first) == sorted(second) == list(range(d)) and first != second
+  assert train.document_of(5 * d + 3) == train.document_of(5 * d + 3)
+  with pytest.raises(IndexError):
+    evaluation[len(evaluation)]
+
+
+def test_num_examples_caps_both_splits(local):
+  _, evaluation, _, kw, _ = local
+  assert len(bp.BertPretrainingData(split='train', num_examples=64, **kw)) == 64
+  assert len(bp.BertPretrainingData(split='eval', num_examples=2, **kw)) == 2
+  assert len(bp.BertPretrainingData(split='eval', num_examples=10**6, **kw)) == len(evaluation)
+
+
+def test_read_sentence_documents(tmp_path):
+  (tmp_path / 'a.txt').write_text('One.\nTwo.\n\n  \nThree.\n\n\n\x00\n\nFour.\n', encoding='utf-8')
+  (tmp_path / 'b.txt').write_text('Five.\n', encoding='utf-8')
+  assert bp.read_sentence_documents(str(tmp_path / '*.txt')) == [
+      ['One.', 'Two.'], ['Three.'], ['Four.'], ['Five.']]
+  assert bp.read_sentence_documents([str(tmp_path / 'b.txt'), str(tmp_path / 'a.txt')])[0] == [
+      'Five.']
+
+
+def test_split_sentences():
+  assert bp.split_sentences('First one. Second?  Third!\nFourth line\n\n\u200b\nv1.2 ok') == [
+      'First one.', 'Second?', 'Third!', 'Fourth line', 'v1.2 ok']
+
+
+def test_tfds_wikipedia_source(tmp_path):
+  lines = []
+  kw = dict(dataset='wikipedia/20230601.en', workdir=str(tmp_path), vocab_size=120, seq_len=24,
+            max_predictions_per_seq=4, eval_fraction=0.1, log=lines.append)
+  with tfds.testing.mock_data(num_examples=40):
+    records = [r['text'] for r in tfds.data_source('wikipedia/20230601.en', split='train',
+                                                   download=False)]
+    train = bp.BertPretrainingData(split='train', **kw)
+    evaluation = bp.BertPretrainingData(split='eval', **kw)
+    both = bp.BertPretrainingData(split='train', **{**kw, 'dataset': [kw['dataset']] * 2})
+    tok = train.tokenizer
+    assert (tmp_path / 'vocab.txt').is_file() and tok.vocab_size == 120
+    assert train.num_documents == 36 and evaluation.num_documents == 4  # the last 10% held out
+    assert both.num_documents == 72
+    texts = [' '.join(wordpiece.basic_tokenize(t)) for t in records]
+    for k in range(60):
+      tokens, sep, n = check_row(train[k], tok, 24, 4)
+      a = tok.decode(tokens[1:sep]).lstrip('#')
+      assert any(a in t for t in texts[:36]), a
+    for i in range(4):
+      tokens, sep, _ = check_row(evaluation[i], tok, 24, 4)
+      assert tok.decode(tokens[1:sep]).lstrip('#') in texts[36 + i]  # eval row i: document i
+    for key, value in train[3].items():
+      np.testing.assert_array_equal(bp.BertPretrainingData(split='train', **kw)[3][key], value)
+    with pytest.raises(UsageError, match="data.dataset='bookcorpus'"):
+      bp.BertPretrainingData(split='train', **{**kw, 'dataset': 'bookcorpus'})
+    # An eval_split of its own: all its records, and train keeps all of train_split.
+    for split in ('train', 'eval'):
+      assert bp.BertPretrainingData(split=split, **{**kw, 'eval_split': 'train'}
+                                    ).num_documents == 40
+
+
+@pytest.mark.parametrize('field, value', [
+    ('seq_len', 7), ('seq_len', '128'), ('max_predictions_per_seq', 0),
+    ('max_predictions_per_seq', 46), ('masked_lm_prob', 0.0), ('masked_lm_prob', 1.5),
+    ('short_seq_prob', -0.1), ('eval_fraction', 1.0), ('seed', -1),
+    ('tokenizer_max_documents', 0)])
+def test_bad_options_name_the_field(tmp_path, field, value):
+  kw = {'files': str(tmp_path / 'none.txt'), 'workdir': str(tmp_path), 'seq_len': 48,
+        field: value}
+  with pytest.raises(UsageError, match='^' + re.escape(f'data.{field}={value!r}')):
+    bp.BertPretrainingData(split='train', **kw)
+
+
+def test_files_and_dataset_exclusive(tmp_path):
+  with pytest.raises(UsageError, match=r'data\.files / data\.dataset: give exactly one'):
+    bp.BertPretrainingData(split='train', workdir=str(tmp_path))
+  with pytest.raises(UsageError, match=r'data\.files / data\.dataset: give exactly one'):
+    bp.BertPretrainingData(split='train', files='x', dataset='y', workdir=str(tmp_path))
+  with pytest.raises(UsageError, match=r"data\.files='.*none\.txt' matches no file"):
+    bp.BertPretrainingData(split='train', files=str(tmp_path / 'none.txt'),
+                           workdir=str(tmp_path))
