@@ -69,16 +69,18 @@ def squad_v1_scores(predictions: Mapping[str, str], answers: Mapping[str, Sequen
 
 
 def best_span(start_logits, end_logits, *, context_mask, max_answer_length: int = 30,
-              n_best: int = 20) -> tuple[int, int, float] | None:
+              n_best: int = 20, end_context_mask=None) -> tuple[int, int, float] | None:
   """The best answer span of one window: (start, end, start_logit + end_logit).
 
   ``start_logits``, ``end_logits``, ``context_mask``: [n]. A span has start <= end,
-  end - start + 1 <= ``max_answer_length`` and both ends where ``context_mask`` is true.
-  As in BERT's run_squad.py, candidates are the ``n_best`` highest starts and the
-  ``n_best`` highest ends, here taken among context positions (BERT takes them over the
-  whole window and then drops the ones outside the context, which can leave none); if no
-  pair of them is a valid span, every valid span is searched. None when the context is
-  empty.
+  end - start + 1 <= ``max_answer_length`` and both ends where ``context_mask`` is true
+  (the end where ``end_context_mask`` [n] is, when given: BERT lets a span end on any
+  context token of the window but start only where the window gives the token its
+  maximum context). As in BERT's run_squad.py, candidates are the ``n_best`` highest
+  starts and the ``n_best`` highest ends, here taken among allowed positions (BERT takes
+  them over the whole window, then drops the others, which can leave none); if no pair of
+  them is a valid span, every valid span is searched. None when there is no valid span
+  (an empty context).
   """
   if max_answer_length < 1:
     raise ValueError(f'max_answer_length={max_answer_length!r}: must be >= 1 (tokens).')
@@ -87,18 +89,19 @@ def best_span(start_logits, end_logits, *, context_mask, max_answer_length: int 
   start_logits = np.asarray(start_logits, np.float64).reshape(-1)
   end_logits = np.asarray(end_logits, np.float64).reshape(-1)
   context_mask = np.asarray(context_mask, bool).reshape(-1)
-  if not start_logits.shape == end_logits.shape == context_mask.shape:
-    raise ValueError(f'start_logits {start_logits.shape}, end_logits {end_logits.shape} and '
-                     f'context_mask {context_mask.shape} must have the same length.')
-  context = np.flatnonzero(context_mask)
-  if context.size == 0:
-    return None
+  end_mask = context_mask if end_context_mask is None else np.asarray(end_context_mask, bool)
+  end_mask = end_mask.reshape(-1)
+  if not start_logits.shape == end_logits.shape == context_mask.shape == end_mask.shape:
+    raise ValueError(f'start_logits {start_logits.shape}, end_logits {end_logits.shape}, '
+                     f'context_mask {context_mask.shape} and end_context_mask {end_mask.shape} '
+                     'must have the same length.')
+  allowed_starts, allowed_ends = np.flatnonzero(context_mask), np.flatnonzero(end_mask)
 
-  def top(logits):  # the n_best context positions with the highest logits, best first
-    order = np.argsort(-logits[context], kind='stable')[:n_best]
-    return context[order]
+  def top(logits, allowed):  # the n_best allowed positions with the highest logits
+    return allowed[np.argsort(-logits[allowed], kind='stable')[:n_best]]
 
-  for starts, ends in ((top(start_logits), top(end_logits)), (context, context)):
+  for starts, ends in ((top(start_logits, allowed_starts), top(end_logits, allowed_ends)),
+                       (allowed_starts, allowed_ends)):
     length = ends[None, :] - starts[:, None] + 1
     valid = (length >= 1) & (length <= max_answer_length)
     if valid.any():
@@ -106,7 +109,7 @@ def best_span(start_logits, end_logits, *, context_mask, max_answer_length: int 
                         -np.inf)
       i, j = np.unravel_index(np.argmax(scores), scores.shape)
       return int(starts[i]), int(ends[j]), float(scores[i, j])
-  raise AssertionError('unreachable: (i, i) is a valid span for every context position i')
+  return None
 
 
 def mean_and_spread(values: Sequence[float]) -> tuple[float, float]:

@@ -92,11 +92,11 @@ def test_best_span_falls_back_when_the_top_starts_follow_the_top_ends():
   assert metrics.best_span(start, end, context_mask=[0, 0, 1, 1, 1], n_best=1) == (2, 2, 6.0)
 
 
-def _brute_force(start, end, mask, max_len, starts=None, ends=None):
+def _brute_force(start, end, mask, end_mask, max_len, starts=None, ends=None):
   best = None
   for s, e in itertools.product(starts if starts is not None else range(len(start)),
                                 ends if ends is not None else range(len(end))):
-    if mask[s] and mask[e] and s <= e and e - s + 1 <= max_len:
+    if mask[s] and end_mask[e] and s <= e and e - s + 1 <= max_len:
       score = start[s] + end[e]
       if best is None or score > best[2]:
         best = (s, e, score)
@@ -105,32 +105,46 @@ def _brute_force(start, end, mask, max_len, starts=None, ends=None):
 
 def test_best_span_random_logits_match_brute_force():
   rng = np.random.default_rng(0)
-  for _ in range(400):
+  for case in range(600):
     n = int(rng.integers(1, 40))
     start, end = rng.normal(size=n), rng.normal(size=n)
     mask = rng.random(n) < rng.random()
+    # a third of the cases: ends may also be where starts may not (BERT's max-context rule)
+    end_mask = mask | (rng.random(n) < 0.5) if case % 3 == 0 else mask
+    kwargs = {'end_context_mask': end_mask} if case % 3 == 0 else {}
     max_len = int(rng.integers(1, 12))
     n_best = int(rng.integers(1, 6))
     got = metrics.best_span(start, end, context_mask=mask, max_answer_length=max_len,
-                            n_best=n_best)
-    full = _brute_force(start, end, mask, max_len)
-    if not mask.any():
+                            n_best=n_best, **kwargs)
+    full = _brute_force(start, end, mask, end_mask, max_len)
+    if full is None:
       assert got is None
       continue
     s, e, score = got
-    assert mask[s] and mask[e] and s <= e and e - s + 1 <= max_len
+    assert mask[s] and end_mask[e] and s <= e and e - s + 1 <= max_len
     assert score == pytest.approx(start[s] + end[e])
     assert score <= full[2] + 1e-12
-    # with n_best small: the best valid pair of the top n_best context starts and ends
-    context = np.flatnonzero(mask)
-    top_s = context[np.argsort(-start[context])[:n_best]]
-    top_e = context[np.argsort(-end[context])[:n_best]]
-    restricted = _brute_force(start, end, mask, max_len, top_s, top_e)
+    # with n_best small: the best valid pair of the top n_best allowed starts and ends
+    top_s = np.flatnonzero(mask)[np.argsort(-start[mask])[:n_best]]
+    top_e = np.flatnonzero(end_mask)[np.argsort(-end[end_mask])[:n_best]]
+    restricted = _brute_force(start, end, mask, end_mask, max_len, top_s, top_e)
     assert (s, e) == (restricted or full)[:2]
     # with n_best >= n: every valid pair is a candidate
     s, e, score = metrics.best_span(start, end, context_mask=mask, max_answer_length=max_len,
-                                    n_best=n)
+                                    n_best=n, **kwargs)
     assert (s, e) == full[:2] and score == pytest.approx(full[2])
+
+
+def test_best_span_end_mask_lets_a_span_end_outside_the_start_mask():
+  # starts only at 1 (its max-context token), ends anywhere in 1-3: (1, 3) 1 + 4 = 5
+  start, end = [0.0, 1.0, 9.0, 9.0], [0.0, 0.0, 1.0, 4.0]
+  assert metrics.best_span(start, end, context_mask=[0, 1, 0, 0],
+                           end_context_mask=[0, 1, 1, 1]) == (1, 3, 5.0)
+  # without it, the only span is (1, 1): 1 + 0
+  assert metrics.best_span(start, end, context_mask=[0, 1, 0, 0]) == (1, 1, 1.0)
+  # ends only before the only start: no valid span
+  assert metrics.best_span(start, end, context_mask=[0, 0, 1, 0],
+                           end_context_mask=[0, 1, 0, 0]) is None
 
 
 def test_best_span_refuses_bad_arguments():
