@@ -1,0 +1,194 @@
+"""GLUE sentence-pair classification (MNLI) as BERT rows (``config.data.name = 'glue'``).
+
+Each record of TFDS ``glue/<task>`` (read with ``tfds.data_source``, no TensorFlow) becomes
+one row laid out as Google BERT's run_classifier.py: [CLS] premise [SEP] hypothesis [SEP],
+WordPiece tokens, the longer text truncated first (``truncate_pair``) to fit ``seq_len``.
+
+  tokens, token_types, input_mask   int32 [seq_len]  (types 0 up to the first [SEP], then 1;
+                                                       mask 1 on real tokens, 0 on padding)
+  label                             int32 []         (MNLI: 0 entailment, 1 neutral,
+                                                       2 contradiction)
+  weight                            float32 []       (1.0)
+
+Split 'train' reads ``train_split`` in a seeded order that changes every epoch: row k is
+example ``perm_e[k % N]`` of epoch e = k // N (``epoch_example``); ``len`` is N * 1000 so the
+index iterator keeps going. Split 'eval' reads ``eval_split`` in stored order. MNLI has two
+validation sets: give them as two evaluators, one with ``data.eval_split`` overridden to
+'validation_mismatched' (the default is 'validation_matched'). The test splits have no
+labels (-1) and are refused.
+
+The vocabulary is ``wordpiece.for_run``'s: ``data.vocab``, else the pre-trained run's
+(``init_from/vocab.txt``), else the workdir's, else one trained on the train texts.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from fixed_head.data import tfds_text, wordpiece
+from fixed_head.errors import UsageError
+
+SPLITS = ('train', 'eval')
+TRAIN_EPOCHS = 1000  # len(train source) = examples * TRAIN_EPOCHS
+# task -> (TFDS dataset, first text, second text, number of classes)
+TASKS = {'mnli': ('glue/mnli', 'premise', 'hypothesis', 3)}
+Row = dict[str, np.ndarray]
+
+
+def text(value: str | bytes) -> str:
+  """A TFDS text value (UTF-8 bytes once prepared, str under mock_data) as str."""
+  return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else str(value)
+
+
+def open_records(dataset: str, split: str, *, data_dir: str | None, feature: str,
+                 split_field: str, dataset_field: str):
+  """``tfds_text.open_split`` whose errors name ``dataset_field`` (e.g. ``data.task='mnli'``)
+  rather than the LM source's ``data.dataset``."""
+  try:
+    return tfds_text.open_split(dataset, split, data_dir=data_dir, feature=feature,
+                                split_field=split_field)
+  except UsageError as e:
+    message = str(e).replace(f'data.dataset={dataset!r}', f'{dataset_field} (TFDS {dataset!r})')
+    raise UsageError(message) from None
+
+
+def check_positive_int(field: str, value, minimum: int = 1) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise UsageError(f'{field}={value!r}: must be an integer >= {minimum}.')
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch, n]).permutation(n)
+
+
+def epoch_example(index: int, n: int, seed: int) -> int:
+  """The example that train row ``index`` reads: ``perm_e[index % n]``, e = index // n, where
+  perm_e is a permutation of range(n) seeded by (seed, e)."""
+  epoch, k = divmod(int(index), n)
+  return int(_permutation(n, int(seed), epoch)[k])
+
+
+def truncate_pair(a: Sequence[int], b: Sequence[int], max_len: int
+                  ) -> tuple[list[int], list[int]]:
+  """BERT's ``_truncate_seq_pair``: drop the last token of the longer one (of ``b`` on a tie)
+  until len(a) + len(b) <= max_len."""
+  a, b = list(a), list(b)
+  while len(a) + len(b) > max_len:
+    (a if len(a) > len(b) else b).pop()
+  return a, b
+
+
+def pair_row(a: Sequence[int], b: Sequence[int], seq_len: int, tokenizer) -> Row:
+  """[CLS] a [SEP] b [SEP], truncated to ``seq_len`` and padded: tokens, token_types,
+  input_mask int32 [seq_len]."""
+  a, b = truncate_pair(a, b, seq_len - 3)
+  ids = [tokenizer.cls_id, *a, tokenizer.sep_id, *b, tokenizer.sep_id]
+  tokens = np.full((seq_len,), tokenizer.pad_id, np.int32)
+  tokens[:len(ids)] = ids
+  types = np.zeros((seq_len,), np.int32)
+  types[len(a) + 2:len(ids)] = 1
+  mask = np.zeros((seq_len,), np.int32)
+  mask[:len(ids)] = 1
+  return {'tokens': tokens, 'token_types': types, 'input_mask': mask}
+
+
+def stack(rows: Iterable[Row]) -> Row:
+  rows = list(rows)
+  return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+
+
+class GlueData:
+  """MNLI rows {tokens, token_types, input_mask: int32 [n]; label: int32 []; weight:
+  float32 []} (see the module docstring); ``num_classes`` 3.
+
+  ``num_examples`` caps the examples read (the first of the split, in stored order).
+  Examples are tokenised when first read and kept (token ids only).
+  """
+
+  NAME = 'glue'
+
+  def __init__(self, *, split: str, num_examples: int | None = None,
+               workdir: str | None = None, init_from: str | None = None, task: str = 'mnli',
+               seq_len: int = 128, vocab: str | None = None, vocab_size: int = 30522,
+               lower_case: bool = True, data_dir: str | None = None,
+               train_split: str = 'train', eval_split: str = 'validation_matched',
+               seed: int = 0, log: Callable[[str], None] = print):
+    if split not in SPLITS:
+      raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
+    if task not in TASKS:
+      raise UsageError(f'data.task={task!r}: must be one of {sorted(TASKS)}.')
+    check_positive_int('data.seq_len', seq_len, 4)  # [CLS] [SEP] [SEP] and one token
+    if num_examples is not None:
+      check_positive_int('num_examples', num_examples)
+    self.split, self.task, self.seq_len, self.seed = split, task, seq_len, int(seed)
+    self.dataset, self.first, self.second, self.num_classes = TASKS[task]
+    self.data_dir = data_dir or None
+    self.split_field = f'data.{split}_split'
+    self.tfds_split = train_split if split == 'train' else eval_split
+    self.records = self._open(self.tfds_split, self.split_field)
+    self.num_records = len(self.records)
+    if num_examples is not None:
+      self.num_records = min(self.num_records, num_examples)
+    self._label(0)  # an unlabelled split fails here, not at the first batch
+    self.tokenizer = wordpiece.for_run(
+        vocab=vocab, vocab_size=vocab_size, workdir=workdir, init_from=init_from,
+        lower_case=lower_case, log=log,
+        texts_fn=lambda: self.train_texts(train_split))
+    self._encoded: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}  # ids a, ids b, label
+
+  def _open(self, tfds_split: str, split_field: str):
+    return open_records(self.dataset, tfds_split, data_dir=self.data_dir, feature=self.first,
+                        split_field=split_field, dataset_field=f'data.task={self.task!r}')
+
+  def train_texts(self, train_split: str) -> Iterator[str]:
+    """Both texts of every train record, in stored order (what a new vocabulary learns)."""
+    records = self.records if self.split == 'train' else self._open(train_split,
+                                                                    'data.train_split')
+    for i in range(len(records)):
+      record = records[i]
+      yield text(record[self.first])
+      yield text(record[self.second])
+
+  @property
+  def vocab_size(self) -> int:
+    return self.tokenizer.vocab_size
+
+  def __len__(self) -> int:
+    return self.num_records * (TRAIN_EPOCHS if self.split == 'train' else 1)
+
+  def example_index(self, index: int) -> int:
+    """The record that row ``index`` reads."""
+    if not 0 <= index < len(self):
+      raise IndexError(f'row {index} of a {len(self)}-row source')
+    if self.split == 'train':
+      return epoch_example(index, self.num_records, self.seed)
+    return int(index)
+
+  def _label(self, i: int, record=None) -> int:
+    label = int(np.asarray((self.records[i] if record is None else record)['label']))
+    if not 0 <= label < self.num_classes:
+      unlabelled = ' (-1: the split has no labels, e.g. a test split; use a validation one)'
+      raise UsageError(f'{self.split_field}={self.tfds_split!r}: record {i} of {self.dataset} '
+                       f'has label {label}{unlabelled if label == -1 else ""}; '
+                       f'{self.split_field} needs labels 0..{self.num_classes - 1}.')
+    return label
+
+  def __getitem__(self, index: int) -> Row:
+    i = self.example_index(index)
+    if i not in self._encoded:
+      record = self.records[i]
+      self._encoded[i] = (np.asarray(self.tokenizer.encode(text(record[self.first])), np.int32),
+                          np.asarray(self.tokenizer.encode(text(record[self.second])), np.int32),
+                          self._label(i, record))
+    a, b, label = self._encoded[i]
+    row = pair_row(a, b, self.seq_len, self.tokenizer)
+    row['label'] = np.asarray(label, np.int32)
+    row['weight'] = np.asarray(1.0, np.float32)
+    return row
+
+  def get_batch(self, indices: Iterable[int]) -> Row:
+    return stack(self[int(i)] for i in indices)
