@@ -9,7 +9,8 @@ to ``DIR/eval/step_<N>.<tag>.json`` and never replace the run's own.
 from absl import app, flags
 from ml_collections import config_flags
 
-from fixed_head import launch, trainer
+from fixed_head.train import launch
+from fixed_head.train import trainer
 
 config_flags.DEFINE_config_file('config', None, 'Run config file (configs/*.py[:arg]); '
                                 'default: the config.json saved in --workdir.',

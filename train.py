@@ -7,7 +7,8 @@ Several processes (TPU pod slice, several GPU hosts): add ``--multiprocess`` on 
 from absl import app, flags
 from ml_collections import config_flags
 
-from fixed_head import launch, trainer
+from fixed_head.train import launch
+from fixed_head.train import trainer
 
 config_flags.DEFINE_config_file('config', None, 'Run config file (configs/*.py[:arg]).',
                                 lock_config=True)

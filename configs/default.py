@@ -7,7 +7,7 @@ The argument picks the attention: 'fixed' (default, d_p = n = seq_len) or 'basel
 (d_p = d / h). Everything else is shared, so the two runs differ only in head size.
 """
 
-from fixed_head import run_config
+from fixed_head.train import run_config
 
 SEQ_LEN = 32  # n
 

@@ -55,7 +55,7 @@ reports how many tokens it scored. Point at the data with ``--config.data.data_d
 (default: $TFDS_DATA_DIR, else ~/tensorflow_datasets).
 """
 
-from fixed_head import run_config
+from fixed_head.train import run_config
 
 VARIANTS = {'fixed': dict(d=256, h=16, dp=32), 'baseline': dict(d=256, h=8, dp=None)}
 RECIPES = ('ours', 't2t')

@@ -10,7 +10,7 @@ check. Byte-level tokens by default; for a SentencePiece vocabulary add
 kept in ``WORKDIR/tokenizer/`` (or at ``--config.data.tokenizer_path``), reused after.
 """
 
-from fixed_head import run_config
+from fixed_head.train import run_config
 
 SEQ_LEN = 128  # n
 

@@ -1,7 +1,7 @@
 """Parameter and FLOP accounting, computed analytically from a model config.
 
 ``count_params`` equals the number of parameters of the model that
-``fixed_head.models.build_model`` builds from the same config (a test checks this), and
+``fixed_head.nn.build_model`` builds from the same config (a test checks this), and
 reproduces the paper's published BERT totals (docs/paper.md, Tables 1-3).
 
 Attention holds 4 h d_p d weights per layer (W_q, W_k, W_v, W_o), against 4 d^2 for the

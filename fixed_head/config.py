@@ -18,7 +18,7 @@ NORM_PLACEMENTS = ('post', 'pre')
 ACTIVATIONS = ('relu', 'gelu')
 POSITION_EMBEDDINGS = ('learned', 'sinusoidal')
 INITIALIZERS = ('xavier_uniform', 'normal', 'truncated_normal')
-# Kept in step with ``fixed_head.attention.ATTENTION_IMPLEMENTATIONS`` (checked by a test);
+# Kept in step with ``fixed_head.nn.attention.ATTENTION_IMPLEMENTATIONS`` (checked by a test);
 # spelled out here so that validating a config imports no model code.
 ATTENTION_IMPLEMENTATIONS = ('xla', 'jax')
 
@@ -57,7 +57,10 @@ class ModelConfig:
   kernel_init_std: float = 0.02  # std of a 'normal' or 'truncated_normal' kernel_init
   dtype: str = 'float32'  # compute dtype
   param_dtype: str = 'float32'  # storage dtype of the parameters
-  attention_impl: str = 'xla'  # see fixed_head.attention.ATTENTION_IMPLEMENTATIONS
+  attention_impl: str = 'xla'  # see fixed_head.nn.attention.ATTENTION_IMPLEMENTATIONS
+  # run the blocks under nnx.scan: parameters stacked on a leading 'layers' axis; compile
+  # time independent of depth
+  scan_layers: bool = False
 
   def __post_init__(self):
     _validate(self)
@@ -120,7 +123,7 @@ def _validate(c: ModelConfig) -> None:
   choice('position_embedding', POSITION_EMBEDDINGS)
   choice('kernel_init', INITIALIZERS)
   choice('embed_init', INITIALIZERS[1:])
-  for field in ('scale_embeddings', 'use_bias', 'tie_embeddings'):
+  for field in ('scale_embeddings', 'use_bias', 'tie_embeddings', 'scan_layers'):
     if not isinstance(getattr(c, field), bool):
       fail(field, 'must be True or False.')
   if c.attention_use_bias is not None and not isinstance(c.attention_use_bias, bool):

@@ -50,7 +50,6 @@ untouched).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any
 

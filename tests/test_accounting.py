@@ -6,7 +6,7 @@ from flax import nnx
 
 from fixed_head import accounting
 from fixed_head.config import ModelConfig
-from fixed_head.models import build_model
+from fixed_head.nn import build_model
 from fixed_head.paper import PUBLISHED_BERT_PARAMS, bert_config
 
 CONFIGS = [

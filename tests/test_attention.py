@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from fixed_head import attention as attn
+from fixed_head.nn import attention as attn
 from fixed_head import config as config_lib
 
 # (d, h, d_p): baseline shapes, d_p > d / h, d_p < d / h, and h not dividing d.

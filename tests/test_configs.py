@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from fixed_head import accounting, run_config
+from fixed_head import accounting
+from fixed_head.train import run_config
 from fixed_head.config import ModelConfig
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

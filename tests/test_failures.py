@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from etils import epath
 
-from fixed_head import checkpoints, errors, trainer
+from fixed_head import errors
+from fixed_head.train import checkpoints
+from fixed_head.train import trainer
 from test_train import final_params, tiny_config
 
 

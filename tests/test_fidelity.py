@@ -1,7 +1,7 @@
 """Fidelity to the paper's setups: the LM1B batch, weight decay by role, tensor2tensor's LM
 recipe (configs/lm1b.py:...,recipe=t2t), and Google BERT's details.
 
-New names are reached through their modules (``models.sinusoidal_positions``), so that on
+New names are reached through their modules (``layers.sinusoidal_positions``), so that on
 code without them each test fails on its own, with its own reason.
 """
 
@@ -18,8 +18,14 @@ from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
-from fixed_head import accounting, attention, errors, losses, models, optim, paper, run_config
-from fixed_head import trainer
+from fixed_head import accounting, errors, paper
+from fixed_head.nn import attention
+from fixed_head.tasks import losses
+from fixed_head import nn
+from fixed_head.nn import layers
+from fixed_head.train import optim
+from fixed_head.train import run_config
+from fixed_head.train import trainer
 from fixed_head.config import ModelConfig
 from test_train import REPO, tiny_config
 
@@ -27,7 +33,7 @@ from configs import default, lm1b  # noqa: E402  (test_train puts the repository
 
 
 def pure_params(config: ModelConfig):
-  return nnx.to_pure_dict(nnx.state(models.build_model(config, rngs=nnx.Rngs(0))))
+  return nnx.to_pure_dict(nnx.state(nn.build_model(config, rngs=nnx.Rngs(0))))
 
 
 def paths(tree, predicate=lambda _: True) -> set[str]:
@@ -36,7 +42,7 @@ def paths(tree, predicate=lambda _: True) -> set[str]:
 
 
 def built_count(config: ModelConfig) -> int:
-  model = nnx.eval_shape(lambda: models.build_model(config, rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: nn.build_model(config, rngs=nnx.Rngs(0)))
   return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
@@ -174,7 +180,7 @@ def test_adamw_decays_exactly_those_parameters(model_type):
 
 def test_sinusoids_are_tensor2tensors_timing_signal():
   d, positions = 6, np.array([[0, 1, 2, 7]])
-  got = np.asarray(models.sinusoidal_positions(jnp.asarray(positions), d))
+  got = np.asarray(layers.sinusoidal_positions(jnp.asarray(positions), d))
   half = d // 2
   increment = math.log(1e4) / (half - 1)
   for t in range(4):
@@ -192,9 +198,9 @@ def test_t2t_model_has_no_position_table_or_attention_biases_and_scales_embeddin
   assert not [p for p in names if 'position_embed' in p]
   assert not [p for p in names if "['attention']" in p and p.endswith("['bias']")]
   assert [p for p in names if "['mlp']['wi']['bias']" in p]  # feed-forward keeps biases
-  model = models.build_model(config, rngs=nnx.Rngs(0))
+  model = nn.build_model(config, rngs=nnx.Rngs(0))
   tokens = jnp.array([[1, 2, 3, 4]])
-  x = model.token_embed(tokens) * math.sqrt(8) + models.sinusoidal_positions(
+  x = model.token_embed(tokens) * math.sqrt(8) + layers.sinusoidal_positions(
       jnp.arange(4)[None], 8)
   expected = model.token_embed.attend(model.decoder(x, mask=attention.causal_mask(4)))
   np.testing.assert_allclose(model(tokens), expected, rtol=1e-5, atol=1e-6)
@@ -322,7 +328,7 @@ def test_bert_has_no_dropout_after_the_feed_forward_activation():
   small = dict(emb_dim=8, mlp_dim=16, num_layers=1, dropout_rate=0.5)
   bert = paper.bert_config(512, 8, 128).replace(**small)
   for config, changed in ((bert, False), (ModelConfig(**small), True)):
-    block = models.MlpBlock(config, rngs=nnx.Rngs(0))
+    block = layers.MlpBlock(config, rngs=nnx.Rngs(0))
     train = block(x, deterministic=False, rngs=nnx.Rngs(dropout=jax.random.key(1)))
     assert (not np.allclose(train, block(x))) == changed
 

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from fixed_head.config import ModelConfig
-from fixed_head.models import (BertEncoder, BertForPreTraining, TransformerLM, build_model)
+from fixed_head.nn import (BertEncoder, BertForPreTraining, TransformerLM, build_model)
 
 
 def lm_config(**kw):

@@ -14,9 +14,10 @@ import jax
 import numpy as np
 import pytest
 
-from fixed_head import (errors, evaluators, launch, losses, preemption, quiet_logs, run_record,
-                        trainer)
-from fixed_head import data as data_lib
+from fixed_head import errors, evaluators, quiet_logs, tasks
+from fixed_head.config import ModelConfig
+from fixed_head.tasks import losses
+from fixed_head.train import launch, preemption, run_record, trainer
 from test_train import REPO, tiny_config
 
 ONE_DEVICE = jax.devices()[:1]
@@ -194,9 +195,14 @@ def test_whole_split_is_scored_whatever_the_batch_size():
   def logits(batch):  # a fixed predictor: the loss depends only on which tokens are scored
     return jax.nn.one_hot(batch['tokens'], 8) * 2.0
 
+  def model_of(_):  # the LM task calls model(tokens, positions=..., segment_ids=..., ...)
+    return lambda tokens, **_: logits({'tokens': tokens})
+
+  task = tasks.build_task(tiny_config(), ModelConfig())
+
   def evaluate(batch_size, **spec):
     evaluator = evaluators.LMEvaluator(dict(type='lm', split='eval', batch_size=batch_size,
-                                            **spec), data, lambda _, b: logits(b), lambda b: b)
+                                            **spec), data, task, model_of, lambda b: b)
     return evaluator(None), evaluator.source
 
   whole, source = evaluate(70, num_examples=70)

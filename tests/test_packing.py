@@ -7,7 +7,7 @@ from flax import nnx
 
 from fixed_head.config import ModelConfig
 from fixed_head.data.packing import (PackingStats, pack_documents, pad_documents, stack_rows)
-from fixed_head.models import TransformerLM
+from fixed_head.nn import TransformerLM
 
 
 def _docs(num, max_len, seed=0, vocab=50):

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from fixed_head import trainer
+from fixed_head.train import trainer
 from fixed_head.data import build_source, text
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

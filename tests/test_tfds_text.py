@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from fixed_head import trainer
+from fixed_head.train import trainer
 from fixed_head.data import build_source, packing, tfds_text, tokenizers, train_iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

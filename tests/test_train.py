@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from fixed_head import checkpoints, run_config, sharding, trainer
+from fixed_head.train import checkpoints
+from fixed_head.train import run_config
+from fixed_head.train import sharding
+from fixed_head.train import trainer
 from fixed_head import data as data_lib
 from fixed_head.errors import UsageError
 

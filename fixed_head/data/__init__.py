@@ -12,8 +12,12 @@ checkpoint so a resumed run reads exactly the batches it would have read. A sour
 streams (TFDS through Grain) provides its own with ``source.train_iterator(global_batch_size,
 process_index=, process_count=)``; any other source is read by index (``IndexIterator``).
 
-Sources that keep files of their own (a SentencePiece model trained on first use) are
-given the run's ``workdir``.
+Sources that keep files of their own (a SentencePiece model or WordPiece vocabulary
+trained on first use) are given the run's ``workdir``, and the BERT sources also
+``init_from``, the pre-training run a fine-tuning run starts from, whose vocabulary they
+reuse.
+
+BERT rows carry ``weight`` [b] (1.0); rows an evaluation pads with have weight 0.
 """
 
 from __future__ import annotations
@@ -23,21 +27,24 @@ from typing import Any
 
 import numpy as np
 
-from fixed_head.data import synthetic, text, tfds_text
+from fixed_head.data import bert_pretraining, glue, squad, synthetic, text, tfds_text
 from fixed_head.errors import UsageError
 
 Batch = dict[str, np.ndarray]
 
 
-def _source(cls, *, takes_workdir: bool = False) -> Callable[..., Any]:
-  """A registry entry: (data config, split, num_examples, workdir) ->
-  cls(split=..., num_examples=..., [workdir=...,] **options)."""
+def _source(cls, *, takes_workdir: bool = False, takes_init_from: bool = False
+            ) -> Callable[..., Any]:
+  """A registry entry: (data config, split, num_examples, workdir, init_from) ->
+  cls(split=..., num_examples=..., [workdir=...,] [init_from=...,] **options)."""
 
   def build(data_config: Mapping[str, Any], split: str, num_examples: int | None,
-            workdir: str | None):
+            workdir: str | None, init_from: str | None):
     options = {k: v for k, v in data_config.items() if k != 'name'}
     if takes_workdir:
       options['workdir'] = workdir
+    if takes_init_from:
+      options['init_from'] = init_from
     return cls(split=split, num_examples=num_examples, **options)
 
   return build
@@ -47,19 +54,26 @@ SOURCES: dict[str, Callable[..., Any]] = {
     'synthetic': _source(synthetic.SyntheticCopyLM),  # the embedded default
     'text': _source(text.TextFilesLM, takes_workdir=True),  # local UTF-8 files
     'tfds': _source(tfds_text.TfdsTextLM, takes_workdir=True),  # TFDS through Grain (LM1B)
+    # BERT: masked-LM + NSP rows from local text or TFDS (Wikipedia), and fine-tuning data.
+    'bert_pretraining': _source(bert_pretraining.BertPretrainingData, takes_workdir=True,
+                                takes_init_from=True),
+    'glue': _source(glue.GlueData, takes_workdir=True, takes_init_from=True),  # MNLI
+    'squad': _source(squad.SquadData, takes_workdir=True, takes_init_from=True),  # SQuAD v1.1
 }
 
 
 def build_source(data_config: Mapping[str, Any], split: str,
-                 num_examples: int | None = None, *, workdir: str | None = None):
+                 num_examples: int | None = None, *, workdir: str | None = None,
+                 init_from: str | None = None):
   """The source ``data_config.name`` for ``split`` ('train' or 'eval'); ``workdir`` is
-  where a source keeps files it makes (a trained tokenizer)."""
+  where a source keeps files it makes (a trained tokenizer); ``init_from`` the run a
+  fine-tuning run starts from."""
   data_config = data_config.to_dict() if hasattr(data_config, 'to_dict') else dict(data_config)
   name = data_config.get('name')
   if name not in SOURCES:
     raise UsageError(f'data.name={name!r} is not one of {sorted(SOURCES)}.')
   try:
-    return SOURCES[name](data_config, split, num_examples, workdir)
+    return SOURCES[name](data_config, split, num_examples, workdir, init_from)
   except TypeError as e:  # an unknown or missing option for this source
     raise UsageError(f'data options for data.name={name!r}: {e}') from e
 
@@ -117,8 +131,9 @@ def eval_batches(source, batch_size: int, num_examples: int | None = None, *,
   batches of ``batch_size``; this process gets its slice of each.
 
   Every row is scored once: the last batch, when partial, is filled up with copies of the
-  last row whose ``segment_ids`` are 0 (padding, which no loss counts). Only that batch
-  carries ``segment_ids`` where the source has none (ones on its real rows: the same mask).
+  last row that count nothing: their ``weight`` is 0 where rows carry one (BERT), else
+  their ``segment_ids`` are 0 (LM padding). Only that batch carries ``segment_ids`` where
+  the source has none (ones on its real rows: the same mask).
   """
   if batch_size % process_count:
     raise UsageError(f'eval batch_size={batch_size} is not divisible by the number of '
@@ -132,6 +147,10 @@ def eval_batches(source, batch_size: int, num_examples: int | None = None, *,
       yield source.get_batch(rows)
       continue
     batch = source.get_batch(np.minimum(rows, total - 1))
+    if 'weight' in batch:
+      batch['weight'] = np.where(valid, batch['weight'], 0).astype(np.float32)
+      yield batch
+      continue
     segments = batch.get('segment_ids', np.ones_like(batch['tokens']))
     batch['segment_ids'] = np.where(valid[:, None], segments, 0).astype(np.int32)
     yield batch

@@ -6,7 +6,7 @@ A row of length n holds one or more document pieces back to back, then padding:
     segment_ids  int32 [n]  1, 2, ... for the pieces in the row, 0 in the padding
     positions    int32 [n]  0, 1, ... restarting in every piece, 0 in the padding
 
-the format ``fixed_head.models`` expects (equal segment ids attend to each other). Documents
+the format ``fixed_head.nn`` expects (equal segment ids attend to each other). Documents
 are used as given: the caller adds bos/eos if wanted. A document longer than n is split into
 n-token pieces (``long_docs='split'``, each piece its own segment, positions restarting) or cut
 to its first n tokens (``'truncate'``). Empty documents are skipped. Nothing is dropped

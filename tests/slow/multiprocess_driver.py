@@ -23,7 +23,8 @@ from absl import app, flags  # noqa: E402
 
 import train  # noqa: E402  train.py: its flags and main
 from fixed_head import data as data_lib  # noqa: E402
-from fixed_head import launch, trainer  # noqa: E402
+from fixed_head import trainer  # noqa: E402
+from fixed_head.train import launch
 
 flags.DEFINE_integer('stop_after', None, 'End after this step, with a checkpoint there.')
 

@@ -18,7 +18,8 @@ import jax
 import numpy as np
 import pytest
 
-from fixed_head import checkpoints, errors
+from fixed_head import errors
+from fixed_head.train import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, 'tests', 'slow', 'kill_config.py')

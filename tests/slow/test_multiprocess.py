@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import pytest
 
-from fixed_head import trainer
+from fixed_head.train import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DRIVER = os.path.join(REPO, 'tests', 'slow', 'multiprocess_driver.py')

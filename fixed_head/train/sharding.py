@@ -1,16 +1,7 @@
-"""Logical axis names on parameters, the device mesh, and the rules joining them.
+"""The device mesh, and the rules mapping parameters' logical axis names onto it.
 
-Modules name every parameter axis with a logical name; ``LOGICAL_RULES`` maps logical
-names to mesh axes, so the model code never mentions a mesh.
-
-Logical names used by the models:
-  'vocab'     token vocabulary rows of an embedding table
-  'embed'     the model width d
-  'heads'     the attention heads h
-  'head_dim'  the head size d_p
-  'mlp'       the feed-forward width
-  'pos'       learned positions (n)
-  'norm'      LayerNorm scale and bias (size d)
+Modules name every parameter axis with a logical name (``fixed_head.nn.axes``);
+``LOGICAL_RULES`` maps logical names to mesh axes, so the model code never mentions a mesh.
 Activations use 'batch' for their leading axis.
 
 The mesh has three axes: 'data' (pure data parallel: parameters replicated), 'fsdp'
@@ -21,7 +12,7 @@ feed-forward width and vocabulary split across devices).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -31,7 +22,6 @@ from fixed_head.errors import UsageError
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-LOGICAL_AXES = ('vocab', 'embed', 'heads', 'head_dim', 'mlp', 'pos', 'norm')
 MESH_AXES = ('data', 'fsdp', 'tensor')
 
 LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
@@ -43,19 +33,8 @@ LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ('head_dim', None),
     ('pos', None),
     ('norm', None),
+    ('layers', None),  # scanned blocks: every device holds all layers of its shard
 )
-
-
-def with_logical_axes(init: Callable, names: Sequence[str | None]) -> Callable:
-  """Wraps an initialiser so its parameter carries ``names`` as its logical axes.
-
-  Sharding is not applied at creation (``eager_sharding=False``): placement is decided by
-  the trainer through ``param_shardings``.
-  """
-  unknown = [n for n in names if n is not None and n not in LOGICAL_AXES]
-  if unknown:
-    raise ValueError(f'unknown logical axis names {unknown}; known: {LOGICAL_AXES}.')
-  return nnx.with_partitioning(init, tuple(names), eager_sharding=False)
 
 
 def resolve_mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, ...]:

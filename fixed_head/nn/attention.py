@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fixed_head import sharding
+from fixed_head.nn import axes
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -187,7 +187,7 @@ def dot_product_attention(
 class MultiHeadAttention(nnx.Module):
   """Multi-head attention with h heads of free size d_p.
 
-  Parameters (all with logical axis names for sharding, see ``fixed_head.sharding``):
+  Parameters (all with logical axis names for sharding, see ``fixed_head.nn.axes``):
     query / key / value.kernel: [d, h, d_p]  ('embed', 'heads', 'head_dim'); bias [h, d_p]
     out.kernel: [h, d_p, d_out]              ('heads', 'head_dim', 'embed'); bias [d_out]
 
@@ -240,7 +240,7 @@ class MultiHeadAttention(nnx.Module):
     self.precision = precision
     self.implementation = implementation
 
-    logical = sharding.with_logical_axes
+    logical = axes.with_logical_axes
     projection = functools.partial(
         nnx.LinearGeneral,
         in_features=in_features,

@@ -63,7 +63,7 @@ def _override_error(error: BaseException, argv: Sequence[str]) -> str | None:
     return None
   suggestion = re.search(r'Did you mean "([^"]+)"', text)
   hint = (f'; did you mean {override.rsplit(".", 1)[0]}.{suggestion.group(1)}?' if suggestion
-          else '; see fixed_head/run_config.py defaults() for the fields')
+          else '; see fixed_head/train/run_config.py defaults() for the fields')
   return f'error: {override}: the config has no field {key!r}{hint}'
 
 

@@ -3,6 +3,12 @@
   train_and_evaluate(config, workdir)   # what train.py runs
   evaluate(config, workdir, step=None)  # what eval.py runs
 
+One trainer for every task: ``config.task`` names the task object
+(``fixed_head.tasks``) that builds the model and says what a batch contributes to the
+objective and the metrics; ``config.evals`` names the evaluators, each with its own data.
+``config.init_from`` starts a new run from a pre-trained one (big_vision's ``model_init``):
+the task says which parameters it loads (fine-tuning: the encoder; its head stays fresh).
+
 The train state is a plain dict ``{'step', 'params', 'opt_state'}`` (params as a pure
 dict of arrays), created already sharded by ``jax.jit(init, out_shardings=...)``; the
 step ``train_step(state, batch) -> (state, metrics)`` is a pure function compiled with
@@ -27,15 +33,15 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from fixed_head import checkpoints
+from fixed_head.train import checkpoints
 from fixed_head import data as data_lib
 from fixed_head import evaluators as evaluators_lib
-from fixed_head import losses, optim, preemption, run_config, run_record, sharding
+from fixed_head import tasks as tasks_lib
 from fixed_head.config import ModelConfig
 from fixed_head.errors import (CheckpointError, Interrupted, NonFiniteLoss, Preempted,
                                UsageError)
-from fixed_head.metric_writer import MetricWriter
-from fixed_head.models import build_model
+from fixed_head.train import optim, preemption, run_config, run_record, sharding
+from fixed_head.train.metric_writer import MetricWriter
 
 State = dict[str, Any]
 
@@ -46,6 +52,7 @@ class Setup:
 
   config: ml_collections.ConfigDict
   model_config: ModelConfig
+  task: tasks_lib.Task
   mesh: Mesh
   graphdef: Any  # nnx.GraphDef of the model
   param_treedef: Any  # tree structure of the model's nnx.State of parameters
@@ -54,14 +61,10 @@ class Setup:
   abstract_state: State  # ShapeDtypeStructs with their shardings
   state_shardings: State
 
-  def logits_fn(self, params, batch, *, deterministic: bool = True,
-                rngs: nnx.Rngs | None = None) -> jax.Array:
-    """The model's logits [b, n, V] for a batch, with ``params`` a pure dict."""
+  def model_of(self, params) -> nnx.Module:
+    """The task's model holding ``params`` (a pure dict); for use inside jit."""
     state = jax.tree.unflatten(self.param_treedef, jax.tree.leaves(params))
-    model = nnx.merge(self.graphdef, state)
-    return model(batch['tokens'], positions=batch.get('positions'),
-                 segment_ids=batch.get('segment_ids'), deterministic=deterministic,
-                 rngs=rngs)
+    return nnx.merge(self.graphdef, state)
 
   def put_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """This process's rows -> global arrays sharded over ('data', 'fsdp')."""
@@ -75,11 +78,11 @@ def _keys(seed: int) -> tuple[jax.Array, jax.Array]:
   return init_key, dropout_key
 
 
-def _init_fn(model_config: ModelConfig, tx: optax.GradientTransformation) -> Callable:
+def _init_fn(task: tasks_lib.Task, tx: optax.GradientTransformation) -> Callable:
   """key -> fresh train state {'step', 'params', 'opt_state'}."""
 
   def init(key):
-    model = build_model(model_config, rngs=nnx.Rngs(params=key))
+    model = task.build_model(nnx.Rngs(params=key))
     params = nnx.to_pure_dict(nnx.state(model))
     return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params)}
 
@@ -92,20 +95,15 @@ def build_setup(config: ml_collections.ConfigDict,
   devices = jax.devices() if devices is None else list(devices)
   model_config = run_config.validate(config, num_devices=len(devices),
                                      num_processes=jax.process_count())
-  if model_config.model_type != 'lm':
-    raise UsageError(f"config.model.model_type={model_config.model_type!r}: the trainer "
-                     "trains language models ('lm'); BERT pre-training is not built yet.")
+  task = tasks_lib.build_task(config, model_config)
   mesh = sharding.make_mesh(config.mesh, devices)
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps,
                                       emb_dim=model_config.emb_dim)
 
-  abstract_model = nnx.eval_shape(lambda: build_model(model_config, rngs=nnx.Rngs(0)))
-  graphdef, abstract_params = nnx.split(abstract_model)
-  param_treedef = jax.tree.structure(abstract_params)
-  param_shardings = sharding.param_shardings(abstract_params, mesh)
+  graphdef, param_treedef, param_shardings = _abstract_model(task, mesh)
   replicated = sharding.replicated(mesh)
 
-  abstract = jax.eval_shape(_init_fn(model_config, tx), _keys(config.seed)[0])
+  abstract = jax.eval_shape(_init_fn(task, tx), _keys(config.seed)[0])
   opt_shardings = optax.tree_map_params(
       tx, lambda _, s: s, abstract['opt_state'], param_shardings,
       transform_non_params=lambda _: replicated)
@@ -114,34 +112,42 @@ def build_setup(config: ml_collections.ConfigDict,
   abstract_state = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
       state_shardings)
-  return Setup(config=config, model_config=model_config, mesh=mesh, graphdef=graphdef,
+  return Setup(config=config, model_config=model_config, task=task, mesh=mesh,
+               graphdef=graphdef,
                param_treedef=param_treedef, tx=tx, schedule=schedule,
                abstract_state=abstract_state, state_shardings=state_shardings)
 
 
+def _abstract_model(task: tasks_lib.Task, mesh: Mesh) -> tuple[Any, Any, Any]:
+  """(graphdef, tree structure of the parameter state, parameter shardings as a pure
+  dict) of the task's model, without making any array."""
+  abstract_model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
+  graphdef, abstract_params = nnx.split(abstract_model)
+  return (graphdef, jax.tree.structure(abstract_params),
+          sharding.param_shardings(abstract_params, mesh))
+
+
 def init_state(setup: Setup) -> State:
   """Fresh train state, created directly in its shardings."""
-  init = _init_fn(setup.model_config, setup.tx)
+  init = _init_fn(setup.task, setup.tx)
   return jax.jit(init, out_shardings=setup.state_shardings)(_keys(setup.config.seed)[0])
 
 
 def make_train_step(setup: Setup, batch_example: dict[str, np.ndarray]) -> Callable:
   """The compiled ``train_step(state, batch) -> (state, metrics)``."""
   dropout_base = _keys(setup.config.seed)[1]
-  tx, schedule = setup.tx, setup.schedule
-  label_smoothing = setup.config.label_smoothing
+  tx, schedule, task = setup.tx, setup.schedule, setup.task
   l2 = optim.loss_weight_decay(setup.config.optimizer)
+  report_objective = bool(setup.config.get('label_smoothing') or l2)
 
   def train_step(state: State, batch: dict[str, jax.Array]):
     step = state['step']
 
     def loss_fn(params):
-      """The objective: mean (smoothed) cross entropy, plus the 'l2' weight decay."""
+      """The task's objective, plus the 'l2' weight decay."""
       rngs = nnx.Rngs(dropout=jax.random.fold_in(dropout_base, step))
-      logits = setup.logits_fn(params, batch, deterministic=False, rngs=rngs)
-      stats = losses.next_token_stats(logits, batch, label_smoothing=label_smoothing)
-      count = jnp.maximum(stats['weight_sum'], 1.0)
-      objective = stats.get('smoothed_sum', stats['nll_sum']) / count
+      stats = task.stats(setup.model_of(params), batch, deterministic=False, rngs=rngs)
+      objective = task.objective(stats)
       if l2:
         objective = objective + optim.l2_penalty(params, l2)
       return objective, stats
@@ -149,14 +155,10 @@ def make_train_step(setup: Setup, batch_example: dict[str, np.ndarray]) -> Calla
     (objective, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
-    count = jnp.maximum(stats['weight_sum'], 1.0)
-    loss = stats['nll_sum'] / count  # the plain nll, comparable with every evaluation
-    metrics = {'loss': loss, 'accuracy': stats['correct_sum'] / count,
-               'grad_norm': optax.tree.norm(grads), 'learning_rate': schedule(step)}
-    if label_smoothing or l2:
+    metrics = {**task.metrics(stats), 'grad_norm': optax.tree.norm(grads),
+               'learning_rate': schedule(step)}
+    if report_objective:  # what is minimised, when it is not the reported loss
       metrics['objective'] = objective
-    if 'optimal_nll_sum' in stats:
-      metrics['gap_to_optimal'] = loss - stats['optimal_nll_sum'] / count
     return {'step': step + 1, 'params': params, 'opt_state': opt_state}, metrics
 
   batch_shardings = {k: sharding.batch_sharding(setup.mesh, v.ndim)
@@ -192,9 +194,85 @@ def _make_workdir(workdir: str) -> None:
                      'choose another --workdir or fix its permissions.') from e
 
 
+def _check_source(setup: Setup, source, where: str = 'config.data') -> None:
+  """Refuses a source whose vocabulary or rows do not fit the model and task."""
+  vocab = getattr(source, 'vocab_size', None)
+  if vocab is not None and vocab != setup.model_config.vocab_size:
+    raise UsageError(f'config.model.vocab_size={setup.model_config.vocab_size} does not match '
+                     f'the data ({vocab} symbols); set them equal.')
+  setup.task.check_source(source, where)
+
+
+def _build_evaluators(setup: Setup, workdir: str) -> dict[str, Any]:
+  return evaluators_lib.build_evaluators(
+      setup.config, setup.task, setup.model_of, setup.put_batch, workdir=workdir,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      replicated=sharding.replicated(setup.mesh))
+
+
+def load_pretrained(setup: Setup, params: Any, log: Callable[[str], None] = print) -> Any:
+  """``params`` with the parameters the task loads (``Task.PRETRAINED``: the encoder for
+  fine-tuning, everything for a second pre-training stage) replaced by those of the run
+  ``config.init_from`` at step ``config.init_step`` (None: its latest checkpoint).
+
+  Raises UsageError, naming the field, when that run is missing, has no such step, or
+  describes another model (d, h, d_p, vocabulary, ... must match).
+  """
+  config, mc = setup.config, setup.model_config
+  source_dir, step = config.init_from, config.get('init_step')
+  saved = run_record.load(source_dir) if os.path.isdir(source_dir) else None
+  if saved is None:
+    raise UsageError(f'config.init_from={source_dir!r}: no training run there (no '
+                     f'{run_record.CONFIG}); give the workdir of a pre-training run.')
+  source_config = run_config.resolve(ml_collections.ConfigDict(saved))
+  source_model = ModelConfig.from_mapping(source_config.model)
+  for field in run_config.SHAPE_FIELDS:
+    if field != 'model_type' and getattr(source_model, field) != getattr(mc, field):
+      raise UsageError(
+          f'config.model.{field}={getattr(mc, field)!r} but the run in config.init_from='
+          f'{source_dir} has {getattr(source_model, field)!r}; its parameters cannot be '
+          f'loaded into this model. Set --config.model.{field}='
+          f'{getattr(source_model, field)!r}, or start from another run.')
+  source_task = tasks_lib.build_task(source_config, source_model)
+  _, treedef, shardings = _abstract_model(source_task, setup.mesh)
+  shapes = nnx.to_pure_dict(nnx.state(nnx.eval_shape(
+      lambda: source_task.build_model(nnx.Rngs(0)))))
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          shapes, shardings)
+  manager = checkpoints.make_manager(source_dir, async_save=False, read_only=True)
+  try:
+    steps = sorted(manager.all_steps())
+    if not steps or (step is not None and step not in steps):
+      raise UsageError(f'config.init_step={step!r}: the run in config.init_from={source_dir} '
+                       f'has checkpoints {steps or "none"}; choose one of them (or None: '
+                       'the latest).')
+    step = steps[-1] if step is None else step
+    loaded = checkpoints.restore_params(manager, step, abstract)
+  finally:
+    manager.close()
+  names = setup.task.PRETRAINED
+  if names is None:
+    if jax.tree.structure(loaded) != jax.tree.structure(params):
+      raise UsageError(f'config.init_from={source_dir}: that run trained task '
+                       f'{source_task.NAME!r}, whose parameters are not those of task '
+                       f'{setup.task.NAME!r}; start from a run of the same task.')
+    params, names = loaded, ('all parameters',)
+  else:
+    params = dict(params)
+    for name in names:
+      if name not in loaded:
+        raise UsageError(f'config.init_from={source_dir}: that run (task '
+                         f'{source_task.NAME!r}) has no {name!r} parameters to load; '
+                         'start from a BERT pre-training run.')
+      params[name] = loaded[name]
+  log(f'Loaded {", ".join(names)} from {source_dir} (step {step}); the rest starts fresh.')
+  return params
+
+
 def _eval_line(name: str, step: int, result: dict[str, float]) -> str:
   counts = ('num_tokens', 'num_rows')
-  shown = ', '.join(f'{k} {v:.4f}' for k, v in result.items() if k not in counts)
+  shown = ', '.join(f'{k} {v:,}' if isinstance(v, int) else f'{k} {v:.4f}'
+                    for k, v in result.items() if k not in counts)
   scored = (f' ({result["num_tokens"]:,} tokens in {result["num_rows"]:,} rows)'
             if all(k in result for k in counts) else '')
   return f'eval {name} @ step {step}: {shown}{scored}'
@@ -263,10 +341,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   process_index, process_count = jax.process_index(), jax.process_count()
   log = print if process_index == 0 else lambda _: None
   saved = _check_workdir(config, workdir)
-  source = data_lib.build_source(config.data, 'train', workdir=workdir)
-  if source.vocab_size != setup.model_config.vocab_size:
-    raise UsageError(f'config.model.vocab_size={setup.model_config.vocab_size} does not match '
-                     f'the data ({source.vocab_size} symbols); set them equal.')
+  source = data_lib.build_source(config.data, 'train', workdir=workdir,
+                                 init_from=config.get('init_from'))
+  _check_source(setup, source)
   _make_workdir(workdir)
   train_iter = data_lib.train_iterator(source, config.batch_size, process_index=process_index,
                                        process_count=process_count)
@@ -295,6 +372,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       train_iter.set_state(data_state)
     else:
       state = init_state(setup)
+      if config.get('init_from'):
+        state['params'] = load_pretrained(setup, state['params'], log)
 
     if process_index == 0:
       changes = run_record.record(config, workdir, saved, start_step)
@@ -308,9 +387,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                f'{mc.num_layers} layers, d={mc.emb_dim}, h={mc.num_heads}, '
                f'd_p={mc.resolved_head_size} ({"fixed" if mc.is_fixed_head else "baseline d/h"})'
                f', mesh {dict(setup.mesh.shape)}, workdir {workdir}')
-    evaluators = evaluators_lib.build_evaluators(
-        config, setup.logits_fn, setup.put_batch, workdir=workdir,
-        process_index=process_index, process_count=process_count)
+    evaluators = _build_evaluators(setup, workdir)
     with preemption.PreemptionWatcher() as watcher:
       result = _train_loop(config, setup, state, train_iter, evaluators, manager, writer,
                            watcher, start_step, end_step, source.seq_len)
@@ -361,7 +438,7 @@ def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, mana
       writer.write(step, {**{f'train/{k}': v for k, v in train_metrics.items()},
                           'train/steps_per_sec': rate,
                           'train/tokens_per_sec': rate * tokens_per_step})
-      shown = ('loss', 'gap_to_optimal', 'learning_rate')
+      shown = (*setup.task.PROGRESS, 'learning_rate')
       writer.progress(step, {k: train_metrics[k] for k in shown if k in train_metrics}, rate)
     if eval_now:
       eval_results = _run_evals(evaluators, state['params'], step, writer)
@@ -393,7 +470,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   ``config=None`` uses the run's saved config.json. A given config must describe the same
   model; if it reads other data, ``other_data=True`` is needed, and its results (like those
   of other evaluator settings) go to ``eval/step_<N>.<tag>.json``, never over the run's own
-  ``eval/step_<N>.json`` (see ``fixed_head.run_record``).
+  ``eval/step_<N>.json`` (see ``fixed_head.train.run_record``).
   """
   if config is None:
     config = run_record.load_config(workdir)
@@ -411,9 +488,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
                      f'{checkpoints.checkpoint_dir(workdir)}; available: {sorted(steps)}.')
   params = checkpoints.restore_params(manager, step, setup.abstract_state['params'])
   manager.close()
-  evaluators = evaluators_lib.build_evaluators(
-      config, setup.logits_fn, setup.put_batch, workdir=workdir,
-      process_index=jax.process_index(), process_count=jax.process_count())
+  evaluators = _build_evaluators(setup, workdir)
   results = {name: evaluator(params) for name, evaluator in evaluators.items()}
   path = os.path.join(workdir, 'eval', target.format(step=step))
   if jax.process_index() == 0:

@@ -1,6 +1,6 @@
 """The run configuration (an ``ml_collections.ConfigDict``): defaults, validation, and the
 batch given in tokens (``resolve``). Whether a saved run may resume with a config is
-``fixed_head.run_record.check_resume``.
+``fixed_head.train.run_record.check_resume``.
 
 Every config in ``configs/`` starts from ``defaults()`` and changes fields; ``validate``
 runs before anything is built and names the field at fault.
@@ -14,18 +14,19 @@ from typing import Any
 
 import ml_collections
 
-from fixed_head import optim
+from fixed_head.train import optim
 from fixed_head.config import ModelConfig
 from fixed_head.data import SOURCES
 from fixed_head.errors import UsageError
 from fixed_head.evaluators import EVALUATORS
-from fixed_head.sharding import resolve_mesh_shape
+from fixed_head.tasks import check_task
+from fixed_head.train.sharding import resolve_mesh_shape
 
 # Model fields that change parameter shapes or structure: a checkpoint written with other
 # values cannot be restored.
 SHAPE_FIELDS = ('model_type', 'vocab_size', 'emb_dim', 'num_heads', 'head_size', 'num_layers',
                 'mlp_dim', 'max_len', 'type_vocab_size', 'norm', 'tie_embeddings', 'use_bias',
-                'attention_use_bias', 'position_embedding', 'param_dtype')
+                'attention_use_bias', 'position_embedding', 'param_dtype', 'scan_layers')
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -39,6 +40,14 @@ def defaults() -> ml_collections.ConfigDict:
   # The batch in tokens (tensor2tensor counts batches in tokens), for configs that follow a
   # recipe given in tokens; None = given in rows. resolve() turns it into batch_size.
   c.batch_tokens = ml_collections.config_dict.placeholder(object)
+
+  # What is trained (fixed_head/tasks): 'lm', 'bert_pretraining', 'classification' (with
+  # num_classes) or 'span_qa'; the task's options sit beside its name.
+  c.task = ml_collections.ConfigDict(dict(name='lm'))
+  # Start a new run from the latest (or init_step) checkpoint of another run's workdir: a
+  # fine-tuning task loads its encoder, a second pre-training stage everything.
+  c.init_from = ml_collections.config_dict.placeholder(str)
+  c.init_step = ml_collections.config_dict.placeholder(int)
 
   c.model = ml_collections.ConfigDict(ModelConfig().to_dict())
   # head_size: None (baseline d / h) or an int; typed `object` so that both
@@ -54,7 +63,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict(dict(
       name='adamw', learning_rate=1e-3, schedule='cosine', warmup_steps=100,
       weight_decay=0.01, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=1.0))
-  # 'decoupled' (AdamW's) or 'l2' (tensor2tensor's: in the loss); see fixed_head/optim.py.
+  # 'decoupled' (AdamW's) or 'l2' (tensor2tensor's: in the loss); see fixed_head/train/optim.py.
   c.optimizer.weight_decay_mode = 'decoupled'
   # Train on targets smoothed by this much (tensor2tensor: 0.1); reported losses and every
   # evaluation stay the plain negative log-likelihood.
@@ -116,7 +125,7 @@ def _known_keys(tree: Any, prefix: str = '') -> set[str]:
   for key, value in tree.items():
     path = f'{prefix}{key}'
     keys.add(path)
-    if isinstance(value, ml_collections.ConfigDict) and key not in ('data', 'evals'):
+    if isinstance(value, ml_collections.ConfigDict) and key not in ('data', 'evals', 'task'):
       keys |= _known_keys(value, path + '.')
   return keys
 
@@ -129,7 +138,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   """
   unknown = sorted(_known_keys(config) - _known_keys(defaults()))
   if unknown:
-    raise UsageError(f'config: unknown field(s) {unknown}; see fixed_head/run_config.py '
+    raise UsageError(f'config: unknown field(s) {unknown}; see fixed_head/train/run_config.py '
                      'defaults() for the known ones.')
   config = resolve(config)  # the batch in rows; batch_tokens and batch_size must agree
   for field in ('num_train_steps', 'batch_size', 'log_every_steps'):
@@ -150,6 +159,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
     model = ModelConfig.from_mapping(config.model)
   except ValueError as e:  # the model's own validation: a field of config.model
     raise UsageError(str(e)) from None
+
+  task = check_task(config)
+  init_step = config.get('init_step')
+  if init_step is not None and (isinstance(init_step, bool) or not isinstance(init_step, int)
+                                or init_step <= 0):
+    raise UsageError(f'config.init_step={init_step!r}: must be a positive checkpoint step, or '
+                     'None for the latest.')
+  if init_step is not None and not config.get('init_from'):
+    raise UsageError(f'config.init_step={init_step} needs config.init_from (the run to start '
+                     'from).')
 
   if config.data.name not in SOURCES:
     raise UsageError(f'config.data.name={config.data.name!r}: not one of {sorted(SOURCES)}.')
@@ -182,7 +201,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
     if spec.get('type') not in EVALUATORS:
       raise UsageError(f'config.evals.{name}.type={spec.get("type")!r}: not one of '
                        f'{sorted(EVALUATORS)}.')
-    EVALUATORS[spec['type']].check_options(f'config.evals.{name}', spec)
+    EVALUATORS[spec['type']].check_options(f'config.evals.{name}', spec, task.NAME)
 
   if num_devices is not None:
     try:
@@ -199,9 +218,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
       raise UsageError(f'config.batch_size={config.batch_size} is not divisible by the '
                        f'number of processes ({num_processes}).')
     for name, spec in config.evals.items():
-      if spec['batch_size'] % (data * fsdp):
-        raise UsageError(f'config.evals.{name}.batch_size={spec["batch_size"]} is not '
-                         f'divisible by the data-parallel size {data * fsdp}.')
+      size = spec.get('batch_size', EVALUATORS[spec['type']].OPTIONS['batch_size'])
+      if size % (data * fsdp):
+        raise UsageError(f'config.evals.{name}.batch_size={size} is not divisible by the '
+                         f'data-parallel size {data * fsdp}.')
   return model
 
 

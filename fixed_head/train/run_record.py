@@ -23,7 +23,7 @@ from typing import Any
 
 import ml_collections
 
-from fixed_head import run_config
+from fixed_head.train import run_config
 from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
 
@@ -79,7 +79,7 @@ def _binds_checkpoints(field: str) -> bool:
   parameters, names the optimizer whose state is saved, or says what the data is."""
   section, _, name = field.partition('.')
   return ((section == 'model' and name in run_config.SHAPE_FIELDS) or field == 'optimizer.name'
-          or (section == 'data' and field not in DATA_LOCATION_FIELDS))
+          or section == 'task' or (section == 'data' and field not in DATA_LOCATION_FIELDS))
 
 
 def check_resume(saved: dict[str, Any], config: ml_collections.ConfigDict,
@@ -109,6 +109,9 @@ def load(workdir: str) -> dict[str, Any] | None:
   # Fields added since the run was written take their defaults, which reproduce the
   # behaviour of the code that wrote it.
   saved['model'] = {**ModelConfig().to_dict(), **saved.get('model', {})}
+  saved.setdefault('task', {'name': 'lm'})
+  saved.setdefault('init_from', None)
+  saved.setdefault('init_step', None)
   return saved
 
 

@@ -1,0 +1,118 @@
+"""The task's own metrics over one pass of an evaluation split (``type`` 'lm',
+'pretraining' or 'classification'), and what every evaluator shares: its data and options.
+
+Each evaluator has its own data: ``config.data`` with the evaluator's ``data`` option laid
+over it, so MNLI's two validation sets are two evaluators that differ in
+``data.eval_split``, and an evaluator may read a corpus the run never trains on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import jax
+
+from fixed_head import data as data_lib
+from fixed_head.errors import UsageError
+
+
+def evaluator_data(data_config: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+  """The data config an evaluator reads: ``config.data`` updated by ``spec['data']``."""
+  base = data_config.to_dict() if hasattr(data_config, 'to_dict') else dict(data_config)
+  override = spec.get('data') or {}
+  override = override.to_dict() if hasattr(override, 'to_dict') else dict(override)
+  return {**base, **override}
+
+
+class TaskEvaluator:
+  """The task's metrics (``Task.eval_metrics``) on one deterministic pass over a split.
+
+  Options: split ('eval'), num_examples (rows scored; None, the default, scores the whole
+  split), batch_size (global; a last partial batch is padded with rows that count
+  nothing), data (fields of config.data to change for this evaluator). The result also
+  says how many rows it scored (``num_rows``).
+  """
+
+  TASKS: ClassVar[tuple[str, ...]] = ()  # the tasks whose models it can evaluate
+  OPTIONS: ClassVar[dict[str, Any]] = {'type': None, 'split': 'eval', 'num_examples': None,
+                                       'batch_size': 64, 'data': None}
+
+  @classmethod
+  def check_options(cls, prefix: str, spec: Mapping[str, Any], task_name: str) -> None:
+    unknown = sorted(set(spec) - set(cls.OPTIONS))
+    if unknown:
+      raise UsageError(f'{prefix}: unknown option(s) {unknown}; known: {sorted(cls.OPTIONS)}.')
+    if task_name not in cls.TASKS:
+      raise UsageError(f'{prefix}.type={spec["type"]!r} evaluates tasks {list(cls.TASKS)}, not '
+                       f'config.task.name={task_name!r}; choose another evaluator type.')
+    for field in ('num_examples', 'batch_size'):
+      value = spec.get(field, cls.OPTIONS[field])
+      if field == 'num_examples' and value is None:
+        continue
+      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UsageError(f'{prefix}.{field}={value!r}: must be a positive integer'
+                         + (' (or None: the whole split).' if field == 'num_examples' else '.'))
+    data = spec.get('data')
+    if data is not None and not hasattr(data, 'items'):
+      raise UsageError(f'{prefix}.data={data!r}: must be a dict of config.data fields to '
+                       'change for this evaluator, e.g. dict(eval_split="validation").')
+
+  def __init__(self, spec: Mapping[str, Any], data_config: Mapping[str, Any], task,
+               model_of: Callable, put_batch: Callable, *, workdir: str | None = None,
+               init_from: str | None = None, process_index: int = 0, process_count: int = 1,
+               replicated=None):
+    """model_of(params) -> the nnx model; put_batch(local numpy batch) -> global arrays."""
+    options = {**self.OPTIONS, **dict(spec)}
+    self.options = options
+    self.split = options['split']
+    self.batch_size = options['batch_size']
+    self.num_examples = options['num_examples']
+    self.task = task
+    self.source = data_lib.build_source(evaluator_data(data_config, options), self.split,
+                                        num_examples=self.num_examples, workdir=workdir,
+                                        init_from=init_from)
+    self.put_batch = put_batch
+    self.model_of = model_of
+    self.replicated = replicated
+    self.process_index, self.process_count = process_index, process_count
+    self._stats = jax.jit(lambda params, batch: task.stats(model_of(params), batch))
+
+  def batches(self):
+    return data_lib.eval_batches(self.source, self.batch_size, self.num_examples,
+                                 process_index=self.process_index,
+                                 process_count=self.process_count)
+
+  def __call__(self, params) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for local in self.batches():
+      stats = jax.device_get(self._stats(params, self.put_batch(local)))
+      for key, value in stats.items():
+        totals[key] = totals.get(key, 0.0) + float(value)
+    if not totals:
+      raise UsageError(f'evaluator on split {self.split!r}: the split holds no rows.')
+    result = self.task.eval_metrics(totals)
+    result['num_rows'] = data_lib.num_eval_rows(self.source, self.num_examples)
+    return result
+
+
+class LMEvaluator(TaskEvaluator):
+  """Next-token loss, perplexity and accuracy; on the synthetic language also the optimal
+  loss and the gap to it. ``num_tokens`` says how many tokens were scored."""
+
+  TASKS = ('lm',)
+  OPTIONS = {**TaskEvaluator.OPTIONS, 'type': 'lm'}
+
+
+class PretrainingEvaluator(TaskEvaluator):
+  """Masked-LM loss, accuracy and perplexity, and next-sentence loss and accuracy."""
+
+  TASKS = ('bert_pretraining',)
+  OPTIONS = {**TaskEvaluator.OPTIONS, 'type': 'pretraining'}
+
+
+class ClassificationEvaluator(TaskEvaluator):
+  """Accuracy and mean nll of a classifier (MNLI matched or mismatched)."""
+
+  TASKS = ('classification',)
+  OPTIONS = {**TaskEvaluator.OPTIONS, 'type': 'classification'}

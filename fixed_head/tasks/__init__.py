@@ -1,0 +1,58 @@
+"""Tasks: what one trainer trains, chosen by ``config.task.name`` (see ``base.Task``).
+
+  'lm'                next-token language modelling (LM1B, the synthetic language, text files)
+  'bert_pretraining'  masked LM + next-sentence prediction
+  'classification'    sentence-pair classification on BERT's [CLS] output (MNLI)
+  'span_qa'           start/end span prediction (SQuAD v1.1)
+
+A new task is a new file here with a ``Task`` subclass, one line in ``TASKS`` and a config.
+"""
+
+from __future__ import annotations
+
+from fixed_head.config import ModelConfig
+from fixed_head.errors import UsageError
+from fixed_head.tasks.base import Task
+from fixed_head.tasks.bert_pretraining import BertPretraining
+from fixed_head.tasks.classification import SentencePairClassification
+from fixed_head.tasks.lm import LanguageModelling
+from fixed_head.tasks.span_qa import SpanQA
+
+TASKS: dict[str, type[Task]] = {
+    'lm': LanguageModelling,
+    'bert_pretraining': BertPretraining,
+    'classification': SentencePairClassification,
+    'span_qa': SpanQA,
+}
+
+__all__ = ['TASKS', 'Task', 'build_task', 'check_task']
+
+
+def check_task(config) -> type[Task]:
+  """The task class of ``config.task``, after checking its options and that config.model
+  is the model it trains; UsageError naming the field otherwise."""
+  task_config = config.get('task') or {'name': 'lm'}
+  name = task_config.get('name')
+  if name not in TASKS:
+    raise UsageError(f'config.task.name={name!r}: not one of {sorted(TASKS)}.')
+  cls = TASKS[name]
+  cls.check_options(task_config)
+  model_type = config.model.get('model_type')
+  if model_type != cls.MODEL_TYPE:
+    raise UsageError(f'config.model.model_type={model_type!r}: task {name!r} trains '
+                     f'{cls.MODEL_TYPE!r} models; set --config.model.model_type='
+                     f'{cls.MODEL_TYPE}.')
+  smoothing = config.get('label_smoothing', 0.0)
+  if smoothing and name != 'lm':
+    raise UsageError(f'config.label_smoothing={smoothing}: label smoothing is applied by task '
+                     f"'lm' only; set it to 0 for task {name!r}.")
+  return cls
+
+
+def build_task(config, model_config: ModelConfig) -> Task:
+  """The task object of a (validated) run config."""
+  cls = check_task(config)
+  options = dict(config.get('task') or {'name': 'lm'})
+  if cls is LanguageModelling:
+    return cls(options, model_config, label_smoothing=config.get('label_smoothing', 0.0))
+  return cls(options, model_config)
