@@ -430,4 +430,20 @@ def for_run(*, vocab: str | None, vocab_size: int, workdir: str | None,
     raise UsageError(f'data.vocab_size={vocab_size} does not match the vocabulary {path!r} '
                      f'({tokenizer.vocab_size} tokens); set data.vocab_size and '
                      f'model.vocab_size to {tokenizer.vocab_size}.')
+  _keep_copy(tokenizer, path, workdir)
   return tokenizer
+
+
+def _keep_copy(tokenizer: WordPieceTokenizer, path: str, workdir: str | None) -> None:
+  """Saves the vocabulary a run uses as ``workdir/vocab.txt`` (process 0) when it came from
+  elsewhere, so every workdir holds its own: a run started from it (``init_from``) finds it,
+  however long the chain (pre-training stage 1 -> stage 2 -> fine-tuning)."""
+  if not workdir:
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  copy = os.path.join(workdir, VOCAB_FILE)
+  if jax.process_index() != 0 or os.path.exists(copy) or os.path.abspath(path) == copy:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  _write_atomically(copy, ''.join(token + '\n' for token in tokenizer.vocab))
