@@ -19,9 +19,10 @@ in two stages, then MNLI and SQuAD v1.1 fine-tuning, for each column of Tables 1
 
 The argument is a column (below) followed by optional comma-separated ``stage=1|2``
 (pre-training only; default 1), ``task=pretrain|mnli|squad`` (default pretrain) and
-``runlocal``. ``--config.init_from`` is required by stage 2 and by fine-tuning, and the
-config leaves it None: without it the run trains from a random initialisation, which is
-never what these commands mean. Stage 2 loads every parameter of the run it names (the
+``runlocal``. ``--config.init_from`` is required by stage 2 and by fine-tuning: the config
+holds a placeholder there that is no workdir (``INIT_FROM_UNSET``), so a command without it
+stops at once with one line naming the field (``--config.init_from=None`` trains from a
+random initialisation, if that is really what is meant). Stage 2 loads every parameter of the run it names (the
 position table already has 512 rows, as ``max_len`` is 512 from the start); fine-tuning loads
 its encoder and starts the classifier / span head fresh. Both must keep that run's model
 fields, which the column fixes, and its vocabulary, which they read from
@@ -347,6 +348,10 @@ def _finetuning(c, task: str, runlocal: bool) -> None:
     c.optimizer.warmup_steps = int(WARMUP_FRACTION * c.num_train_steps)
 
 
+# What stage 2 and fine-tuning hold in init_from until --config.init_from names a run.
+INIT_FROM_UNSET = '<set --config.init_from to the workdir of the run to start from>'
+
+
 def get_config(arg: str = 'fixed_d512_h32'):
   column, options = parse_arg(arg)
   runlocal = options['runlocal']
@@ -355,8 +360,10 @@ def get_config(arg: str = 'fixed_d512_h32'):
   c.batch_tokens = None  # the batch is given in rows
   # The column's model; fine-tuning keeps it (it must match the pre-trained run).
   c.model.update(model_fields(column, runlocal))
-  # Stage 2 and fine-tuning: --config.init_from=<the run to start from> (see the docstring).
-  c.init_from = None
+  # Stage 2 and fine-tuning start from another run, which the command line names: until it
+  # does, init_from holds a name that is no workdir, and the run stops at once saying so.
+  c.init_from = (None if options['task'] == 'pretrain' and options['stage'] == 1
+                 else INIT_FROM_UNSET)
   if options['task'] == 'pretrain':
     _pretraining(c, options['stage'], runlocal)
   else:

@@ -113,6 +113,8 @@ def test_second_stage_loads_everything_at_a_longer_length(pretrained, tmp_path):
   stage2.init_from = workdir
   out = str(tmp_path / 'stage2')
   trainer.train_and_evaluate(stage2, out, devices=ONE)
+  with open(os.path.join(out, 'vocab.txt')) as a, open(os.path.join(workdir, 'vocab.txt')) as b:
+    assert a.read() == b.read()  # a copy of stage 1's, for the runs that start from stage 2
   # Stage 2 reuses stage 1's vocabulary and starts from all of its parameters: with a zero
   # learning rate it would hold them unchanged.
   stage2.optimizer.learning_rate = 1e-30
@@ -173,6 +175,7 @@ def test_init_from_errors_name_the_field(pretrained, tmp_path):
     with tfds.testing.mock_data(num_examples=10):
       trainer.train_and_evaluate(mnli_config(str(tmp_path / 'nothing')), str(tmp_path / 'a'),
                                  devices=ONE)
+  assert not os.path.exists(tmp_path / 'a')  # refused before a vocabulary was trained there
   config = mnli_config(workdir)
   config.init_step = 5
   with pytest.raises(UsageError, match=r'config.init_step=5: .* has checkpoints \[6\]'):
@@ -253,3 +256,11 @@ def test_fine_tuning_seeds_are_summarised_as_mean_and_spread(pretrained, tmp_pat
   assert again.returncode == 2 and 'exists' in again.stderr
   with pytest.raises(UsageError, match='share seeds'):
     seeds.summarize([runs[0], runs[0]])
+
+
+def test_a_source_without_the_tasks_rows_is_refused_naming_what_is_missing(pretrained, tmp_path):
+  workdir, config, _ = pretrained
+  wrong = mnli_config(workdir)
+  wrong.data = config.data  # pre-training rows: no 'label'
+  with pytest.raises(UsageError, match=r"without \['label'\], which task 'classification'"):
+    trainer.train_and_evaluate(wrong, str(tmp_path / 'wrong'), devices=ONE)

@@ -86,6 +86,8 @@ class TaskEvaluator:
   def __call__(self, params) -> dict[str, float]:
     totals: dict[str, float] = {}
     for local in self.batches():
+      if not totals:
+        self.task.check_batch(local, f'the data of evaluator type {self.options["type"]!r}')
       stats = jax.device_get(self._stats(params, self.put_batch(local)))
       for key, value in stats.items():
         totals[key] = totals.get(key, 0.0) + float(value)

@@ -55,13 +55,16 @@ class Task:
                        f'known: {sorted(cls.OPTIONS) or "none"}.')
 
   def check_source(self, source, where: str = 'config.data') -> None:
-    """Raises UsageError when ``source`` (a data source) cannot feed this task."""
-    first = source.get_batch([0]) if len(source) else {}
-    missing = [k for k in self.BATCH_KEYS if k not in first]
-    if first and missing:
-      raise UsageError(f'{where}.name={getattr(source, "NAME", type(source).__name__)!r} '
-                       f'gives rows without {missing}, which task {self.NAME!r} needs; '
-                       'choose a data source made for this task.')
+    """Raises UsageError when ``source`` (a data source) cannot feed this task; reads no
+    rows (see ``check_batch`` for the keys of the first batch)."""
+
+  def check_batch(self, batch: Mapping[str, Any], where: str = 'config.data') -> None:
+    """Raises UsageError when a batch lacks what this task reads."""
+    missing = [k for k in self.BATCH_KEYS if k not in batch]
+    if missing:
+      raise UsageError(f'{where} gives rows without {missing}, which task {self.NAME!r} '
+                       f'needs (they have {sorted(batch)}); choose a data source made for '
+                       'this task.')
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     raise NotImplementedError

@@ -210,6 +210,28 @@ def _build_evaluators(setup: Setup, workdir: str) -> dict[str, Any]:
       replicated=sharding.replicated(setup.mesh))
 
 
+def check_init_from(config: ml_collections.ConfigDict, model_config: ModelConfig
+                    ) -> tuple[ml_collections.ConfigDict, ModelConfig]:
+  """(run config, model config) of the run ``config.init_from`` names, after checking that
+  it is a training run whose model has this model's shapes; UsageError naming the field
+  otherwise. Checked before anything is built or written."""
+  source_dir = config.init_from
+  saved = run_record.load(source_dir) if os.path.isdir(source_dir) else None
+  if saved is None:
+    raise UsageError(f'config.init_from={source_dir!r}: no training run there (no '
+                     f'{run_record.CONFIG}); give the workdir of a pre-training run.')
+  source_config = run_config.resolve(ml_collections.ConfigDict(saved))
+  source_model = ModelConfig.from_mapping(source_config.model)
+  for field in run_config.SHAPE_FIELDS:
+    ours, theirs = getattr(model_config, field), getattr(source_model, field)
+    if field != 'model_type' and ours != theirs:
+      raise UsageError(
+          f'config.model.{field}={ours!r} but the run in config.init_from={source_dir} has '
+          f'{theirs!r}; its parameters cannot be loaded into this model. Set '
+          f'--config.model.{field}={theirs!r}, or start from another run.')
+  return source_config, source_model
+
+
 def load_pretrained(setup: Setup, params: Any, log: Callable[[str], None] = print) -> Any:
   """``params`` with the parameters the task loads (``Task.PRETRAINED``: the encoder for
   fine-tuning, everything for a second pre-training stage) replaced by those of the run
@@ -218,21 +240,9 @@ def load_pretrained(setup: Setup, params: Any, log: Callable[[str], None] = prin
   Raises UsageError, naming the field, when that run is missing, has no such step, or
   describes another model (d, h, d_p, vocabulary, ... must match).
   """
-  config, mc = setup.config, setup.model_config
+  config = setup.config
   source_dir, step = config.init_from, config.get('init_step')
-  saved = run_record.load(source_dir) if os.path.isdir(source_dir) else None
-  if saved is None:
-    raise UsageError(f'config.init_from={source_dir!r}: no training run there (no '
-                     f'{run_record.CONFIG}); give the workdir of a pre-training run.')
-  source_config = run_config.resolve(ml_collections.ConfigDict(saved))
-  source_model = ModelConfig.from_mapping(source_config.model)
-  for field in run_config.SHAPE_FIELDS:
-    if field != 'model_type' and getattr(source_model, field) != getattr(mc, field):
-      raise UsageError(
-          f'config.model.{field}={getattr(mc, field)!r} but the run in config.init_from='
-          f'{source_dir} has {getattr(source_model, field)!r}; its parameters cannot be '
-          f'loaded into this model. Set --config.model.{field}='
-          f'{getattr(source_model, field)!r}, or start from another run.')
+  source_config, source_model = check_init_from(config, setup.model_config)
   source_task = tasks_lib.build_task(source_config, source_model)
   _, treedef, shardings = _abstract_model(source_task, setup.mesh)
   shapes = nnx.to_pure_dict(nnx.state(nnx.eval_shape(
@@ -341,6 +351,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   process_index, process_count = jax.process_index(), jax.process_count()
   log = print if process_index == 0 else lambda _: None
   saved = _check_workdir(config, workdir)
+  if saved is None and config.get('init_from'):  # a new run: its starting point must fit
+    check_init_from(config, setup.model_config)
   source = data_lib.build_source(config.data, 'train', workdir=workdir,
                                  init_from=config.get('init_from'))
   _check_source(setup, source)
@@ -418,6 +430,7 @@ def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, mana
   for step in range(start_step + 1, end_step + 1):
     local = next(train_iter)
     if train_step is None:
+      setup.task.check_batch(local)
       train_step = make_train_step(setup, local)
     state, metrics = train_step(state, setup.put_batch(local))
     if previous is not None:
