@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from fixed_head import trainer  # noqa: E402
+from fixed_head.train import trainer  # noqa: E402
 from fixed_head.data import build_source, train_iterator  # noqa: E402
 
 config_flags.DEFINE_config_file('config', os.path.join(

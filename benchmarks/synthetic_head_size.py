@@ -17,7 +17,7 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default  # noqa: E402  pylint: disable=g-import-not-at-top
-from fixed_head import trainer  # noqa: E402  pylint: disable=g-import-not-at-top
+from fixed_head.train import trainer  # noqa: E402  pylint: disable=g-import-not-at-top
 
 flags.DEFINE_list('head_sizes', ['2', '4', '8', '16', '32', '64'],
                   'd_p values; 8 = d / h is the baseline.')

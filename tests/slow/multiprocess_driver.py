@@ -23,7 +23,7 @@ from absl import app, flags  # noqa: E402
 
 import train  # noqa: E402  train.py: its flags and main
 from fixed_head import data as data_lib  # noqa: E402
-from fixed_head import trainer  # noqa: E402
+from fixed_head.train import trainer  # noqa: E402
 from fixed_head.train import launch
 
 flags.DEFINE_integer('stop_after', None, 'End after this step, with a checkpoint there.')
@@ -32,8 +32,8 @@ flags.DEFINE_integer('stop_after', None, 'End after this step, with a checkpoint
 def recording_source(build, read: list[int]):
   """The ``data_lib.SOURCES`` entry ``build``, with its train split appending to ``read``."""
 
-  def build_recording(data_config, split, num_examples, workdir):
-    source = build(data_config, split, num_examples, workdir)
+  def build_recording(data_config, split, num_examples, workdir, init_from):
+    source = build(data_config, split, num_examples, workdir, init_from)
     if split == 'train':
       get_batch = source.get_batch
 
