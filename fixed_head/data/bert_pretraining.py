@@ -41,7 +41,6 @@ Row format (n = ``seq_len``, m = ``max_predictions_per_seq``):
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -313,13 +312,7 @@ def read_sentence_documents(files: str | Sequence[str]) -> list[list[str]]:
   return docs
 
 
-_REGISTER = {'wikipedia': 'tensorflow_datasets.text.wikipedia'}  # not registered by default
-
-
 def _open_tfds(dataset: str, split: str, *, data_dir, feature: str, split_field: str):
-  module = _REGISTER.get(dataset.split('/')[0].split(':')[0])
-  if module:
-    importlib.import_module(module)  # registers the builder (no TensorFlow needed)
   from fixed_head.data import tfds_text  # pylint: disable=g-import-not-at-top
   records = tfds_text.open_split(dataset, split, data_dir=data_dir, feature=feature,
                                  split_field=split_field)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -64,6 +65,19 @@ def _how_to_prepare(dataset: str, data_dir: str | None) -> str:
           'data.data_dir to the directory where it is prepared')
 
 
+# Builders tensorflow-datasets does not register until their module is imported (importing
+# them needs no TensorFlow): 'glue/mnli' and 'wikipedia/...' would otherwise be unknown names.
+BUILDER_MODULES = {'glue': 'tensorflow_datasets.text.glue',
+                   'wikipedia': 'tensorflow_datasets.text.wikipedia'}
+
+
+def register(dataset: str) -> None:
+  """Imports the module that registers ``dataset``'s builder, where TFDS needs that."""
+  module = BUILDER_MODULES.get(dataset.split('/')[0].split(':')[0])
+  if module:
+    importlib.import_module(module)
+
+
 def open_split(dataset: str, split: str, *, data_dir: str | None = None,
                feature: str = 'text', split_field: str = 'data.train_split'):
   """``tfds.data_source`` of a prepared split, checked: records hold text at ``feature``.
@@ -73,6 +87,7 @@ def open_split(dataset: str, split: str, *, data_dir: str | None = None,
   format that cannot be read by index, a missing split, an empty split or a missing feature.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  register(dataset)
   try:
     builder = tfds.builder(dataset, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:

@@ -54,9 +54,6 @@ class SentencePairClassification(Task):
     count = safe_count(stats['weight_sum'])
     return {'loss': stats['nll_sum'] / count, 'accuracy': stats['correct_sum'] / count}
 
-  def eval_metrics(self, totals):
-    return {**super().eval_metrics(totals), 'num_examples': int(totals['weight_sum'])}
-
   def predict(self, model, batch):
     return {'logits': model(batch['tokens'], token_types=batch['token_types'],
                             input_mask=batch['input_mask'])}

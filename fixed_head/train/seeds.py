@@ -17,7 +17,7 @@ from typing import Any
 from fixed_head import metrics
 from fixed_head.errors import UsageError
 
-COUNTS = ('num_tokens', 'num_rows', 'num_examples', 'num_questions', 'num_predictions')
+COUNTS = ('num_tokens', 'num_rows', 'num_questions', 'num_predictions')
 
 
 def final_evals(workdir: str) -> tuple[int, dict[str, float]]:

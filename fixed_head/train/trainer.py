@@ -284,7 +284,8 @@ def _eval_line(name: str, step: int, result: dict[str, float]) -> str:
   shown = ', '.join(f'{k} {v:,}' if isinstance(v, int) else f'{k} {v:.4f}'
                     for k, v in result.items() if k not in counts)
   scored = (f' ({result["num_tokens"]:,} tokens in {result["num_rows"]:,} rows)'
-            if all(k in result for k in counts) else '')
+            if all(k in result for k in counts) else
+            f' ({result["num_rows"]:,} rows)' if 'num_rows' in result else '')
   return f'eval {name} @ step {step}: {shown}{scored}'
 
 
