@@ -266,7 +266,7 @@ def load_pretrained(setup: Setup, params: Any, log: Callable[[str], None] = prin
       raise UsageError(f'config.init_from={source_dir}: that run trained task '
                        f'{source_task.NAME!r}, whose parameters are not those of task '
                        f'{setup.task.NAME!r}; start from a run of the same task.')
-    params, names = loaded, ('all parameters',)
+    params = loaded
   else:
     params = dict(params)
     for name in names:
@@ -275,7 +275,8 @@ def load_pretrained(setup: Setup, params: Any, log: Callable[[str], None] = prin
                          f'{source_task.NAME!r}) has no {name!r} parameters to load; '
                          'start from a BERT pre-training run.')
       params[name] = loaded[name]
-  log(f'Loaded {", ".join(names)} from {source_dir} (step {step}); the rest starts fresh.')
+  log(f'Loaded all parameters from {source_dir} (step {step}).' if names is None else
+      f'Loaded {", ".join(names)} from {source_dir} (step {step}); the rest starts fresh.')
   return params
 
 
