@@ -15,10 +15,10 @@ from __future__ import annotations
 import io
 import itertools
 import os
-import tempfile
-
-from fixed_head.errors import UsageError
 from collections.abc import Callable, Iterable, Sequence
+
+from fixed_head import files
+from fixed_head.errors import UsageError
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
@@ -161,18 +161,7 @@ class SentencePieceTokenizer:
       raise UsageError(f'SentencePiece model {model_path!r} (model_type={model_type!r}) came out '
                        f'with {trained} pieces, not data.vocab_size={vocab_size}: set '
                        f'data.vocab_size={trained} or use another model_type. Nothing was written.')
-    fd, tmp_path = tempfile.mkstemp(prefix=os.path.basename(model_path) + '.',
-                                    suffix='.tmp', dir=directory)
-    try:
-      with os.fdopen(fd, 'wb') as f:
-        f.write(proto.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp_path, model_path)
-    except BaseException:
-      if os.path.exists(tmp_path):
-        os.remove(tmp_path)
-      raise
+    files.write_atomically(model_path, proto.getvalue())
     return cls.load(model_path, expected_vocab_size=vocab_size)
 
 

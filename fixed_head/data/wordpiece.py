@@ -24,10 +24,10 @@ import io
 import itertools
 import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 
+from fixed_head import files
 from fixed_head.errors import UsageError
 
 PAD, UNK, CLS, SEP, MASK = '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'
@@ -113,21 +113,9 @@ def basic_tokenize(text: str, *, lower_case: bool = True) -> list[str]:
   return out
 
 
-def _write_atomically(path: str, text: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(prefix=os.path.basename(path) + '.', suffix='.tmp',
-                                  dir=directory)
-  try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp_path, path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
-    raise
+def _vocab_text(tokens: Sequence[str]) -> str:
+  """vocab.txt's contents: one token a line, line i holding the token of id i."""
+  return ''.join(token + '\n' for token in tokens)
 
 
 class WordPieceTokenizer:
@@ -170,7 +158,8 @@ class WordPieceTokenizer:
   def save(self, path: str) -> None:
     """Writes ``vocab.txt`` (one token a line) atomically: temp file, then ``os.replace``."""
     path = os.path.expanduser(os.fspath(path))
-    _write_atomically(path, ''.join(token + '\n' for token in self._tokens))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    files.write_atomically(path, _vocab_text(self._tokens))
     self.path = path
 
   @property
@@ -446,4 +435,4 @@ def _keep_copy(tokenizer: WordPieceTokenizer, path: str, workdir: str | None) ->
   if jax.process_index() != 0 or os.path.exists(copy) or os.path.abspath(path) == copy:
     return
   os.makedirs(workdir, exist_ok=True)
-  _write_atomically(copy, ''.join(token + '\n' for token in tokenizer.vocab))
+  files.write_atomically(copy, _vocab_text(tokenizer.vocab))

@@ -13,6 +13,8 @@ import os
 import time
 from typing import Any
 
+from fixed_head import files
+
 
 def _format_duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
@@ -37,10 +39,8 @@ def drop_rows_after(path: str, step: int) -> int:
       pass  # a torn last line from a killed run
   if len(kept) == len(lines):
     return 0
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.writelines(line if line.endswith('\n') else line + '\n' for line in kept)
-  os.replace(tmp, path)
+  files.write_atomically(path, ''.join(line if line.endswith('\n') else line + '\n'
+                                      for line in kept))
   return len(lines) - len(kept)
 
 

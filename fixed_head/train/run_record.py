@@ -23,9 +23,10 @@ from typing import Any
 
 import ml_collections
 
-from fixed_head.train import run_config
+from fixed_head import files
 from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
+from fixed_head.train import run_config
 
 CONFIG = 'config.json'
 HISTORY = 'config_history.jsonl'
@@ -67,11 +68,8 @@ def describe(changes: dict[str, tuple[Any, Any]]) -> str:
 
 
 def write_json_atomic(path: str, obj: Any, **dump_options) -> None:
-  """Writes ``path`` whole or not at all (a temporary file renamed over it)."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, **dump_options)
-  os.replace(tmp, path)
+  """Writes ``obj`` as JSON to ``path``, whole or not at all (``files.write_atomically``)."""
+  files.write_atomically(path, json.dumps(obj, **dump_options))
 
 
 def _binds_checkpoints(field: str) -> bool:
