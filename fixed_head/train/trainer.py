@@ -100,7 +100,7 @@ def build_setup(config: ml_collections.ConfigDict,
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps,
                                       emb_dim=model_config.emb_dim)
 
-  graphdef, param_treedef, param_shardings = _abstract_model(task, mesh)
+  graphdef, abstract_params, param_shardings = _abstract_model(task, mesh)
   replicated = sharding.replicated(mesh)
 
   abstract = jax.eval_shape(_init_fn(task, tx), _keys(config.seed)[0])
@@ -109,22 +109,24 @@ def build_setup(config: ml_collections.ConfigDict,
       transform_non_params=lambda _: replicated)
   state_shardings = {'step': replicated, 'params': param_shardings,
                      'opt_state': opt_shardings}
-  abstract_state = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
-      state_shardings)
   return Setup(config=config, model_config=model_config, task=task, mesh=mesh,
-               graphdef=graphdef,
-               param_treedef=param_treedef, tx=tx, schedule=schedule,
-               abstract_state=abstract_state, state_shardings=state_shardings)
+               graphdef=graphdef, param_treedef=jax.tree.structure(abstract_params), tx=tx,
+               schedule=schedule, abstract_state=_placed(abstract, state_shardings),
+               state_shardings=state_shardings)
 
 
 def _abstract_model(task: tasks_lib.Task, mesh: Mesh) -> tuple[Any, Any, Any]:
-  """(graphdef, tree structure of the parameter state, parameter shardings as a pure
-  dict) of the task's model, without making any array."""
+  """(graphdef, parameter state of ShapeDtypeStructs, parameter shardings as a pure dict)
+  of the task's model, without making any array."""
   abstract_model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
   graphdef, abstract_params = nnx.split(abstract_model)
-  return (graphdef, jax.tree.structure(abstract_params),
-          sharding.param_shardings(abstract_params, mesh))
+  return graphdef, abstract_params, sharding.param_shardings(abstract_params, mesh)
+
+
+def _placed(shapes: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs carrying their shardings: the target a restore places arrays by."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      shapes, shardings)
 
 
 def init_state(setup: Setup) -> State:
@@ -244,11 +246,8 @@ def load_pretrained(setup: Setup, params: Any, log: Callable[[str], None] = prin
   source_dir, step = config.init_from, config.get('init_step')
   source_config, source_model = check_init_from(config, setup.model_config)
   source_task = tasks_lib.build_task(source_config, source_model)
-  _, treedef, shardings = _abstract_model(source_task, setup.mesh)
-  shapes = nnx.to_pure_dict(nnx.state(nnx.eval_shape(
-      lambda: source_task.build_model(nnx.Rngs(0)))))
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          shapes, shardings)
+  _, shapes, shardings = _abstract_model(source_task, setup.mesh)
+  abstract = _placed(nnx.to_pure_dict(shapes), shardings)
   manager = checkpoints.make_manager(source_dir, async_save=False, read_only=True)
   try:
     steps = sorted(manager.all_steps())
