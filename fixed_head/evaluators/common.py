@@ -25,6 +25,12 @@ def evaluator_data(data_config: Mapping[str, Any], spec: Mapping[str, Any]) -> d
   return {**base, **override}
 
 
+def add_sums(totals: dict[str, float], stats: Mapping[str, Any]) -> None:
+  """Adds a batch's stats (sums, on device) into ``totals`` (floats)."""
+  for key, value in jax.device_get(stats).items():
+    totals[key] = totals.get(key, 0.0) + float(value)
+
+
 class TaskEvaluator:
   """The task's metrics (``Task.eval_metrics``) on one deterministic pass over a split.
 
@@ -79,18 +85,18 @@ class TaskEvaluator:
     self._stats = jax.jit(lambda params, batch: task.stats(model_of(params), batch))
 
   def batches(self):
-    return data_lib.eval_batches(self.source, self.batch_size, self.num_examples,
-                                 process_index=self.process_index,
-                                 process_count=self.process_count)
+    """This process's part of each evaluation batch, the first checked against the task."""
+    for i, local in enumerate(data_lib.eval_batches(
+        self.source, self.batch_size, self.num_examples, process_index=self.process_index,
+        process_count=self.process_count)):
+      if i == 0:
+        self.task.check_batch(local, f'the data of evaluator type {self.options["type"]!r}')
+      yield local
 
   def __call__(self, params) -> dict[str, float]:
     totals: dict[str, float] = {}
     for local in self.batches():
-      if not totals:
-        self.task.check_batch(local, f'the data of evaluator type {self.options["type"]!r}')
-      stats = jax.device_get(self._stats(params, self.put_batch(local)))
-      for key, value in stats.items():
-        totals[key] = totals.get(key, 0.0) + float(value)
+      add_sums(totals, self._stats(params, self.put_batch(local)))
     if not totals:
       raise UsageError(f'evaluator on split {self.split!r}: the split holds no rows.')
     result = self.task.eval_metrics(totals)

@@ -8,7 +8,7 @@ import numpy as np
 
 from fixed_head.data import squad as squad_data
 from fixed_head.errors import UsageError
-from fixed_head.evaluators.common import TaskEvaluator
+from fixed_head.evaluators.common import TaskEvaluator, add_sums
 
 
 class SquadEvaluator(TaskEvaluator):
@@ -38,24 +38,24 @@ class SquadEvaluator(TaskEvaluator):
                        "which keeps no questions and answers; use data.name='squad'.")
 
     def predict(params, batch):
-      model = model_of(params)
-      return {**task.predict(model, batch), 'stats': task.stats(model, batch)}
+      """Logits, the span loss sums from them, and the rows' weight and feature_index."""
+      out = task.predict(model_of(params), batch)
+      return {**out, 'weight': batch['weight'], 'feature_index': batch['feature_index'],
+              'stats': task.span_stats(out['start_logits'], out['end_logits'], batch)}
 
-    # Logits come back whole to every process (replicated), which then extracts answers.
+    # Every array comes back whole to every process (replicated), which extracts answers.
     self._predict = jax.jit(predict, out_shardings=self.replicated)
 
   def __call__(self, params):
     starts, ends, features, totals = [], [], [], {}
     for local in self.batches():
-      out = jax.device_get(self._predict(params, self.put_batch(local)))
-      stats = out.pop('stats')
-      for key, value in stats.items():
-        totals[key] = totals.get(key, 0.0) + float(value)
-      weight = np.asarray(self._global(local, 'weight'))
-      keep = weight > 0
+      out = self._predict(params, self.put_batch(local))
+      add_sums(totals, out.pop('stats'))
+      out = jax.device_get(out)
+      keep = out['weight'] > 0  # not the copies that pad a last batch
       starts.append(out['start_logits'][keep])
       ends.append(out['end_logits'][keep])
-      features.append(np.asarray(self._global(local, 'feature_index'))[keep])
+      features.append(out['feature_index'][keep])
     if not features:
       raise UsageError(f'evaluator on split {self.split!r}: the split holds no rows.')
     features = np.concatenate(features)
@@ -66,10 +66,3 @@ class SquadEvaluator(TaskEvaluator):
     result['num_questions'] = len(self.source.gold_answers(features))
     result['num_rows'] = len(features)
     return result
-
-  def _global(self, local, key):
-    """The whole batch's ``key`` column (every process's rows), as the logits are."""
-    if self.process_count == 1:
-      return local[key]
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    return multihost_utils.process_allgather(local[key], tiled=True)

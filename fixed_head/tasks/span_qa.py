@@ -32,6 +32,10 @@ class SpanQA(Task):
   def stats(self, model, batch, *, deterministic=True, rngs=None):
     start, end = model(batch['tokens'], token_types=batch['token_types'],
                        input_mask=batch['input_mask'], deterministic=deterministic, rngs=rngs)
+    return self.span_stats(start, end, batch)
+
+  def span_stats(self, start, end, batch):
+    """The sums of ``stats`` from start and end logits [b, n] already computed."""
     weight = batch['weight'].astype(jnp.float32)
     return {**class_stats(start, batch['start_position'], weight, 'start_'),
             **class_stats(end, batch['end_position'], weight, 'end_')}
