@@ -25,6 +25,7 @@ MODELS: dict[str, type[nnx.Module]] = {
 
 
 def build_model(config: ModelConfig, *, rngs: nnx.Rngs) -> nnx.Module:
-  """The model named by ``config.model_type``: 'lm' -> TransformerLM, 'bert' -> BertForPreTraining."""
+  """The model named by ``config.model_type``: 'lm' -> TransformerLM, 'bert' ->
+  BertForPreTraining (the fine-tuning models are built by their tasks)."""
   config = ModelConfig.from_mapping(config)
   return MODELS[config.model_type](config, rngs=rngs)

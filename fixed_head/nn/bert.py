@@ -23,7 +23,8 @@ from fixed_head.nn.layers import (ACTIVATIONS, Array, TransformerStack, check_le
 
 @dataclasses.dataclass(frozen=True)
 class EncoderOutput:
-  """sequence_output: [b, n, d], the encoder's last layer; pooled_output: [b, d], tanh(W h_[CLS])."""
+  """sequence_output: [b, n, d], the encoder's last layer; pooled_output: [b, d],
+  tanh(W h_[CLS])."""
 
   sequence_output: Array
   pooled_output: Array

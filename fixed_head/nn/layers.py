@@ -65,7 +65,8 @@ def sinusoidal_positions(positions: Array, dim: int) -> Array:
   return jnp.concatenate([jnp.sin(scaled), jnp.cos(scaled)], axis=-1)
 
 
-def embed(num: int, config: ModelConfig, names: tuple[str | None, str], rngs: nnx.Rngs) -> nnx.Embed:
+def embed(num: int, config: ModelConfig, names: tuple[str | None, str],
+          rngs: nnx.Rngs) -> nnx.Embed:
   init = initializer(config.embed_init, config.embed_init_std)
   return nnx.Embed(num, config.emb_dim, embedding_init=with_logical_axes(init, names),
                    rngs=rngs, **dtypes(config))
@@ -80,7 +81,7 @@ def layer_norm(config: ModelConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
 
 
 def linear(in_features: int, out_features: int, names: tuple[str | None, str | None],
-            config: ModelConfig, rngs: nnx.Rngs, use_bias: bool | None = None) -> nnx.Linear:
+           config: ModelConfig, rngs: nnx.Rngs, use_bias: bool | None = None) -> nnx.Linear:
   use_bias = config.use_bias if use_bias is None else use_bias
   return nnx.Linear(
       in_features, out_features, use_bias=use_bias,
@@ -227,7 +228,7 @@ def position_table(config: ModelConfig, rngs: nnx.Rngs) -> nnx.Embed | None:
 
 
 def embed_inputs(tokens: Array, positions: Array, token_embed: nnx.Embed,
-                  position_embed: nnx.Embed | None, config: ModelConfig) -> Array:
+                 position_embed: nnx.Embed | None, config: ModelConfig) -> Array:
   """tokens, positions [b, n] -> token embeddings (times sqrt(d) with ``scale_embeddings``,
   as tensor2tensor's multiply_embedding_mode='sqrt_depth') plus position embeddings."""
   x = token_embed(tokens)

@@ -2,8 +2,9 @@
 
 One process: a SIGTERM handler sets a flag, and ``reached(step)`` is true from the next step
 on. Ctrl-C (SIGINT) does the same; after the first one the default handler is back, so a
-second Ctrl-C raises KeyboardInterrupt at once (abort without saving more). Several processes: ``jax.distributed`` already listens for the preemption notice
-(SIGTERM by default) and agrees on one step for all processes;
+second Ctrl-C raises KeyboardInterrupt at once (abort without saving more). Several
+processes: ``jax.distributed`` already listens for the preemption notice (SIGTERM by
+default) and agrees on one step for all processes;
 ``multihost_utils.reached_preemption_sync_point`` says when it is reached. Ctrl-C there
 keeps Python's default (KeyboardInterrupt in the process that got it). Either way every
 process stops after the same step, so the checkpoint written there is complete.
