@@ -48,6 +48,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fixed_head.data import packing
 from fixed_head.data import text as text_lib
 from fixed_head.data import wordpiece
 from fixed_head.errors import UsageError
@@ -470,6 +471,5 @@ class BertPretrainingData:
                     masked_lm_prob=self.masked_lm_prob, tokenizer=self.tokenizer)
 
   def get_batch(self, indices: Iterable[int]) -> dict[str, np.ndarray]:
-    rows = [self[i] for i in indices]
-    return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+    return packing.stack_rows(self[int(i)] for i in indices)
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from fixed_head.data import tfds_text, wordpiece
+from fixed_head.data import packing, tfds_text, wordpiece
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
@@ -36,11 +36,6 @@ TRAIN_EPOCHS = 1000  # len(train source) = examples * TRAIN_EPOCHS
 # task -> (TFDS dataset, first text, second text, number of classes)
 TASKS = {'mnli': ('glue/mnli', 'premise', 'hypothesis', 3)}
 Row = dict[str, np.ndarray]
-
-
-def text(value: str | bytes) -> str:
-  """A TFDS text value (UTF-8 bytes once prepared, str under mock_data) as str."""
-  return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else str(value)
 
 
 def open_records(dataset: str, split: str, *, data_dir: str | None, feature: str,
@@ -96,11 +91,6 @@ def pair_row(a: Sequence[int], b: Sequence[int], seq_len: int, tokenizer) -> Row
   return {'tokens': tokens, 'token_types': types, 'input_mask': mask}
 
 
-def stack(rows: Iterable[Row]) -> Row:
-  rows = list(rows)
-  return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
-
-
 class GlueData:
   """MNLI rows {tokens, token_types, input_mask: int32 [n]; label: int32 []; weight:
   float32 []} (see the module docstring); ``num_classes`` 3.
@@ -150,8 +140,8 @@ class GlueData:
                                                                     'data.train_split')
     for i in range(len(records)):
       record = records[i]
-      yield text(record[self.first])
-      yield text(record[self.second])
+      yield tfds_text.decode_text(record[self.first])
+      yield tfds_text.decode_text(record[self.second])
 
   @property
   def vocab_size(self) -> int:
@@ -181,8 +171,8 @@ class GlueData:
     i = self.example_index(index)
     if i not in self._encoded:
       record = self.records[i]
-      self._encoded[i] = (np.asarray(self.tokenizer.encode(text(record[self.first])), np.int32),
-                          np.asarray(self.tokenizer.encode(text(record[self.second])), np.int32),
+      self._encoded[i] = (np.asarray(self.tokenizer.encode(tfds_text.decode_text(record[self.first])), np.int32),
+                          np.asarray(self.tokenizer.encode(tfds_text.decode_text(record[self.second])), np.int32),
                           self._label(i, record))
     a, b, label = self._encoded[i]
     row = pair_row(a, b, self.seq_len, self.tokenizer)
@@ -191,4 +181,4 @@ class GlueData:
     return row
 
   def get_batch(self, indices: Iterable[int]) -> Row:
-    return stack(self[int(i)] for i in indices)
+    return packing.stack_rows(self[int(i)] for i in indices)

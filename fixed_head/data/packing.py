@@ -158,7 +158,8 @@ def pad_documents(docs: Iterable[Sequence[int]], seq_len: int, *, long_docs: str
 
 
 def stack_rows(rows: Iterable[Row]) -> dict[str, np.ndarray]:
-  """Rows -> one dict of arrays with a leading row axis: int32 [num_rows, n] each."""
+  """Rows -> one dict of arrays with a leading row axis (int32 [num_rows, n] for packed
+  text; a row's scalars, such as a label, become [num_rows])."""
   rows = list(rows)
   if not rows:
     raise UsageError('stack_rows got no rows: check that the documents are not all empty.')

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from fixed_head import metrics
-from fixed_head.data import glue, wordpiece
+from fixed_head.data import glue, packing, tfds_text, wordpiece
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
@@ -248,11 +248,11 @@ class SquadData:
                                                                     'data.train_split')
     previous = None
     for record in _read(records, len(records)):
-      context = glue.text(record['context'])
+      context = tfds_text.decode_text(record['context'])
       if context != previous:
         yield context
         previous = context
-      yield glue.text(record['question'])
+      yield tfds_text.decode_text(record['question'])
 
   @property
   def vocab_size(self) -> int:
@@ -288,18 +288,18 @@ class SquadData:
     skipped = 0
     previous = (None, None)
     for record in _read(self.records, len(self.records)):
-      context = glue.text(record['context'])
+      context = tfds_text.decode_text(record['context'])
       if context != previous[0]:
         previous = (context, self._context(context))
       ctx, char_to_word = previous[1]
-      answers = tuple(glue.text(t) for t in record['answers']['text'])
+      answers = tuple(tfds_text.decode_text(t) for t in record['answers']['text'])
       starts = [int(s) for s in np.asarray(record['answers']['answer_start']).reshape(-1)]
       answer = (self._answer_tokens(ctx, char_to_word, answers[0], starts[0])
                 if answers and starts else None)
       if self.split == 'train' and answer is None:
         skipped += 1  # BERT: "Could not find answer"
         continue
-      query = np.asarray(self.tokenizer.encode(glue.text(record['question']))
+      query = np.asarray(self.tokenizer.encode(tfds_text.decode_text(record['question']))
                          [:self.max_query_len], np.int32)
       spans = doc_spans(len(ctx.ids), self.seq_len - len(query) - 3, self.doc_stride)
       if not spans:
@@ -309,7 +309,7 @@ class SquadData:
         if self.examples:
           break
         spans = spans[:num_examples]  # a first question with more windows than that
-      example = Example(id=glue.text(record['id']), question=glue.text(record['question']),
+      example = Example(id=tfds_text.decode_text(record['id']), question=tfds_text.decode_text(record['question']),
                         answers=answers, context=ctx, query_ids=query, spans=tuple(spans),
                         first_feature=len(feature_example), answer_tokens=answer)
       for start, length in spans:
@@ -372,7 +372,7 @@ class SquadData:
             'weight': np.asarray(1.0, np.float32)}
 
   def get_batch(self, indices: Iterable[int]) -> Row:
-    return glue.stack(self[int(i)] for i in indices)
+    return packing.stack_rows(self[int(i)] for i in indices)
 
   # What an evaluator needs.
 

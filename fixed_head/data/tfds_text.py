@@ -130,8 +130,9 @@ def open_split(dataset: str, split: str, *, data_dir: str | None = None,
   return records
 
 
-def _text(value: str | bytes) -> str:
-  # Prepared TFDS Text features read back as UTF-8 bytes (str under tfds.testing.mock_data).
+def decode_text(value: str | bytes) -> str:
+  """A TFDS Text value as str: prepared datasets read back UTF-8 bytes, tfds.testing.mock_data
+  gives str."""
   return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else value
 
 
@@ -165,11 +166,11 @@ class ReadDocuments:
 
   def __init__(self, records, feature: str, tokenizer=None, raw=None):
     self.feature, self.tokenizer = feature, tokenizer
-    self._source, self._parse = records, lambda record: _text(record[feature])
+    self._source, self._parse = records, lambda record: decode_text(record[feature])
     self.parses_examples = False  # whether it reads tf.Example bytes and parses them here
     if raw is not None:
       try:
-        self.parses_examples = example_text(raw[0], feature) == _text(records[0][feature])
+        self.parses_examples = example_text(raw[0], feature) == decode_text(records[0][feature])
       except Exception:  # pylint: disable=broad-except
         pass
       if self.parses_examples:
