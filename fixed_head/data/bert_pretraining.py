@@ -48,7 +48,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fixed_head.data import packing
+from fixed_head.data import epochs, packing
 from fixed_head.data import text as text_lib
 from fixed_head.data import wordpiece
 from fixed_head.errors import UsageError
@@ -56,7 +56,6 @@ from fixed_head.errors import UsageError
 SPLITS = ('train', 'eval')
 SPLIT_IDS = {'train': 0, 'eval': 1}
 TRAIN_ROWS_PER_DOCUMENT = 1_000_000  # the train split's length is D times this
-_ORDER_STREAM = 0x0DE5  # a seed word for the epoch orders, apart from the rows' streams
 Row = dict[str, np.ndarray]
 
 
@@ -434,7 +433,6 @@ class BertPretrainingData:
     default = (self.num_documents * TRAIN_ROWS_PER_DOCUMENT if split == 'train'
                else self.num_documents)
     self.num_examples = default if num_examples is None else min(num_examples, default)
-    self._orders: dict[int, np.ndarray] = {}
     log(f'data {split} (BERT pre-training, {describe}): {self.num_documents} documents'
         f'{detail}; rows of {seq_len} tokens, up to {max_predictions_per_seq} masked.')
 
@@ -450,13 +448,7 @@ class BertPretrainingData:
     position k mod D of epoch k // D's seeded order of the D documents."""
     if self.split == 'eval':
       return index % self.num_documents
-    epoch, offset = divmod(index, self.num_documents)
-    if epoch not in self._orders:
-      if len(self._orders) >= 2:  # rows are read in order: keep this epoch's and the last
-        self._orders.pop(min(self._orders))
-      rng = np.random.default_rng([self.seed, _ORDER_STREAM, epoch])
-      self._orders[epoch] = rng.permutation(self.num_documents)
-    return int(self._orders[epoch][offset])
+    return epochs.epoch_example(index, self.num_documents, self.seed)
 
   def __getitem__(self, index: int) -> Row:
     index = int(index)

@@ -11,7 +11,7 @@ WordPiece tokens, the longer text truncated first (``truncate_pair``) to fit ``s
   weight                            float32 []       (1.0)
 
 Split 'train' reads ``train_split`` in a seeded order that changes every epoch: row k is
-example ``perm_e[k % N]`` of epoch e = k // N (``epoch_example``); ``len`` is N * 1000 so the
+example ``perm_e[k % N]`` of epoch e = k // N (``epochs.epoch_example``); ``len`` is N * 1000 so the
 index iterator keeps going. Split 'eval' reads ``eval_split`` in stored order. MNLI has two
 validation sets: give them as two evaluators, one with ``data.eval_split`` overridden to
 'validation_mismatched' (the default is 'validation_matched'). The test splits have no
@@ -23,12 +23,11 @@ The vocabulary is ``wordpiece.for_run``'s: ``data.vocab``, else the pre-trained 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from fixed_head.data import packing, tfds_text, wordpiece
+from fixed_head.data import epochs, packing, tfds_text, wordpiece
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
@@ -53,18 +52,6 @@ def open_records(dataset: str, split: str, *, data_dir: str | None, feature: str
 def check_positive_int(field: str, value, minimum: int = 1) -> None:
   if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
     raise UsageError(f'{field}={value!r}: must be an integer >= {minimum}.')
-
-
-@functools.lru_cache(maxsize=4)
-def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-  return np.random.default_rng([seed, epoch, n]).permutation(n)
-
-
-def epoch_example(index: int, n: int, seed: int) -> int:
-  """The example that train row ``index`` reads: ``perm_e[index % n]``, e = index // n, where
-  perm_e is a permutation of range(n) seeded by (seed, e)."""
-  epoch, k = divmod(int(index), n)
-  return int(_permutation(n, int(seed), epoch)[k])
 
 
 def truncate_pair(a: Sequence[int], b: Sequence[int], max_len: int
@@ -155,7 +142,7 @@ class GlueData:
     if not 0 <= index < len(self):
       raise IndexError(f'row {index} of a {len(self)}-row source')
     if self.split == 'train':
-      return epoch_example(index, self.num_records, self.seed)
+      return epochs.epoch_example(index, self.num_records, self.seed)
     return int(index)
 
   def _label(self, i: int, record=None) -> int:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from fixed_head import metrics
-from fixed_head.data import glue, packing, tfds_text, wordpiece
+from fixed_head.data import epochs, glue, packing, tfds_text, wordpiece
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
@@ -343,7 +343,7 @@ class SquadData:
     if not 0 <= index < len(self):
       raise IndexError(f'row {index} of a {len(self)}-row source')
     if self.split == 'train':
-      return glue.epoch_example(index, self.num_features, self.seed)
+      return epochs.epoch_example(index, self.num_features, self.seed)
     return int(index)
 
   def _window(self, feature: int) -> tuple[Example, int, int]:
