@@ -1,10 +1,15 @@
-"""Writing a file whole or not at all, for everything a run keeps (configs, metrics,
-vocabularies, tokenizer models): a reader, or a run killed mid-write, never sees half."""
+"""Files a run keeps (configs, metrics, vocabularies, tokenizer models): written whole or not
+at all, so a reader, or a run killed mid-write, never sees half; and made by one process
+when several share them."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar('T')
 
 
 def write_atomically(path: str, data: str | bytes) -> None:
@@ -24,3 +29,17 @@ def write_atomically(path: str, data: str | bytes) -> None:
     if os.path.exists(tmp_path):
       os.remove(tmp_path)
     raise
+
+
+def on_process_zero(make: Callable[[], T], barrier: str) -> T | None:
+  """Runs ``make()`` (which writes a file every process then reads, e.g. a trained
+  tokenizer) on JAX process 0 only, while the others wait at the barrier named
+  ``barrier``. Returns its result on process 0 and None elsewhere. The file must be on a
+  file system all processes see."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return make()
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  result = make() if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices(barrier)
+  return result

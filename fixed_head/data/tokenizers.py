@@ -201,14 +201,12 @@ def for_run(kind: str, vocab_size: int, *, model_path: str | None = None,
                        'file, read or trained on first use) when no workdir is given.')
     model_path = default_model_path(workdir, vocab_size)
   model_path = os.path.expanduser(model_path)
-  import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    if jax.process_index() == 0:
-      load_or_train(model_path, texts_fn, vocab_size, max_sentences=max_sentences)
-    multihost_utils.sync_global_devices(f'sentencepiece:{model_path}')
-    return SentencePieceTokenizer.load(model_path, expected_vocab_size=vocab_size)
-  return load_or_train(model_path, texts_fn, vocab_size, max_sentences=max_sentences)
+  tokenizer = files.on_process_zero(
+      lambda: load_or_train(model_path, texts_fn, vocab_size, max_sentences=max_sentences),
+      f'sentencepiece:{model_path}')
+  if tokenizer is None:  # another process trained or checked it
+    tokenizer = SentencePieceTokenizer.load(model_path, expected_vocab_size=vocab_size)
+  return tokenizer
 
 
 def build_tokenizer(kind: str, *, vocab_size: int | None = None, model_path: str | None = None,

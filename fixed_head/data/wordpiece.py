@@ -406,14 +406,7 @@ def for_run(*, vocab: str | None, vocab_size: int, workdir: str | None,
       log(f'wordpiece: trained a {vocab_size}-token vocabulary on {next(read)} texts; saved '
           f'{path}')
 
-    import jax  # pylint: disable=g-import-not-at-top
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      if jax.process_index() == 0:
-        train()
-      multihost_utils.sync_global_devices(f'wordpiece:{path}')
-    else:
-      train()
+    files.on_process_zero(train, f'wordpiece:{path}')
   tokenizer = WordPieceTokenizer.load(path, lower_case=lower_case)
   if tokenizer.vocab_size != vocab_size:
     raise UsageError(f'data.vocab_size={vocab_size} does not match the vocabulary {path!r} '
