@@ -11,8 +11,8 @@ WordPiece tokens, the longer text truncated first (``truncate_pair``) to fit ``s
   weight                            float32 []       (1.0)
 
 Split 'train' reads ``train_split`` in a seeded order that changes every epoch: row k is
-example ``perm_e[k % N]`` of epoch e = k // N (``epochs.epoch_example``); ``len`` is N * 1000 so the
-index iterator keeps going. Split 'eval' reads ``eval_split`` in stored order. MNLI has two
+example ``perm_e[k % N]`` of epoch e = k // N (``epochs.example_of_row``); ``len`` is
+N * ``epochs.TRAIN_EPOCHS`` so the index iterator keeps going. Split 'eval' reads ``eval_split`` in stored order. MNLI has two
 validation sets: give them as two evaluators, one with ``data.eval_split`` overridden to
 'validation_mismatched' (the default is 'validation_matched'). The test splits have no
 labels (-1) and are refused.
@@ -31,7 +31,6 @@ from fixed_head.data import epochs, packing, tfds_text, wordpiece
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
-TRAIN_EPOCHS = 1000  # len(train source) = examples * TRAIN_EPOCHS
 # task -> (TFDS dataset, first text, second text, number of classes)
 TASKS = {'mnli': ('glue/mnli', 'premise', 'hypothesis', 3)}
 Row = dict[str, np.ndarray]
@@ -135,15 +134,11 @@ class GlueData:
     return self.tokenizer.vocab_size
 
   def __len__(self) -> int:
-    return self.num_records * (TRAIN_EPOCHS if self.split == 'train' else 1)
+    return epochs.num_rows(self.num_records, self.split)
 
   def example_index(self, index: int) -> int:
     """The record that row ``index`` reads."""
-    if not 0 <= index < len(self):
-      raise IndexError(f'row {index} of a {len(self)}-row source')
-    if self.split == 'train':
-      return epochs.epoch_example(index, self.num_records, self.seed)
-    return int(index)
+    return epochs.example_of_row(index, self.num_records, self.split, self.seed)
 
   def _label(self, i: int, record=None) -> int:
     label = int(np.asarray((self.records[i] if record is None else record)['label']))

@@ -20,8 +20,8 @@ Rows: tokens, token_types, input_mask int32 [seq_len]; start_position, end_posit
 feature_index int32 []; weight float32 [] (1.0).
 
 Split 'train' reads ``train_split`` in a seeded order of features that changes every epoch
-(as ``glue.GlueData``: ``len`` is features * 1000). Split 'eval' reads ``eval_split``: all
-features in order; ``feature_meta(i)``, ``examples`` and ``gold_answers`` give what
+(``epochs.example_of_row``: ``len`` is features * ``epochs.TRAIN_EPOCHS``). Split 'eval'
+reads ``eval_split``: all features in order; ``feature_meta(i)``, ``examples`` and ``gold_answers`` give what
 ``predict_answers`` and the official SQuAD v1.1 scores need. Every feature of every question
 is built (and held, compactly) when the source is made; ``num_examples`` caps the features
 at whole questions.
@@ -336,15 +336,11 @@ class SquadData:
     return len(self._feature_example)
 
   def __len__(self) -> int:
-    return self.num_features * (glue.TRAIN_EPOCHS if self.split == 'train' else 1)
+    return epochs.num_rows(self.num_features, self.split)
 
   def feature_of_row(self, index: int) -> int:
     """The feature that row ``index`` reads."""
-    if not 0 <= index < len(self):
-      raise IndexError(f'row {index} of a {len(self)}-row source')
-    if self.split == 'train':
-      return epochs.epoch_example(index, self.num_features, self.seed)
-    return int(index)
+    return epochs.example_of_row(index, self.num_features, self.split, self.seed)
 
   def _window(self, feature: int) -> tuple[Example, int, int]:
     example = self.examples[self._feature_example[feature]]
