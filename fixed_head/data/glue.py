@@ -12,10 +12,10 @@ WordPiece tokens, the longer text truncated first (``truncate_pair``) to fit ``s
 
 Split 'train' reads ``train_split`` in a seeded order that changes every epoch: row k is
 example ``perm_e[k % N]`` of epoch e = k // N (``epochs.example_of_row``); ``len`` is
-N * ``epochs.TRAIN_EPOCHS`` so the index iterator keeps going. Split 'eval' reads ``eval_split`` in stored order. MNLI has two
-validation sets: give them as two evaluators, one with ``data.eval_split`` overridden to
-'validation_mismatched' (the default is 'validation_matched'). The test splits have no
-labels (-1) and are refused.
+N * ``epochs.TRAIN_EPOCHS`` so the index iterator keeps going. Split 'eval' reads
+``eval_split`` in stored order. MNLI has two validation sets: give them as two evaluators,
+one with ``data.eval_split`` overridden to 'validation_mismatched' (the default is
+'validation_matched'). The test splits have no labels (-1) and are refused.
 
 The vocabulary is ``wordpiece.for_run``'s: ``data.vocab``, else the pre-trained run's
 (``init_from/vocab.txt``), else the workdir's, else one trained on the train texts.
@@ -153,8 +153,9 @@ class GlueData:
     i = self.example_index(index)
     if i not in self._encoded:
       record = self.records[i]
-      self._encoded[i] = (np.asarray(self.tokenizer.encode(tfds_text.decode_text(record[self.first])), np.int32),
-                          np.asarray(self.tokenizer.encode(tfds_text.decode_text(record[self.second])), np.int32),
+      first, second = (tfds_text.decode_text(record[f]) for f in (self.first, self.second))
+      self._encoded[i] = (np.asarray(self.tokenizer.encode(first), np.int32),
+                          np.asarray(self.tokenizer.encode(second), np.int32),
                           self._label(i, record))
     a, b, label = self._encoded[i]
     row = pair_row(a, b, self.seq_len, self.tokenizer)

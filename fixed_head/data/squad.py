@@ -21,10 +21,10 @@ feature_index int32 []; weight float32 [] (1.0).
 
 Split 'train' reads ``train_split`` in a seeded order of features that changes every epoch
 (``epochs.example_of_row``: ``len`` is features * ``epochs.TRAIN_EPOCHS``). Split 'eval'
-reads ``eval_split``: all features in order; ``feature_meta(i)``, ``examples`` and ``gold_answers`` give what
-``predict_answers`` and the official SQuAD v1.1 scores need. Every feature of every question
-is built (and held, compactly) when the source is made; ``num_examples`` caps the features
-at whole questions.
+reads ``eval_split``: all features in order; ``feature_meta(i)``, ``examples`` and
+``gold_answers`` give what ``predict_answers`` and the official SQuAD v1.1 scores need.
+Every feature of every question is built (and held, compactly) when the source is made;
+``num_examples`` caps the features at whole questions.
 """
 
 from __future__ import annotations
@@ -309,8 +309,9 @@ class SquadData:
         if self.examples:
           break
         spans = spans[:num_examples]  # a first question with more windows than that
-      example = Example(id=tfds_text.decode_text(record['id']), question=tfds_text.decode_text(record['question']),
-                        answers=answers, context=ctx, query_ids=query, spans=tuple(spans),
+      example = Example(id=tfds_text.decode_text(record['id']),
+                        question=tfds_text.decode_text(record['question']), answers=answers,
+                        context=ctx, query_ids=query, spans=tuple(spans),
                         first_feature=len(feature_example), answer_tokens=answer)
       for start, length in spans:
         feature_example.append(len(self.examples))
