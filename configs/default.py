@@ -5,8 +5,17 @@
 
 The argument picks the attention: 'fixed' (default, d_p = n = seq_len) or 'baseline'
 (d_p = d / h). Everything else is shared, so the two runs differ only in head size.
+
+``sweep()`` below lists the runs behind RESULTS.md's figures (two seeds each, 52 runs, about
+45 minutes on a 2-core CPU):
+
+  python sweep.py --config=configs/default.py --workdir=/tmp/sweeps/synthetic
+  python report.py --workdir=/tmp/sweeps/synthetic
 """
 
+from fixed_head import accounting
+from fixed_head.config import ModelConfig
+from fixed_head.experiments import sweeps
 from fixed_head.train import run_config
 
 SEQ_LEN = 32  # n
@@ -52,3 +61,46 @@ def get_config(variant: str = 'fixed'):
   c.checkpoint.every_steps = 500
   c.evals.valid = dict(type='lm', split='eval', num_examples=1024, batch_size=64)
   return c
+
+
+SEEDS = (0, 1)
+HEADS = (1, 2, 4, 8, 16, 32)  # h; the bottleneck starts above d / n = 2
+
+
+def sweep(arg: str = 'all'):
+  """The runs of each figure, on the base model above (d = 64, n = 32), same steps and
+  optimiser for every run.
+
+  heads:     baseline (d_p = d / h) and fixed (d_p = n = 32) against h        (paper Fig. 3a)
+  head_size: fixed heads of size 4 .. 64 at h = 2 and h = 8                   (paper Fig. 3b)
+  width:     baselines whose head size is held at 32 by growing d = 32 h      (paper Fig. 4)
+  params:    baselines of width 128 and 256 (h = 8) and the d = 64 fixed-head
+             models with as many parameters (accounting.match_num_heads)      (paper Fig. 1)
+  """
+  figures = ('heads', 'head_size', 'width', 'params')
+  if arg != 'all' and arg not in figures:
+    raise ValueError(f"configs/default.py:{arg}: use ':all' or one of {', '.join(figures)}.")
+  base = get_config('baseline')
+  d = base.model.emb_dim
+  runs = []
+  for seed in SEEDS:  # every figure's first seed, then the next: early results are complete
+
+    def add(variant, figure, emb_dim=d, **model):
+      overrides = {f'model.{k}': v for k, v in dict(model, emb_dim=emb_dim).items()}
+      runs.append(sweeps.run(variant, dict(overrides, seed=seed), figures=(figure,)))
+
+    for h in HEADS:
+      add('baseline', 'heads', num_heads=h)
+      add('fixed', 'heads', num_heads=h)
+    for h in (2, 8):
+      for d_p in (4, 8, 16, 32, 64):
+        add('fixed', 'head_size', num_heads=h, head_size=d_p)
+    for h in (1, 2, 4, 8):
+      add('baseline', 'width', emb_dim=SEQ_LEN * h, num_heads=h)
+    add('baseline', 'params', num_heads=8)
+    add('fixed', 'params', num_heads=8)
+    for width in (128, 256):
+      add('baseline', 'params', emb_dim=width, num_heads=8)
+      wide = ModelConfig.from_mapping(base.model).replace(emb_dim=width)
+      add('fixed', 'params', num_heads=accounting.match_num_heads(wide, SEQ_LEN, emb_dim=d))
+  return [r for r in runs if arg == 'all' or arg in r.figures]

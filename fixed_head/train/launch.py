@@ -86,7 +86,7 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     _exit(line, USAGE_ERROR)
   # config_flags defers a config file that could not be read until the config is used.
   config = flags.FLAGS['config'] if 'config' in flags.FLAGS else None
-  if config is not None and config.value is not None:
+  if config is not None and config.value is not None and hasattr(config, 'config_filename'):
     try:
       config.value.keys()
     except OSError as e:

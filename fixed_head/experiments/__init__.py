@@ -1,0 +1,1 @@
+"""Experiments built on the trainer: sweeps of runs and the report of their results."""

@@ -1,0 +1,223 @@
+"""Sweeps: many training runs from one config file, one after another on one host.
+
+A config file that can be swept has ``sweep(arg)`` beside ``get_config(arg)`` (as big_vision
+keeps them). ``sweep`` returns a list of :func:`run` entries: which ``get_config`` argument to
+start from, which fields to override, and which figures of the report the run belongs to::
+
+  def sweep(arg='all'):
+    return [sweeps.run('baseline', {'model.num_heads': h, 'seed': s}, figures=('heads',))
+            for h in (1, 2, 4, 8) for s in (0, 1)]
+
+Each run trains in its own workdir ``SWEEP_DIR/<name>``, the name made from the argument and the
+overrides (``baseline-num_heads=8-seed=0``). Running the sweep again skips finished runs and
+resumes interrupted ones from their last checkpoint, so it can be killed and rerun at any time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ml_collections
+
+from fixed_head import files
+from fixed_head.errors import UsageError
+
+PLAN = 'sweep.json'  # in the sweep directory: the config file, its argument and the runs
+DONE = 'sweep_run.json'  # in a run's workdir once it has trained to the end
+ATTEMPTS = 'sweep_attempts.jsonl'  # in a run's workdir: one line per attempt (wall time)
+_NAME_OK = re.compile(r'[A-Za-z0-9_.=+-]+')
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One run of a sweep: ``get_config(arg)`` with ``overrides`` (dotted field -> value)."""
+
+  arg: str
+  overrides: tuple[tuple[str, Any], ...]
+  figures: tuple[str, ...] = ()
+
+  @property
+  def name(self) -> str:
+    parts = [self.arg] + [f'{key.rsplit(".", 1)[-1]}={value}' for key, value in self.overrides]
+    return '-'.join(parts)
+
+  def to_dict(self) -> dict[str, Any]:
+    return {'name': self.name, 'arg': self.arg, 'overrides': dict(self.overrides),
+            'figures': list(self.figures)}
+
+
+def run(arg: str, overrides: Mapping[str, Any] | None = None, *,
+        figures: Sequence[str] = ()) -> Run:
+  """A sweep entry; ``overrides`` keys are dotted config fields such as 'model.num_heads'."""
+  items = tuple(sorted((overrides or {}).items()))
+  return Run(arg=arg, overrides=items, figures=tuple(figures))
+
+
+def load_module(path: str):
+  """Imports a config file by its path (configs/*.py), as config_flags does."""
+  if not os.path.isfile(path):
+    raise UsageError(f'--config={path}: no such config file.')
+  name = '_sweep_config_' + re.sub(r'\W', '_', os.path.abspath(path))
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def split_arg(config_arg: str) -> tuple[str, str | None]:
+  """'configs/default.py:heads' -> ('configs/default.py', 'heads')."""
+  path, sep, arg = config_arg.partition(':')
+  return path, (arg if sep else None)
+
+
+def plan(config_arg: str) -> tuple[Any, list[Run]]:
+  """(config module, its sweep's runs). Runs of the same config are merged into the first
+  (its name, the figures of all)."""
+  path, arg = split_arg(config_arg)
+  module = load_module(path)
+  if not callable(getattr(module, 'sweep', None)):
+    raise UsageError(f'--config={path} has no sweep(arg) function; add one beside '
+                     'get_config (see fixed_head/experiments/sweeps.py).')
+  runs = module.sweep() if arg is None else module.sweep(arg)
+  merged: dict[tuple[str, tuple], Run] = {}
+  for r in runs:
+    if not isinstance(r, Run):
+      raise UsageError(f'--config={config_arg}: sweep() must return sweeps.run(...) entries, '
+                       f'got {type(r).__name__}.')
+    key = (r.arg, _without_no_ops(module, r.overrides, r.arg))  # one run per distinct config
+    if key in merged:
+      old = merged[key]
+      r = dataclasses.replace(old, figures=old.figures + tuple(
+          f for f in r.figures if f not in old.figures))
+    merged[key] = r
+  runs = list(merged.values())
+  if not runs:
+    raise UsageError(f'--config={config_arg}: the sweep has no runs.')
+  for r in runs:
+    if not _NAME_OK.fullmatch(r.name):
+      raise UsageError(f'--config={config_arg}: run name {r.name!r} has characters that do '
+                       'not belong in a directory name; use plain numbers and words.')
+  return module, runs
+
+
+def _without_no_ops(module, overrides: tuple[tuple[str, Any], ...], arg: str) -> tuple:
+  """``overrides`` less those that set a field to the value get_config(arg) gives it."""
+  config = module.get_config(arg)
+  kept = []
+  for key, value in overrides:
+    node, found = config, True
+    for part in key.split('.'):
+      if not hasattr(node, 'keys') or part not in node:
+        found = False
+        break
+      node = node[part]
+    if not (found and type(node) is type(value) and node == value):
+      kept.append((key, value))
+  return tuple(kept)
+
+
+def config_of(module, r: Run) -> ml_collections.ConfigDict:
+  """``get_config(r.arg)`` with the run's overrides; an unknown field is named."""
+  config = module.get_config(r.arg)
+  for key, value in r.overrides:
+    parent, _, field = key.rpartition('.')
+    node = config
+    for part in parent.split('.') if parent else ():
+      if part not in node:
+        raise UsageError(f'sweep run {r.name}: config.{key} is not a field of the config.')
+      node = node[part]
+    if field not in node:
+      raise UsageError(f'sweep run {r.name}: config.{key} is not a field of the config.')
+    with node.ignore_type():
+      node[field] = value
+  return config
+
+
+def is_done(workdir: str) -> bool:
+  return os.path.exists(os.path.join(workdir, DONE))
+
+
+def wall_time(workdir: str) -> float:
+  """Seconds spent training the run over all its attempts."""
+  path = os.path.join(workdir, ATTEMPTS)
+  if not os.path.exists(path):
+    return 0.0
+  with open(path, encoding='utf-8') as f:
+    return sum(json.loads(line)['seconds'] for line in f if line.strip())
+
+
+def _check_plan(sweep_dir: str, config_arg: str, runs: Sequence[Run]) -> None:
+  """A sweep directory belongs to one config file and argument."""
+  path = os.path.join(sweep_dir, PLAN)
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      saved = json.load(f)
+    if saved.get('config') != config_arg:
+      raise UsageError(f'--workdir={sweep_dir} holds the sweep --config={saved.get("config")}, '
+                       f'not {config_arg}; give another --workdir.')
+  os.makedirs(sweep_dir, exist_ok=True)
+  files.write_atomically(path, json.dumps(
+      {'config': config_arg, 'runs': [r.to_dict() for r in runs]}, indent=2) + '\n')
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m' if seconds >= 3600 else (
+      f'{seconds // 60}m{seconds % 60:02d}s')
+
+
+def run_sweep(config_arg: str, sweep_dir: str, *,
+              train: Callable[[ml_collections.ConfigDict, str], Any],
+              validate: Callable[[ml_collections.ConfigDict], Any] | None = None,
+              log: Callable[[str], None] = print) -> list[str]:
+  """Trains every run of the sweep that has not finished; returns the runs' workdirs.
+
+  ``train(config, workdir)`` trains one run to the end (resuming if it can);
+  ``validate(config)`` checks every run's config before the first one starts.
+  """
+  module, runs = plan(config_arg)
+  configs = {r.name: config_of(module, r) for r in runs}
+  if validate is not None:
+    for r in runs:
+      try:
+        validate(configs[r.name])
+      except UsageError as e:
+        raise UsageError(f'sweep run {r.name}: {e}') from None
+  _check_plan(sweep_dir, config_arg, runs)
+  todo = [r for r in runs if not is_done(os.path.join(sweep_dir, r.name))]
+  log(f'sweep {config_arg}: {len(runs)} runs in {sweep_dir}; {len(runs) - len(todo)} finished '
+      f'already, {len(todo)} to train.')
+  trained_seconds = []
+  for i, r in enumerate(todo, 1):
+    workdir = os.path.join(sweep_dir, r.name)
+    log(f'=== sweep run {i}/{len(todo)}: {r.name} ===')
+    start = time.time()
+    outcome = 'error'
+    try:
+      train(configs[r.name], workdir)
+      outcome = 'finished'
+    except BaseException as e:  # an interruption too: its time is recorded, then re-raised
+      outcome = type(e).__name__
+      raise
+    finally:
+      seconds = time.time() - start
+      if os.path.isdir(workdir):
+        with open(os.path.join(workdir, ATTEMPTS), 'a', encoding='utf-8') as f:
+          f.write(json.dumps({'start': start, 'seconds': seconds, 'outcome': outcome}) + '\n')
+    files.write_atomically(os.path.join(workdir, DONE), json.dumps(
+        {**r.to_dict(), 'config_file': config_arg, 'wall_seconds': wall_time(workdir)},
+        indent=2) + '\n')
+    trained_seconds.append(seconds)
+    left = len(todo) - i
+    eta = left * sum(trained_seconds) / len(trained_seconds)
+    log(f'sweep: {len(runs) - left}/{len(runs)} runs done ({r.name} took '
+        f'{_duration(seconds)}); {left} to go, ETA {_duration(eta)}')
+  log(f'sweep {config_arg}: all {len(runs)} runs finished in {sweep_dir}.')
+  return [os.path.join(sweep_dir, r.name) for r in runs]
