@@ -1,0 +1,355 @@
+"""The report of a sweep: every finished run's final evaluation in ``results.csv``, the runs
+averaged over seeds in ``summary.csv``, and the paper's figures as PNG files.
+
+Figures (each drawn when the sweep has runs for it; ``sweeps.run(..., figures=...)`` says
+which runs belong to which):
+
+  fig1_loss_vs_params.png     eval loss against parameter count, baseline and fixed   (Fig. 1)
+  fig3a_loss_vs_heads.png     eval loss against h at one width                         (Fig. 3a)
+  fig3b_loss_vs_head_size.png eval loss against d_p, one line per h                   (Fig. 3b)
+  fig4_width.png              baselines whose d_p is held by growing d with h          (Fig. 4)
+
+The plotted metric is the gap to the optimal loss where the data knows its optimum (the
+synthetic language), else the eval loss. Error bars are the sample standard deviation over
+seeds. Baseline and fixed-head configurations whose parameter counts agree within 2% are
+marked as parameter-matched: "fixed wins with more parameters" is not the paper's claim.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import datetime
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fixed_head import accounting, files
+from fixed_head.config import ModelConfig
+from fixed_head.errors import UsageError
+from fixed_head.experiments import sweeps
+from fixed_head.train import run_record, seeds
+
+MATCH_TOLERANCE = 0.02  # parameter counts within 2% are "matched"
+EVAL_METRICS = ('loss', 'perplexity', 'accuracy', 'gap_to_optimal')
+CONFIG_COLUMNS = ('variant', 'emb_dim', 'num_heads', 'head_size', 'num_layers', 'mlp_dim',
+                  'seq_len', 'vocab_size')
+RESULT_COLUMNS = ('run', 'figures', *CONFIG_COLUMNS, 'seed', 'params', 'attention_params',
+                  'train_flops_per_token', 'steps', *(f'eval_{m}' for m in EVAL_METRICS),
+                  'wall_seconds')
+
+
+def _evaluator(config) -> str:
+  """The evaluator whose numbers the report shows: 'valid' if there is one, else the first."""
+  names = list(config.get('evals', {}).keys())
+  if not names:
+    raise UsageError('the run has no evaluators (config.evals is empty): nothing to report.')
+  return 'valid' if 'valid' in names else names[0]
+
+
+def run_result(workdir: str) -> dict[str, Any]:
+  """One finished run's row of results.csv."""
+  with open(os.path.join(workdir, sweeps.DONE), encoding='utf-8') as f:
+    done = json.load(f)
+  config = run_record.load_config(workdir)
+  model = ModelConfig.from_mapping(config.model)
+  step, evals = seeds.final_evals(workdir)
+  evaluator = _evaluator(config)
+  row = {
+      'run': done['name'],
+      'figures': ';'.join(done['figures']),
+      'variant': 'fixed' if model.is_fixed_head else 'baseline',
+      'emb_dim': model.emb_dim,
+      'num_heads': model.num_heads,
+      'head_size': model.resolved_head_size,
+      'num_layers': model.num_layers,
+      'mlp_dim': model.mlp_dim,
+      'seq_len': config.data.seq_len,
+      'vocab_size': model.vocab_size,
+      'seed': config.seed,
+      'params': accounting.count_params(model),
+      'attention_params': accounting.param_breakdown(model)['attention'],
+      'train_flops_per_token': accounting.flops_per_token(model, config.data.seq_len).training,
+      'steps': step,
+      'wall_seconds': round(done['wall_seconds'], 1),
+  }
+  for metric in EVAL_METRICS:
+    row[f'eval_{metric}'] = evals.get(f'{evaluator}/{metric}', '')
+  return row
+
+
+def collect(sweep_dir: str) -> tuple[list[dict[str, Any]], list[str]]:
+  """(rows of the finished runs, names of the runs not finished yet)."""
+  path = os.path.join(sweep_dir, sweeps.PLAN)
+  if not os.path.exists(path):
+    raise UsageError(f'--workdir={sweep_dir} holds no {sweeps.PLAN}: it is not a sweep '
+                     'directory (python sweep.py --config=... --workdir=... makes one).')
+  with open(path, encoding='utf-8') as f:
+    plan = json.load(f)
+  rows, missing = [], []
+  for entry in plan['runs']:
+    workdir = os.path.join(sweep_dir, entry['name'])
+    if sweeps.is_done(workdir):
+      rows.append(run_result(workdir))
+    else:
+      missing.append(entry['name'])
+  return rows, missing
+
+
+def _key(row: dict[str, Any]) -> tuple:
+  return tuple(row[c] for c in CONFIG_COLUMNS)
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """One row per configuration: mean and std over its seeds, and its parameter matches."""
+  groups: dict[tuple, list[dict[str, Any]]] = collections.defaultdict(list)
+  for row in rows:
+    groups[_key(row)].append(row)
+  summary = []
+  for key, members in groups.items():
+    first = members[0]
+    entry = {c: first[c] for c in CONFIG_COLUMNS}
+    entry['figures'] = ';'.join(sorted({f for m in members for f in m['figures'].split(';')
+                                        if f}))
+    for c in ('params', 'attention_params', 'train_flops_per_token', 'steps'):
+      entry[c] = first[c]
+    entry['seeds'] = len(members)
+    for metric in EVAL_METRICS:
+      values = [m[f'eval_{metric}'] for m in members if m[f'eval_{metric}'] != '']
+      entry[f'{metric}_mean'] = statistics.fmean(values) if values else ''
+      entry[f'{metric}_std'] = statistics.stdev(values) if len(values) > 1 else (
+          0.0 if values else '')
+    entry['wall_seconds_mean'] = round(statistics.fmean(m['wall_seconds'] for m in members), 1)
+    summary.append(entry)
+  for entry in summary:
+    entry['label'] = label(entry)
+  for entry in summary:
+    entry['param_match'] = ';'.join(
+        other['label'] for other in summary
+        if other['variant'] != entry['variant']
+        and abs(other['params'] - entry['params']) <= MATCH_TOLERANCE * entry['params'])
+  summary.sort(key=lambda e: (e['variant'], e['emb_dim'], e['num_heads'], e['head_size']))
+  return summary
+
+
+def label(entry: dict[str, Any]) -> str:
+  return f"{entry['variant']} d={entry['emb_dim']} h={entry['num_heads']} " \
+         f"d_p={entry['head_size']}"
+
+
+def metric_of(summary: Sequence[dict[str, Any]]) -> str:
+  """'gap_to_optimal' when every configuration has it, else 'loss'."""
+  if summary and all(e['gap_to_optimal_mean'] != '' for e in summary):
+    return 'gap_to_optimal'
+  return 'loss'
+
+
+def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+  out = io.StringIO()
+  writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator='\n')
+  writer.writeheader()
+  for row in rows:
+    writer.writerow({c: row.get(c, '') for c in columns})
+  return out.getvalue()
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+  return f'{value:.{digits}f}' if isinstance(value, float) else str(value)
+
+
+def table(summary: Sequence[dict[str, Any]]) -> str:
+  """A Markdown table of the summary (what RESULTS.md quotes)."""
+  metric = metric_of(summary)
+  head = ('variant', 'd', 'h', 'd_p', 'params', f'eval {metric} (mean ± std)', 'perplexity',
+          'seeds', 'parameter-matched with')
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for e in summary:
+    lines.append('| ' + ' | '.join([
+        e['variant'], str(e['emb_dim']), str(e['num_heads']), str(e['head_size']),
+        f"{e['params']:,}", f"{_fmt(e[metric + '_mean'])} ± {_fmt(e[metric + '_std'])}",
+        _fmt(e['perplexity_mean'], 3), str(e['seeds']), e['param_match'] or '-']) + ' |')
+  return '\n'.join(lines)
+
+
+def machine() -> str:
+  """The machine in a few words: OS, CPU and core count."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  return f'{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores'
+
+
+def provenance(command: str | None = None) -> str:
+  """'machine | date | command' for a figure's footer."""
+  command = command or 'python ' + ' '.join(sys.argv)
+  return f'{machine()} | {datetime.date.today().isoformat()} | {command}'
+
+
+# ---------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------
+
+def _figure(title: str, xlabel: str, ylabel: str, footer: str):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(7, 4.6))
+  ax.set_title(title, fontsize=11)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.grid(True, alpha=0.3)
+  fig.text(0.01, 0.005, footer, fontsize=6, color='0.35', ha='left', va='bottom')
+  return fig, ax
+
+
+def _log2_axis(ax, values) -> None:
+  """A base-2 log x axis ticked at the values themselves (1, 2, 4, ... not 2^k)."""
+  ax.set_xscale('log', base=2)
+  ticks = sorted(set(values))
+  ax.set_xticks(ticks, [f'{t:g}' for t in ticks])
+  ax.minorticks_off()
+
+
+def _line(ax, entries, x: Callable[[dict], float], metric: str, **style) -> None:
+  entries = sorted(entries, key=x)
+  ax.errorbar([x(e) for e in entries], [e[f'{metric}_mean'] for e in entries],
+              yerr=[e[f'{metric}_std'] for e in entries], capsize=3, marker='o', **style)
+
+
+def _save(fig, path: str) -> str:
+  fig.tight_layout(rect=(0, 0.03, 1, 1))
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=120)
+  files.write_atomically(path, buffer.getvalue())
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt.close(fig)
+  return path
+
+
+def _ylabel(metric: str) -> str:
+  return 'eval gap to optimal loss (nats)' if metric == 'gap_to_optimal' else 'eval loss (nats)'
+
+
+def _in(figure: str, entries):
+  return [e for e in entries if figure in e['figures'].split(';')]
+
+
+def plot_all(summary: Sequence[dict[str, Any]], output_dir: str, footer: str,
+             name: str) -> list[str]:
+  """Writes every figure the summary has runs for; returns their paths."""
+  metric = metric_of(summary)
+  written = []
+  colors = {'baseline': 'tab:blue', 'fixed': 'tab:red'}
+  n = summary[0]['seq_len'] if summary else 0
+
+  heads = _in('heads', summary)
+  if heads:
+    d = heads[0]['emb_dim']
+    fig, ax = _figure(f'{name}: eval vs heads at d = {d} (n = {n})', 'heads h', _ylabel(metric),
+                      footer)
+    for variant in ('baseline', 'fixed'):
+      entries = [e for e in heads if e['variant'] == variant]
+      if entries:
+        what = 'baseline (d_p = d / h)' if variant == 'baseline' else (
+            f"fixed (d_p = {entries[0]['head_size']})")
+        _line(ax, entries, lambda e: e['num_heads'], metric, color=colors[variant], label=what)
+    _log2_axis(ax, [e['num_heads'] for e in heads])
+    ax.axvline(d / n, color='0.5', linestyle=':', label=f'h = d / n = {d / n:g}')
+    ax.legend()
+    written.append(_save(fig, os.path.join(output_dir, 'fig3a_loss_vs_heads.png')))
+
+  head_size = _in('head_size', summary)
+  if head_size:
+    fig, ax = _figure(f'{name}: eval vs head size (fixed-head models, n = {n})', 'head size d_p',
+                      _ylabel(metric), footer)
+    for h in sorted({e['num_heads'] for e in head_size}):
+      _line(ax, [e for e in head_size if e['num_heads'] == h], lambda e: e['head_size'], metric,
+            label=f'h = {h}')
+    _log2_axis(ax, [e['head_size'] for e in head_size] + [n])
+    ax.axvline(n, color='0.5', linestyle=':', label=f'd_p = n = {n}')
+    ax.legend()
+    written.append(_save(fig, os.path.join(output_dir, 'fig3b_loss_vs_head_size.png')))
+
+  width = [e for e in _in('width', summary) if e['variant'] == 'baseline']
+  if width:
+    d_p = width[0]['head_size']
+    fig, ax = _figure(f'{name}: baseline with d_p held at {d_p} (d = {d_p} h) vs fixed',
+                      'heads h', _ylabel(metric), footer)
+    _line(ax, width, lambda e: e['num_heads'], metric, color=colors['baseline'],
+          label=f'baseline, d = {d_p} h')
+    fixed = [e for e in heads if e['variant'] == 'fixed']
+    if fixed:
+      _line(ax, fixed, lambda e: e['num_heads'], metric, color=colors['fixed'],
+            label=f"fixed, d = {fixed[0]['emb_dim']}, d_p = {fixed[0]['head_size']}")
+    _log2_axis(ax, [e['num_heads'] for e in width + fixed])
+    ax.legend()
+    written.append(_save(fig, os.path.join(output_dir, 'fig4_width.png')))
+
+  if summary:
+    fig, ax = _figure(f'{name}: eval vs parameters (every configuration)', 'parameters',
+                      _ylabel(metric), footer)
+    for variant in ('baseline', 'fixed'):
+      entries = [e for e in summary if e['variant'] == variant]
+      if not entries:
+        continue
+      ax.errorbar([e['params'] for e in entries], [e[f'{metric}_mean'] for e in entries],
+                  yerr=[e[f'{metric}_std'] for e in entries], fmt='o', capsize=3,
+                  color=colors[variant], label=variant)
+      for e in entries:
+        ax.annotate(f"d{e['emb_dim']} h{e['num_heads']} d_p{e['head_size']}",
+                    (e['params'], e[f'{metric}_mean']), fontsize=5.5, xytext=(3, 2),
+                    textcoords='offset points')
+    for e in summary:  # parameter-matched pairs, joined once (baseline -> fixed)
+      if e['variant'] == 'baseline':
+        for other in summary:
+          if other['label'] in e['param_match'].split(';'):
+            ax.plot([e['params'], other['params']],
+                    [e[f'{metric}_mean'], other[f'{metric}_mean']], color='0.6',
+                    linestyle='--', linewidth=0.8)
+    ax.set_xscale('log')
+    ax.plot([], [], color='0.6', linestyle='--', linewidth=0.8,
+            label=f'parameter-matched (within {MATCH_TOLERANCE:.0%})')
+    ax.legend()
+    written.append(_save(fig, os.path.join(output_dir, 'fig1_loss_vs_params.png')))
+  return written
+
+
+def write_report(sweep_dir: str, output_dir: str | None = None, *,
+                 command: str | None = None, log: Callable[[str], None] = print) -> dict:
+  """Collects the sweep's finished runs and writes results.csv, summary.csv, summary.md and
+  the figures to ``output_dir`` (default SWEEP_DIR/report). The files are derived from the
+  runs and rewritten on every call. Returns {'rows', 'summary', 'missing', 'files'}."""
+  rows, missing = collect(sweep_dir)
+  if not rows:
+    raise UsageError(f'--workdir={sweep_dir}: no run has finished yet ({len(missing)} to '
+                     'train); run sweep.py first.')
+  output_dir = output_dir or os.path.join(sweep_dir, 'report')
+  os.makedirs(output_dir, exist_ok=True)
+  summary = summarize(rows)
+  footer = provenance(command)
+  name = os.path.basename(os.path.normpath(sweep_dir))
+  summary_columns = (*CONFIG_COLUMNS, 'figures', 'params', 'attention_params',
+                     'train_flops_per_token', 'steps', 'seeds',
+                     *(f'{m}_{s}' for m in EVAL_METRICS for s in ('mean', 'std')),
+                     'wall_seconds_mean', 'param_match')
+  written = [os.path.join(output_dir, 'results.csv'), os.path.join(output_dir, 'summary.csv'),
+             os.path.join(output_dir, 'summary.md')]
+  files.write_atomically(written[0], to_csv(rows, RESULT_COLUMNS))
+  files.write_atomically(written[1], to_csv(summary, summary_columns))
+  files.write_atomically(written[2], table(summary) + f'\n\n{footer}\n')
+  written += plot_all(summary, output_dir, footer, name)
+  log(table(summary))
+  if missing:
+    log(f'{len(missing)} of {len(rows) + len(missing)} runs have not finished: '
+        f'{", ".join(missing[:5])}{" ..." if len(missing) > 5 else ""}')
+  for path in written:
+    log(f'wrote {path}')
+  return {'rows': rows, 'summary': summary, 'missing': missing, 'files': written}

@@ -1,0 +1,153 @@
+"""report.py on a real (tiny) sweep: results.csv, the seed summary, parameter matches, figures."""
+
+import csv
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from fixed_head import nn
+from fixed_head.config import ModelConfig
+from fixed_head.errors import UsageError
+from fixed_head.experiments import report, sweeps
+from fixed_head.train import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# d = 16, n = 8: a fixed-head model with h * d_p = d has exactly the baseline's parameters.
+SWEEP_CONFIG = '''
+from fixed_head.experiments import sweeps
+from fixed_head.train import run_config
+
+
+def get_config(variant='fixed'):
+  c = run_config.defaults()
+  c.num_train_steps = 6
+  c.batch_size = 16
+  c.data.update(dict(name='synthetic', seq_len=8, memory_len=4, support=2, vocab_size=8,
+                     concentration=float('inf'), copy_prob=0.95, seed=0))
+  c.model.update(dict(model_type='lm', vocab_size=8, max_len=8, emb_dim=16, num_heads=4,
+                      head_size=8 if variant == 'fixed' else None, num_layers=1, mlp_dim=32,
+                      dropout_rate=0.0, attention_dropout_rate=0.0))
+  c.optimizer.warmup_steps = 2
+  c.log_every_steps = 3
+  c.eval_every_steps = 0
+  c.checkpoint.every_steps = 6
+  c.evals.valid = dict(type='lm', split='eval', num_examples=32, batch_size=16)
+  return c
+
+
+def sweep(arg='all'):
+  return [sweeps.run(v, {'model.num_heads': h, 'seed': s}, figures=('heads',))
+          for s in (0, 1) for h in (2, 4) for v in ('baseline', 'fixed')]
+'''
+
+
+@pytest.fixture(scope='module')
+def sweep_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp('report')
+  config_file = root / 'tiny_sweep.py'
+  config_file.write_text(SWEEP_CONFIG)
+  sweep_dir = str(root / 'sweep')
+  train = functools.partial(trainer.train_and_evaluate, devices=jax.devices()[:1])
+  sweeps.run_sweep(str(config_file), sweep_dir, train=train, log=lambda _: None)
+  return sweep_dir
+
+
+def final_eval(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  return [r for r in rows if 'valid/loss' in r][-1]
+
+
+def num_params(config_row):
+  config = ModelConfig(model_type='lm', vocab_size=8, max_len=8, emb_dim=16,
+                       num_heads=int(config_row['num_heads']),
+                       head_size=int(config_row['head_size']), num_layers=1, mlp_dim=32)
+  model = nn.build_model(config, rngs=nnx.Rngs(0))
+  return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def test_results_csv_has_every_run_with_its_final_eval(sweep_dir, tmp_path):
+  out = report.write_report(sweep_dir, str(tmp_path), log=lambda _: None)
+  assert out['missing'] == []
+  with open(tmp_path / 'results.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 8
+  for row in rows:
+    workdir = os.path.join(sweep_dir, row['run'])
+    evals = final_eval(workdir)
+    assert float(row['eval_loss']) == pytest.approx(evals['valid/loss'], rel=1e-9)
+    assert float(row['eval_gap_to_optimal']) == pytest.approx(evals['valid/gap_to_optimal'],
+                                                              rel=1e-9)
+    assert int(row['steps']) == 6
+    assert int(row['params']) == num_params(row)  # the accounting agrees with the model
+    d_p = 16 // int(row['num_heads']) if row['variant'] == 'baseline' else 8
+    assert int(row['head_size']) == d_p
+    assert float(row['wall_seconds']) > 0
+
+
+def test_summary_is_mean_and_std_over_seeds(sweep_dir, tmp_path):
+  out = report.write_report(sweep_dir, str(tmp_path), log=lambda _: None)
+  summary = out['summary']
+  assert len(summary) == 4  # 2 variants x 2 head counts, 2 seeds each
+  for entry in summary:
+    variant, h = entry['variant'], entry['num_heads']
+    losses = [final_eval(os.path.join(sweep_dir, f'{variant}-num_heads={h}-seed={s}'))
+              ['valid/loss'] for s in (0, 1)]
+    assert entry['seeds'] == 2
+    assert entry['loss_mean'] == pytest.approx(np.mean(losses), rel=1e-12)
+    assert entry['loss_std'] == pytest.approx(np.std(losses, ddof=1), rel=1e-9)
+  assert report.metric_of(summary) == 'gap_to_optimal'  # the synthetic data knows its optimum
+
+
+def test_parameter_matched_configurations_are_marked(sweep_dir, tmp_path):
+  summary = {e['label']: e for e in report.write_report(sweep_dir, str(tmp_path),
+                                                         log=lambda _: None)['summary']}
+  # h * d_p = 2 * 8 = d: the same parameters as every d = 16 baseline.
+  assert set(summary['fixed d=16 h=2 d_p=8']['param_match'].split(';')) == {
+      'baseline d=16 h=2 d_p=8', 'baseline d=16 h=4 d_p=4'}
+  assert summary['fixed d=16 h=4 d_p=8']['param_match'] == ''  # twice the attention weights
+  assert 'fixed d=16 h=2 d_p=8' in summary['baseline d=16 h=4 d_p=4']['param_match']
+
+
+def test_figures_are_pngs_and_only_for_figures_with_runs(sweep_dir, tmp_path):
+  out = report.write_report(sweep_dir, str(tmp_path), log=lambda _: None)
+  pngs = sorted(os.path.basename(p) for p in out['files'] if p.endswith('.png'))
+  assert pngs == ['fig1_loss_vs_params.png', 'fig3a_loss_vs_heads.png']
+  for name in pngs:
+    with open(tmp_path / name, 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  table = (tmp_path / 'summary.md').read_text()
+  assert table.count('\n| fixed |') == 2 and 'report.py' not in table.splitlines()[0]
+
+
+def test_unfinished_runs_are_listed_not_reported(sweep_dir, tmp_path):
+  partial = tmp_path / 'partial'
+  os.makedirs(partial)
+  with open(os.path.join(sweep_dir, sweeps.PLAN)) as f:
+    plan = json.load(f)
+  (partial / sweeps.PLAN).write_text(json.dumps(plan))
+  first = plan['runs'][0]['name']
+  os.symlink(os.path.join(sweep_dir, first), partial / first)  # only this run is there
+  lines = []
+  out = report.write_report(str(partial), log=lines.append)
+  assert [r['run'] for r in out['rows']] == [first]
+  assert len(out['missing']) == 7
+  assert any(line.startswith('7 of 8 runs have not finished') for line in lines)
+
+
+def test_not_a_sweep_directory_is_one_line_and_exit_2(tmp_path):
+  with pytest.raises(UsageError, match='not a sweep directory'):
+    report.collect(str(tmp_path))
+  done = subprocess.run([sys.executable, os.path.join(REPO, 'report.py'),
+                         f'--workdir={tmp_path}'], capture_output=True, text=True, check=False)
+  assert done.returncode == 2
+  assert done.stderr.strip().count('\n') == 0 and 'not a sweep directory' in done.stderr
+  assert os.listdir(tmp_path) == []  # nothing written
