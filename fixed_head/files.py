@@ -12,14 +12,25 @@ from typing import TypeVar
 T = TypeVar('T')
 
 
+def _read_umask() -> int:
+  mask = os.umask(0)  # the only way to read it; set back at once, at import (one thread)
+  os.umask(mask)
+  return mask
+
+
+_UMASK = _read_umask()
+
+
 def write_atomically(path: str, data: str | bytes) -> None:
   """Writes ``data`` (text as UTF-8, or bytes) to ``path`` through a temporary file in the
   same directory, flushed to disk and then renamed over ``path``; on any failure the
-  temporary file is removed and ``path`` is left as it was. The directory must exist."""
+  temporary file is removed and ``path`` is left as it was. The directory must exist. The file
+gets the permissions ``open`` would give it (0666 less the umask)."""
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp_path = tempfile.mkstemp(prefix=os.path.basename(path) + '.', suffix='.tmp',
                                   dir=directory)
   try:
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide the file from others
     with os.fdopen(fd, 'wb') as f:
       f.write(data.encode('utf-8') if isinstance(data, str) else data)
       f.flush()
