@@ -516,3 +516,29 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
     run_record.write_json_atomic(path, record, indent=2)
     print(f'wrote {path}', flush=True)
   return {'step': step, 'evals': results, 'path': path}
+
+
+def load_model(workdir: str, step: int | None = None) -> nnx.Module:
+  """The trained model of ``workdir``: built from the run's saved config.json, with the
+  parameters of checkpoint ``step`` (default: the latest) on this process's first device.
+
+  For notebooks and scripts (one process): sample from it with ``fixed_head.sampling``.
+  Raises UsageError when ``workdir`` holds no run, no checkpoint, or not ``step``.
+  """
+  config = run_config.resolve(run_record.load_config(workdir))
+  config.mesh.update(dict(data=-1, fsdp=1, tensor=1))  # any mesh's checkpoint fits one device
+  setup = build_setup(config, jax.local_devices()[:1])
+  manager = checkpoints.make_manager(workdir, async_save=False, read_only=True)
+  try:
+    steps = sorted(manager.all_steps())
+    if not steps:
+      raise UsageError(f'no checkpoint in {checkpoints.checkpoint_dir(workdir)}: train '
+                       f'first (python train.py --config=... --workdir={workdir}).')
+    step = steps[-1] if step is None else step
+    if step not in steps:
+      raise UsageError(f'step={step!r}: no checkpoint of that step in '
+                       f'{checkpoints.checkpoint_dir(workdir)}; available: {steps}.')
+    params = checkpoints.restore_params(manager, step, setup.abstract_state['params'])
+  finally:
+    manager.close()
+  return setup.model_of(params)
