@@ -85,7 +85,7 @@ def plan(config_arg: str) -> tuple[Any, list[Run]]:
   if not callable(getattr(module, 'sweep', None)):
     raise UsageError(f'--config={path} has no sweep(arg) function; add one beside '
                      'get_config (see fixed_head/experiments/sweeps.py).')
-  runs = module.sweep() if arg is None else module.sweep(arg)
+  runs = _call(module.sweep) if arg is None else _call(module.sweep, arg)
   merged: dict[tuple[str, tuple], Run] = {}
   for r in runs:
     if not isinstance(r, Run):
@@ -100,16 +100,33 @@ def plan(config_arg: str) -> tuple[Any, list[Run]]:
   runs = list(merged.values())
   if not runs:
     raise UsageError(f'--config={config_arg}: the sweep has no runs.')
+  named: dict[str, Run] = {}
   for r in runs:
     if not _NAME_OK.fullmatch(r.name):
       raise UsageError(f'--config={config_arg}: run name {r.name!r} has characters that do '
                        'not belong in a directory name; use plain numbers and words.')
+    if r.name in named:  # the name keeps only a field's last part: 'seed' and 'data.seed'
+      raise UsageError(f'--config={config_arg}: two different runs are named {r.name} '
+                       f'({named[r.name].to_dict()["overrides"]} and {r.to_dict()["overrides"]}'
+                       '); they would share one workdir: make their overrides differ by name.')
+    named[r.name] = r
   return module, runs
+
+
+def _call(function: Callable[..., Any], *args: Any) -> Any:
+  """A config file's ``sweep(arg)`` or ``get_config(arg)``. A ValueError it raises (a bad
+  argument, in the file's own words) is a UsageError, as train.py's --config treats it."""
+  try:
+    return function(*args)
+  except UsageError:
+    raise
+  except ValueError as e:
+    raise UsageError(str(e).strip().splitlines()[0]) from e
 
 
 def _without_no_ops(module, overrides: tuple[tuple[str, Any], ...], arg: str) -> tuple:
   """``overrides`` less those that set a field to the value get_config(arg) gives it."""
-  config = module.get_config(arg)
+  config = _call(module.get_config, arg)
   kept = []
   for key, value in overrides:
     node, found = config, True
@@ -125,15 +142,15 @@ def _without_no_ops(module, overrides: tuple[tuple[str, Any], ...], arg: str) ->
 
 def config_of(module, r: Run) -> ml_collections.ConfigDict:
   """``get_config(r.arg)`` with the run's overrides; an unknown field is named."""
-  config = module.get_config(r.arg)
+  config = _call(module.get_config, r.arg)
   for key, value in r.overrides:
     parent, _, field = key.rpartition('.')
     node = config
     for part in parent.split('.') if parent else ():
-      if part not in node:
+      if not hasattr(node, 'keys') or part not in node:
         raise UsageError(f'sweep run {r.name}: config.{key} is not a field of the config.')
       node = node[part]
-    if field not in node:
+    if not hasattr(node, 'keys') or field not in node:
       raise UsageError(f'sweep run {r.name}: config.{key} is not a field of the config.')
     with node.ignore_type():
       node[field] = value
