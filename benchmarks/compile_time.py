@@ -18,8 +18,6 @@ import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 flags.DEFINE_list('num_layers', ['2', '4', '8', '16', '24'], 'Depths to time.')
 flags.DEFINE_integer('repeats', 3, 'Timed compilations per (depth, mode); the median is shown.')
 flags.DEFINE_integer('emb_dim', 64, 'd.')

@@ -28,19 +28,17 @@ import sys
 import tempfile
 import time
 
+import jax
 import numpy as np
 from absl import app, flags, logging
+from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
-import jax  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from fixed_head.train import trainer
+from fixed_head.data import build_source, train_iterator
 
-from fixed_head.train import trainer  # noqa: E402
-from fixed_head.data import build_source, train_iterator  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-config_flags.DEFINE_config_file('config', os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'lm1b.py:fixed'),
+config_flags.DEFINE_config_file('config', os.path.join(REPO, 'configs', 'lm1b.py:fixed'),
                                 'Run config whose train step is timed.')
 flags.DEFINE_integer('batch_size', 8, 'Global batch (rows) for the step and the pipeline.')
 flags.DEFINE_integer('steps', 3, 'Train steps per timed window.')
@@ -56,7 +54,8 @@ flags.DEFINE_list('read_threads', ['0', '2'], 'data.read_threads of the tfds sou
 flags.DEFINE_integer('array_record_examples', 50_000, 'Sentences written for array_record.')
 flags.DEFINE_string('dataset', 'lm1b', 'TFDS dataset of the prepared source.')
 flags.DEFINE_string('data_dir', None, 'data_dir of the prepared source.')
-flags.DEFINE_string('text_files', 'README.md', 'Glob for the text source.')
+flags.DEFINE_string('text_files', os.path.join(REPO, 'README.md'),
+                    'Glob for the text source (default: this repository\'s README).')
 
 
 def _median_rate(fn, count: int, repeats: int) -> float:

@@ -9,15 +9,17 @@ prints a Markdown table of the final eval gap (model loss - Bayes-optimal loss, 
 
 import os
 import platform
-import sys
 import tempfile
 import time
 
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import default  # noqa: E402  pylint: disable=g-import-not-at-top
-from fixed_head.train import trainer  # noqa: E402  pylint: disable=g-import-not-at-top
+from fixed_head.experiments import sweeps
+from fixed_head.train import trainer
+
+# The repository's configs/default.py, by path (configs/ is not part of the installed package).
+default = sweeps.load_module(os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'default.py'))
 
 flags.DEFINE_list('head_sizes', ['2', '4', '8', '16', '32', '64'],
                   'd_p values; 8 = d / h is the baseline.')

@@ -3,8 +3,6 @@ runlocal combination validates, and the argument is checked. Only counts; no mod
 
 import glob
 import inspect
-import os
-import sys
 
 import pytest
 
@@ -13,8 +11,9 @@ from fixed_head.config import ModelConfig
 from fixed_head.data import bert_pretraining, glue, squad
 from fixed_head.train import run_config
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import bert  # noqa: E402  pylint: disable=g-import-not-at-top
+import repo_configs
+
+bert = repo_configs.load('bert')
 
 VARIANTS = ('', ',stage=2', ',task=mnli', ',task=squad')
 ALL_ARGS = [column + variant + local for column in bert.COLUMNS for variant in VARIANTS

@@ -1,16 +1,14 @@
 """The shipped configs: they validate, and their variants select what they say."""
 
-import os
-import sys
-
 import pytest
 
 from fixed_head import accounting
 from fixed_head.train import run_config
 from fixed_head.config import ModelConfig
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import default, lm1b, text  # noqa: E402  pylint: disable=g-import-not-at-top
+import repo_configs
+
+default, lm1b, text = (repo_configs.load(name) for name in ('default', 'lm1b', 'text'))
 
 
 @pytest.mark.parametrize('variant,head_size', [('fixed', 32), ('baseline', 8)])

@@ -29,7 +29,9 @@ from fixed_head.train import trainer
 from fixed_head.config import ModelConfig
 from test_train import REPO, tiny_config
 
-from configs import default, lm1b  # noqa: E402  (test_train puts the repository on sys.path)
+import repo_configs
+
+default, lm1b = repo_configs.load('default'), repo_configs.load('lm1b')
 
 
 def pure_params(config: ModelConfig):

@@ -1,7 +1,6 @@
 """The local-text source: reading, splitting, tokenising, packing, ordering, bad input."""
 
 import os
-import sys
 
 import jax
 import numpy as np
@@ -10,8 +9,9 @@ import pytest
 from fixed_head.train import trainer
 from fixed_head.data import build_source, text
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import default as default_config  # noqa: E402  pylint: disable=g-import-not-at-top
+import repo_configs
+
+default_config = repo_configs.load('default')
 
 WORDS = 'the a cat dog sat ran on under mat log quickly slowly red blue big small'.split()
 

@@ -13,8 +13,9 @@ import tensorflow_datasets as tfds
 from fixed_head.train import trainer
 from fixed_head.data import build_source, packing, tfds_text, tokenizers, train_iterator
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import default as default_config  # noqa: E402  pylint: disable=g-import-not-at-top
+import repo_configs
+
+default_config = repo_configs.load('default')
 
 NUM_RECORDS = 60  # per mock split; mock texts are 10-19 bytes, so rows of 16 split most
 
@@ -268,8 +269,7 @@ def test_with_two_processes_every_process_state_is_saved(tmp_path):
     address = f'127.0.0.1:{s.getsockname()[1]}'
   script = tmp_path / 'two_processes.py'
   script.write_text(TWO_PROCESSES)
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = {**os.environ, 'PYTHONPATH': root, 'JAX_PLATFORMS': 'cpu'}
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}  # the script imports the installed package
   procs = [subprocess.Popen([sys.executable, str(script), str(p), address], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for p in range(2)]

@@ -18,9 +18,10 @@ from fixed_head.train import trainer
 from fixed_head import data as data_lib
 from fixed_head.errors import UsageError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-from configs import default as default_config  # noqa: E402  pylint: disable=g-import-not-at-top
+import repo_configs
+
+REPO = repo_configs.REPO
+default_config = repo_configs.load('default')
 
 
 def tiny_config(steps=8, **model):
