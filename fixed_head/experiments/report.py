@@ -4,7 +4,8 @@ averaged over seeds in ``summary.csv``, and the paper's figures as PNG files.
 Figures (each drawn when the sweep has runs for it; ``sweeps.run(..., figures=...)`` says
 which runs belong to which):
 
-  fig1_loss_vs_params.png     eval loss against parameter count, baseline and fixed   (Fig. 1)
+  fig1_loss_vs_params.png     eval loss against parameter count, baseline and fixed   (Fig. 1;
+                              the runs of figure 'params', else every configuration)
   fig3a_loss_vs_heads.png     eval loss against h at one width                         (Fig. 3a)
   fig3b_loss_vs_head_size.png eval loss against d_p, one line per h                   (Fig. 3b)
   fig4_width.png              baselines whose d_p is held by growing d with h          (Fig. 4)
@@ -224,7 +225,10 @@ def _line(ax, entries, x: Callable[[dict], float], metric: str, **style) -> None
               yerr=[e[f'{metric}_std'] for e in entries], capsize=3, marker='o', **style)
 
 
-def _save(fig, path: str) -> str:
+def _save(fig, path: str, entries, metric: str) -> str:
+  values = [e[f'{metric}_mean'] for e in entries]
+  if values and min(values) > 0 and max(values) / min(values) > 10:
+    fig.axes[0].set_yscale('log')  # gaps spanning decades
   fig.tight_layout(rect=(0, 0.03, 1, 1))
   buffer = io.BytesIO()
   fig.savefig(buffer, format='png', dpi=120)
@@ -264,7 +268,8 @@ def plot_all(summary: Sequence[dict[str, Any]], output_dir: str, footer: str,
     _log2_axis(ax, [e['num_heads'] for e in heads])
     ax.axvline(d / n, color='0.5', linestyle=':', label=f'h = d / n = {d / n:g}')
     ax.legend()
-    written.append(_save(fig, os.path.join(output_dir, 'fig3a_loss_vs_heads.png')))
+    written.append(_save(fig, os.path.join(output_dir, 'fig3a_loss_vs_heads.png'), heads,
+                         metric))
 
   head_size = _in('head_size', summary)
   if head_size:
@@ -276,7 +281,8 @@ def plot_all(summary: Sequence[dict[str, Any]], output_dir: str, footer: str,
     _log2_axis(ax, [e['head_size'] for e in head_size] + [n])
     ax.axvline(n, color='0.5', linestyle=':', label=f'd_p = n = {n}')
     ax.legend()
-    written.append(_save(fig, os.path.join(output_dir, 'fig3b_loss_vs_head_size.png')))
+    written.append(_save(fig, os.path.join(output_dir, 'fig3b_loss_vs_head_size.png'),
+                         head_size, metric))
 
   width = [e for e in _in('width', summary) if e['variant'] == 'baseline']
   if width:
@@ -291,25 +297,24 @@ def plot_all(summary: Sequence[dict[str, Any]], output_dir: str, footer: str,
             label=f"fixed, d = {fixed[0]['emb_dim']}, d_p = {fixed[0]['head_size']}")
     _log2_axis(ax, [e['num_heads'] for e in width + fixed])
     ax.legend()
-    written.append(_save(fig, os.path.join(output_dir, 'fig4_width.png')))
+    written.append(_save(fig, os.path.join(output_dir, 'fig4_width.png'), width + fixed,
+                         metric))
 
-  if summary:
-    fig, ax = _figure(f'{name}: eval vs parameters (every configuration)', 'parameters',
-                      _ylabel(metric), footer)
+  matched = _in('params', summary) or list(summary)
+  if matched:
+    fig, ax = _figure(f'{name}: eval vs parameters', 'parameters', _ylabel(metric), footer)
     for variant in ('baseline', 'fixed'):
-      entries = [e for e in summary if e['variant'] == variant]
+      entries = [e for e in matched if e['variant'] == variant]
       if not entries:
         continue
-      ax.errorbar([e['params'] for e in entries], [e[f'{metric}_mean'] for e in entries],
-                  yerr=[e[f'{metric}_std'] for e in entries], fmt='o', capsize=3,
-                  color=colors[variant], label=variant)
+      _line(ax, entries, lambda e: e['params'], metric, color=colors[variant], label=variant)
       for e in entries:
-        ax.annotate(f"d{e['emb_dim']} h{e['num_heads']} d_p{e['head_size']}",
-                    (e['params'], e[f'{metric}_mean']), fontsize=5.5, xytext=(3, 2),
+        ax.annotate(f"d={e['emb_dim']} h={e['num_heads']} d_p={e['head_size']}",
+                    (e['params'], e[f'{metric}_mean']), fontsize=7, xytext=(4, 4),
                     textcoords='offset points')
-    for e in summary:  # parameter-matched pairs, joined once (baseline -> fixed)
+    for e in matched:  # parameter-matched pairs, joined once (baseline -> fixed)
       if e['variant'] == 'baseline':
-        for other in summary:
+        for other in matched:
           if other['label'] in e['param_match'].split(';'):
             ax.plot([e['params'], other['params']],
                     [e[f'{metric}_mean'], other[f'{metric}_mean']], color='0.6',
@@ -318,7 +323,8 @@ def plot_all(summary: Sequence[dict[str, Any]], output_dir: str, footer: str,
     ax.plot([], [], color='0.6', linestyle='--', linewidth=0.8,
             label=f'parameter-matched (within {MATCH_TOLERANCE:.0%})')
     ax.legend()
-    written.append(_save(fig, os.path.join(output_dir, 'fig1_loss_vs_params.png')))
+    written.append(_save(fig, os.path.join(output_dir, 'fig1_loss_vs_params.png'), matched,
+                         metric))
   return written
 
 
