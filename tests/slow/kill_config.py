@@ -1,6 +1,14 @@
 """A small, quick run for the kill / preemption tests: checkpoints every step, async."""
 
-from configs import default
+import os
+
+from fixed_head.experiments import sweeps
+
+# configs/default.py by path: this file is loaded by train.py's --config and imported by the
+# tests, and the repository's configs/ is no package on either's sys.path.
+default = sweeps.load_module(os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'configs',
+    'default.py'))
 
 
 def get_config():

@@ -11,20 +11,29 @@ end to WORKDIR/rows_<STEPS>_<process index>.json.
 """
 
 import functools
+import importlib.util
 import json
 import os
-import sys
+
+import jax
+from absl import app, flags
+
+from fixed_head import data as data_lib
+from fixed_head.train import launch
+from fixed_head.train import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
 
-import jax  # noqa: E402
-from absl import app, flags  # noqa: E402
 
-import train  # noqa: E402  train.py: its flags and main
-from fixed_head import data as data_lib  # noqa: E402
-from fixed_head.train import trainer  # noqa: E402
-from fixed_head.train import launch
+def _load_train_py():
+  """The repository's train.py (its flags and main), by path: it is no installed module."""
+  spec = importlib.util.spec_from_file_location('train', os.path.join(REPO, 'train.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+train = _load_train_py()
 
 flags.DEFINE_integer('stop_after', None, 'End after this step, with a checkpoint there.')
 

@@ -21,12 +21,12 @@ import pytest
 from fixed_head import errors
 from fixed_head.train import checkpoints
 
+# Test helpers: pytest puts tests/ (conftest.py's folder) and tests/slow on sys.path.
+import kill_config
+from test_train import final_params
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, 'tests', 'slow', 'kill_config.py')
-sys.path.insert(0, os.path.join(REPO, 'tests'))
-from test_train import final_params  # noqa: E402  pylint: disable=g-import-not-at-top
-sys.path.insert(0, os.path.join(REPO, 'tests', 'slow'))
-import kill_config  # noqa: E402  pylint: disable=g-import-not-at-top
 
 TIMEOUT = 180  # seconds for one train.py process
 

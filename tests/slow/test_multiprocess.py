@@ -23,12 +23,13 @@ import pytest
 
 from fixed_head.train import trainer
 
+# Test helpers: pytest puts tests/ (conftest.py's folder) and tests/slow on sys.path.
+import kill_config
+from test_train import final_params, losses
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DRIVER = os.path.join(REPO, 'tests', 'slow', 'multiprocess_driver.py')
 CONFIG = os.path.join(REPO, 'tests', 'slow', 'kill_config.py')
-sys.path[:0] = [os.path.join(REPO, 'tests'), os.path.join(REPO, 'tests', 'slow')]
-from test_train import final_params, losses  # noqa: E402  pylint: disable=g-import-not-at-top
-import kill_config  # noqa: E402  pylint: disable=g-import-not-at-top
 
 STEPS, STOP = 12, 8  # the schedule's length; where the first part of a run stops
 OVERRIDES = {'num_train_steps': STEPS, 'checkpoint.every_steps': 4, 'log_every_steps': 1,
