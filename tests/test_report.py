@@ -151,3 +151,17 @@ def test_not_a_sweep_directory_is_one_line_and_exit_2(tmp_path):
   assert done.returncode == 2
   assert done.stderr.strip().count('\n') == 0 and 'not a sweep directory' in done.stderr
   assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_figures_come_from_the_sweep_plan_as_it_is_now(sweep_dir, tmp_path):
+  """A finished run that a changed sweep() adds to another figure shows in that figure."""
+  with open(os.path.join(sweep_dir, sweeps.PLAN)) as f:
+    plan = json.load(f)
+  for entry in plan['runs']:
+    os.symlink(os.path.join(sweep_dir, entry['name']), tmp_path / entry['name'])
+    if entry['name'].startswith('fixed-'):
+      entry['figures'] = ['heads', 'head_size']
+  (tmp_path / sweeps.PLAN).write_text(json.dumps(plan))
+  out = report.write_report(str(tmp_path), log=lambda _: None)
+  assert {r['figures'] for r in out['rows'] if r['variant'] == 'fixed'} == {'heads;head_size'}
+  assert os.path.exists(tmp_path / 'report' / 'fig3b_loss_vs_head_size.png')

@@ -53,8 +53,9 @@ def _evaluator(config) -> str:
   return 'valid' if 'valid' in names else names[0]
 
 
-def run_result(workdir: str) -> dict[str, Any]:
-  """One finished run's row of results.csv."""
+def run_result(workdir: str, figures: Sequence[str] | None = None) -> dict[str, Any]:
+  """One finished run's row of results.csv; ``figures``: the sweep plan's (default: those
+  the run had when it finished)."""
   with open(os.path.join(workdir, sweeps.DONE), encoding='utf-8') as f:
     done = json.load(f)
   config = run_record.load_config(workdir)
@@ -63,7 +64,7 @@ def run_result(workdir: str) -> dict[str, Any]:
   evaluator = _evaluator(config)
   row = {
       'run': done['name'],
-      'figures': ';'.join(done['figures']),
+      'figures': ';'.join(done['figures'] if figures is None else figures),
       'variant': 'fixed' if model.is_fixed_head else 'baseline',
       'emb_dim': model.emb_dim,
       'num_heads': model.num_heads,
@@ -96,7 +97,7 @@ def collect(sweep_dir: str) -> tuple[list[dict[str, Any]], list[str]]:
   for entry in plan['runs']:
     workdir = os.path.join(sweep_dir, entry['name'])
     if sweeps.is_done(workdir):
-      rows.append(run_result(workdir))
+      rows.append(run_result(workdir, entry['figures']))  # the plan as it is now
     else:
       missing.append(entry['name'])
   return rows, missing
