@@ -77,17 +77,13 @@ def sweep(arg: str = 'all'):
   params:    baselines of width 128 and 256 (h = 8) and the d = 64 fixed-head
              models with as many parameters (accounting.match_num_heads)      (paper Fig. 1)
   """
-  figures = ('heads', 'head_size', 'width', 'params')
-  if arg != 'all' and arg not in figures:
-    raise ValueError(f"configs/default.py:{arg}: use ':all' or one of {', '.join(figures)}.")
   base = get_config('baseline')
   d = base.model.emb_dim
   runs = []
   for seed in SEEDS:  # every figure's first seed, then the next: early results are complete
 
     def add(variant, figure, emb_dim=d, **model):
-      overrides = {f'model.{k}': v for k, v in dict(model, emb_dim=emb_dim).items()}
-      runs.append(sweeps.run(variant, dict(overrides, seed=seed), figures=(figure,)))
+      runs.append(sweeps.model_run(variant, figure, seed=seed, emb_dim=emb_dim, **model))
 
     for h in HEADS:
       add('baseline', 'heads', num_heads=h)
@@ -103,4 +99,5 @@ def sweep(arg: str = 'all'):
       add('baseline', 'params', emb_dim=width, num_heads=8)
       wide = ModelConfig.from_mapping(base.model).replace(emb_dim=width)
       add('fixed', 'params', num_heads=accounting.match_num_heads(wide, SEQ_LEN, emb_dim=d))
-  return [r for r in runs if arg == 'all' or arg in r.figures]
+  return sweeps.select(runs, arg, ('heads', 'head_size', 'width', 'params'),
+                       'configs/default.py')

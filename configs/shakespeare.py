@@ -82,18 +82,13 @@ def sweep(arg: str = 'all'):
   params:    a d = 256 baseline (h = 8) and the d = 128 fixed-head model with as
              many parameters (accounting.match_num_heads)                     (paper Fig. 1)
   """
-  figures = ('heads', 'head_size', 'params')
-  if arg != 'all' and arg not in figures:
-    raise ValueError(f"configs/shakespeare.py:{arg}: use ':all' or one of "
-                     f"{', '.join(figures)}.")
   base = get_config('baseline')
   d = base.model.emb_dim
   runs = []
   for seed in SEEDS:  # every figure's first seed, then the next: early results are complete
 
     def add(variant, figure, emb_dim=d, **model):
-      overrides = {f'model.{k}': v for k, v in dict(model, emb_dim=emb_dim).items()}
-      runs.append(sweeps.run(variant, dict(overrides, seed=seed), figures=(figure,)))
+      runs.append(sweeps.model_run(variant, figure, seed=seed, emb_dim=emb_dim, **model))
 
     for h in HEADS:
       add('baseline', 'heads', num_heads=h)
@@ -105,4 +100,4 @@ def sweep(arg: str = 'all'):
     add('baseline', 'params', emb_dim=2 * d, num_heads=8)
     wide = ModelConfig.from_mapping(base.model).replace(emb_dim=2 * d)
     add('fixed', 'params', num_heads=accounting.match_num_heads(wide, SEQ_LEN, emb_dim=d))
-  return [r for r in runs if arg == 'all' or arg in r.figures]
+  return sweeps.select(runs, arg, ('heads', 'head_size', 'params'), 'configs/shakespeare.py')

@@ -60,6 +60,20 @@ def run(arg: str, overrides: Mapping[str, Any] | None = None, *,
   return Run(arg=arg, overrides=items, figures=tuple(figures))
 
 
+def model_run(arg: str, figure: str, *, seed: int, **model: Any) -> Run:
+  """A run of ``figure`` that sets ``config.model.<field>`` for each keyword, and the seed."""
+  overrides = {f'model.{field}': value for field, value in model.items()}
+  return run(arg, {**overrides, 'seed': seed}, figures=(figure,))
+
+
+def select(runs: Sequence[Run], arg: str, figures: Sequence[str], where: str) -> list[Run]:
+  """The runs of figure ``arg``, or every run for 'all'; ``where`` names the config file in
+  the error for an unknown figure."""
+  if arg != 'all' and arg not in figures:
+    raise ValueError(f"{where}:{arg}: use ':all' or one of {', '.join(figures)}.")
+  return [r for r in runs if arg == 'all' or arg in r.figures]
+
+
 def load_module(path: str):
   """Imports a config file by its path (configs/*.py), as config_flags does."""
   if not os.path.isfile(path):
