@@ -44,3 +44,15 @@ def test_published_totals_round_from_the_real_vocabulary():
   # The page says three totals come out one million short with 30,000 words.
   assert short == 3
   assert re.search(r'with 30,000 three of\s+them \(168M, 252M, 290M\)', text)
+
+
+def test_relative_links_in_the_markdown_files_resolve():
+  """README.md, RESULTS.md and docs/: every [text](path) and ![figure](path) in the repo exists."""
+  broken = []
+  for page in _repo_files('.md'):
+    for target in re.findall(r'\]\(([^)\s]+)\)', page.read_text()):
+      if re.match(r'[a-z]+:', target) or target.startswith('#'):
+        continue  # a URL or an anchor
+      if not (page.parent / target.split('#')[0]).exists():
+        broken.append(f'{page.relative_to(ROOT)}: {target}')
+  assert not broken, broken
