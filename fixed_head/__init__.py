@@ -1,11 +1,11 @@
 """fixed_head: multi-head attention with a head size chosen on its own (Bhojanapalli et al., 2020).
 
-Library: ``config`` (ModelConfig), ``attention`` (MultiHeadAttention, masks, the core
-product), ``models`` (TransformerLM, BERT), ``accounting`` (parameters, FLOPs), ``theory``
-(Theorem 1 and the low-rank witness as code), ``paper`` (the paper's setups).
-Training: ``trainer`` (train_and_evaluate, evaluate), ``run_config`` (run config defaults
-and validation), ``data``, ``sharding``, ``optim``, ``losses``, ``evaluators``,
-``checkpoints``, ``metric_writer``, ``launch``.
+The paper's library: ``config`` (ModelConfig), ``nn`` (attention with a free head size d_p,
+the LM1B Transformer, the BERT encoder and heads), ``accounting`` (parameters, FLOPs),
+``theory`` (Theorem 1, the witnesses, the expressivity probe), ``paper`` (the paper's setups),
+``metrics``, ``sampling`` (greedy / temperature sampling from the LM).
+Around it: ``tasks``, ``evaluators``, ``data``, ``train`` (trainer, run configs, checkpoints,
+sharding, ...) and ``experiments`` (sweeps, the report, the theory figures).
 """
 
 from fixed_head.config import ModelConfig
