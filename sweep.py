@@ -10,9 +10,8 @@ plots the results.
 """
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from fixed_head.experiments import sweeps
 from fixed_head.train import launch, run_config, trainer
@@ -27,8 +26,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
   config_arg, sweep_dir = flags.FLAGS.config, flags.FLAGS.workdir
-  if not any(a.startswith(('--verbosity', '-v')) for a in sys.argv[1:]):
-    logging.set_verbosity(logging.WARNING)  # as train.py (launch.initialize): no Orbax INFO
+  launch.quiet_library_logs()
   if flags.FLAGS.list:
     _, runs = sweeps.plan(config_arg)
     for r in runs:

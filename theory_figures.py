@@ -11,7 +11,7 @@ fixed_head/experiments/theory_figures.py.
 import shlex
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from fixed_head.errors import UsageError
 from fixed_head.experiments import theory_figures
@@ -26,8 +26,7 @@ flags.mark_flags_as_required(['output'])
 def main(argv):
   if len(argv) > 1:
     raise UsageError(f'unexpected arguments {argv[1:]}; the only input is --output=DIR.')
-  if not any(a.startswith(('--verbosity', '-v')) for a in sys.argv[1:]):
-    logging.set_verbosity(logging.WARNING)  # app.run sets INFO: jax's backend lines
+  launch.quiet_library_logs()
   f = flags.FLAGS
   theory_figures.make_figures(f.output, quick=f.quick, overwrite=f.overwrite,
                               command=shlex.join(['python', *sys.argv]),

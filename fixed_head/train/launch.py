@@ -29,12 +29,17 @@ def define_multiprocess_flags() -> None:
   flags.DEFINE_integer('process_id', None, 'This process index, 0..num_processes-1.')
 
 
-def initialize() -> None:
-  """Quiets library INFO logs (Orbax logs every file it writes) unless --verbosity is
-  given, and joins the processes of a multi-process run."""
-  f = flags.FLAGS
+def quiet_library_logs() -> None:
+  """Library INFO logs (Orbax logs every file it writes, jax its backends) off, unless
+  --verbosity is given: app.run itself sets INFO."""
   if not any(a.startswith(('--verbosity', '-v')) for a in sys.argv[1:]):
-    logging.set_verbosity(logging.WARNING)  # app.run itself sets INFO
+    logging.set_verbosity(logging.WARNING)
+
+
+def initialize() -> None:
+  """Quiets library INFO logs and joins the processes of a multi-process run."""
+  f = flags.FLAGS
+  quiet_library_logs()
   if f.multiprocess or f.coordinator_address:
     jax.distributed.initialize(coordinator_address=f.coordinator_address,
                                num_processes=f.num_processes, process_id=f.process_id)
