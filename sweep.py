@@ -10,6 +10,7 @@ plots the results.
 """
 
 import os
+import sys
 
 from absl import app, flags
 
@@ -29,9 +30,13 @@ def main(argv):
   launch.quiet_library_logs()
   if flags.FLAGS.list:
     _, runs = sweeps.plan(config_arg)
-    for r in runs:
-      done = sweeps.is_done(os.path.join(sweep_dir, r.name))
-      print(f'{"finished" if done else "to train":9} {r.name}  figures={",".join(r.figures)}')
+    try:
+      for r in runs:
+        done = sweeps.is_done(os.path.join(sweep_dir, r.name))
+        print(f'{"finished" if done else "to train":9} {r.name}  figures={",".join(r.figures)}',
+              flush=True)
+    except BrokenPipeError:  # `--list | head`: the reader has all it wanted
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return
   sweeps.run_sweep(config_arg, sweep_dir, train=trainer.train_and_evaluate,
                    validate=run_config.validate)
