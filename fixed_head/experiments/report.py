@@ -25,12 +25,11 @@ import io
 import json
 import os
 import platform
-import statistics
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fixed_head import accounting, files
+from fixed_head import accounting, files, metrics
 from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
 from fixed_head.experiments import sweeps
@@ -53,9 +52,8 @@ def _evaluator(config) -> str:
   return 'valid' if 'valid' in names else names[0]
 
 
-def run_result(workdir: str, figures: Sequence[str] | None = None) -> dict[str, Any]:
-  """One finished run's row of results.csv; ``figures``: the sweep plan's (default: those
-  the run had when it finished)."""
+def run_result(workdir: str, figures: Sequence[str]) -> dict[str, Any]:
+  """One finished run's row of results.csv; ``figures``: those the sweep plan gives it now."""
   with open(os.path.join(workdir, sweeps.DONE), encoding='utf-8') as f:
     done = json.load(f)
   config = run_record.load_config(workdir)
@@ -64,7 +62,7 @@ def run_result(workdir: str, figures: Sequence[str] | None = None) -> dict[str, 
   evaluator = _evaluator(config)
   row = {
       'run': done['name'],
-      'figures': ';'.join(done['figures'] if figures is None else figures),
+      'figures': ';'.join(figures),
       'variant': 'fixed' if model.is_fixed_head else 'baseline',
       'emb_dim': model.emb_dim,
       'num_heads': model.num_heads,
@@ -97,7 +95,7 @@ def collect(sweep_dir: str) -> tuple[list[dict[str, Any]], list[str]]:
   for entry in plan['runs']:
     workdir = os.path.join(sweep_dir, entry['name'])
     if sweeps.is_done(workdir):
-      rows.append(run_result(workdir, entry['figures']))  # the plan as it is now
+      rows.append(run_result(workdir, entry['figures']))
     else:
       missing.append(entry['name'])
   return rows, missing
@@ -113,7 +111,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   for row in rows:
     groups[_key(row)].append(row)
   summary = []
-  for key, members in groups.items():
+  for members in groups.values():
     first = members[0]
     entry = {c: first[c] for c in CONFIG_COLUMNS}
     entry['figures'] = ';'.join(sorted({f for m in members for f in m['figures'].split(';')
@@ -123,10 +121,10 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     entry['seeds'] = len(members)
     for metric in EVAL_METRICS:
       values = [m[f'eval_{metric}'] for m in members if m[f'eval_{metric}'] != '']
-      entry[f'{metric}_mean'] = statistics.fmean(values) if values else ''
-      entry[f'{metric}_std'] = statistics.stdev(values) if len(values) > 1 else (
-          0.0 if values else '')
-    entry['wall_seconds_mean'] = round(statistics.fmean(m['wall_seconds'] for m in members), 1)
+      mean, std = metrics.mean_and_spread(values) if values else ('', '')
+      entry[f'{metric}_mean'], entry[f'{metric}_std'] = mean, std
+    entry['wall_seconds_mean'] = round(metrics.mean_and_spread(
+        [m['wall_seconds'] for m in members])[0], 1)
     summary.append(entry)
   for entry in summary:
     entry['label'] = label(entry)
