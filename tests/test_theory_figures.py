@@ -12,7 +12,7 @@ import pytest
 from matplotlib import image
 
 from fixed_head.errors import UsageError
-from fixed_head.experiments import report, theory_figures
+from fixed_head.experiments import figures, theory_figures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -81,7 +81,7 @@ def test_probe_separates_d_p_below_and_above_n(quick):
           sum(errors) / 3, rel=1e-6)
   assert 'probe 9/9: n=8 d_p=16' in log  # progress lines, then the tables
   assert '| n | d | d_p | d_p / n | mean error | std | min | max |' in log
-  assert f'{report.machine()} | ' in log  # the machine, date and command under each table
+  assert f'{figures.machine()} | ' in log  # the machine, date and command under each table
   assert log.count('| pytest quick') == 3  # one caption footer per table
 
 

@@ -19,20 +19,15 @@ marked as parameter-matched: "fixed wins with more parameters" is not the paper'
 from __future__ import annotations
 
 import collections
-import csv
-import datetime
-import io
 import json
 import os
-import platform
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from fixed_head import accounting, files, metrics
 from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
-from fixed_head.experiments import sweeps
+from fixed_head.experiments import figures, sweeps
 from fixed_head.train import run_record, seeds
 
 MATCH_TOLERANCE = 0.02  # parameter counts within 2% are "matched"
@@ -52,8 +47,9 @@ def _evaluator(config) -> str:
   return 'valid' if 'valid' in names else names[0]
 
 
-def run_result(workdir: str, figures: Sequence[str]) -> dict[str, Any]:
-  """One finished run's row of results.csv; ``figures``: those the sweep plan gives it now."""
+def run_result(workdir: str, in_figures: Sequence[str]) -> dict[str, Any]:
+  """One finished run's row of results.csv; ``in_figures``: those the sweep plan gives it
+  now."""
   with open(os.path.join(workdir, sweeps.DONE), encoding='utf-8') as f:
     done = json.load(f)
   config = run_record.load_config(workdir)
@@ -62,7 +58,7 @@ def run_result(workdir: str, figures: Sequence[str]) -> dict[str, Any]:
   evaluator = _evaluator(config)
   row = {
       'run': done['name'],
-      'figures': ';'.join(figures),
+      'figures': ';'.join(in_figures),
       'variant': 'fixed' if model.is_fixed_head else 'baseline',
       'emb_dim': model.emb_dim,
       'num_heads': model.num_heads,
@@ -149,15 +145,6 @@ def metric_of(summary: Sequence[dict[str, Any]]) -> str:
   return 'loss'
 
 
-def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-  out = io.StringIO()
-  writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator='\n')
-  writer.writeheader()
-  for row in rows:
-    writer.writerow({c: row.get(c, '') for c in columns})
-  return out.getvalue()
-
-
 def _fmt(value: Any, digits: int = 4) -> str:
   return f'{value:.{digits}f}' if isinstance(value, float) else str(value)
 
@@ -167,30 +154,11 @@ def table(summary: Sequence[dict[str, Any]]) -> str:
   metric = metric_of(summary)
   head = ('variant', 'd', 'h', 'd_p', 'params', f'eval {metric} (mean ± std)', 'perplexity',
           'seeds', 'parameter-matched with')
-  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-  for e in summary:
-    lines.append('| ' + ' | '.join([
-        e['variant'], str(e['emb_dim']), str(e['num_heads']), str(e['head_size']),
-        f"{e['params']:,}", f"{_fmt(e[metric + '_mean'])} ± {_fmt(e[metric + '_std'])}",
-        _fmt(e['perplexity_mean'], 3), str(e['seeds']), e['param_match'] or '-']) + ' |')
-  return '\n'.join(lines)
-
-
-def machine() -> str:
-  """The machine in a few words: OS, CPU and core count."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open('/proc/cpuinfo', encoding='utf-8') as f:
-      cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
-  return f'{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores'
-
-
-def provenance(command: str | None = None) -> str:
-  """'machine | date | command' for a figure's footer."""
-  command = command or 'python ' + ' '.join(sys.argv)
-  return f'{machine()} | {datetime.date.today().isoformat()} | {command}'
+  return figures.markdown(head, [
+      (e['variant'], e['emb_dim'], e['num_heads'], e['head_size'], f"{e['params']:,}",
+       f"{_fmt(e[metric + '_mean'])} ± {_fmt(e[metric + '_std'])}",
+       _fmt(e['perplexity_mean'], 3), e['seeds'], e['param_match'] or '-')
+      for e in summary])
 
 
 # ---------------------------------------------------------------------------
@@ -198,16 +166,7 @@ def provenance(command: str | None = None) -> str:
 # ---------------------------------------------------------------------------
 
 def _figure(title: str, xlabel: str, ylabel: str, footer: str):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(7, 4.6))
-  ax.set_title(title, fontsize=11)
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel(ylabel)
-  ax.grid(True, alpha=0.3)
-  fig.text(0.01, 0.005, footer, fontsize=6, color='0.35', ha='left', va='bottom')
-  return fig, ax
+  return figures.new_figure(title, xlabel, ylabel, footer, size=(7, 4.6), footer_y=0.005)
 
 
 def _log2_axis(ax, values) -> None:
@@ -228,12 +187,7 @@ def _save(fig, path: str, entries, metric: str) -> str:
   values = [e[f'{metric}_mean'] for e in entries]
   if values and min(values) > 0 and max(values) / min(values) > 10:
     fig.axes[0].set_yscale('log')  # gaps spanning decades
-  fig.tight_layout(rect=(0, 0.03, 1, 1))
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format='png', dpi=120)
-  files.write_atomically(path, buffer.getvalue())
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  plt.close(fig)
+  files.write_atomically(path, figures.png(fig, bottom=0.03))
   return path
 
 
@@ -339,7 +293,7 @@ def write_report(sweep_dir: str, output_dir: str | None = None, *,
   output_dir = output_dir or os.path.join(sweep_dir, 'report')
   os.makedirs(output_dir, exist_ok=True)
   summary = summarize(rows)
-  footer = provenance(command)
+  footer = figures.provenance(command)
   name = os.path.basename(os.path.normpath(sweep_dir))
   summary_columns = (*CONFIG_COLUMNS, 'figures', 'params', 'attention_params',
                      'train_flops_per_token', 'steps', 'seeds',
@@ -347,8 +301,8 @@ def write_report(sweep_dir: str, output_dir: str | None = None, *,
                      'wall_seconds_mean', 'param_match')
   written = [os.path.join(output_dir, 'results.csv'), os.path.join(output_dir, 'summary.csv'),
              os.path.join(output_dir, 'summary.md')]
-  files.write_atomically(written[0], to_csv(rows, RESULT_COLUMNS))
-  files.write_atomically(written[1], to_csv(summary, summary_columns))
+  files.write_atomically(written[0], figures.to_csv(rows, RESULT_COLUMNS))
+  files.write_atomically(written[1], figures.to_csv(summary, summary_columns))
   files.write_atomically(written[2], table(summary) + f'\n\n{footer}\n')
   written += plot_all(summary, output_dir, footer, name)
   log(table(summary))

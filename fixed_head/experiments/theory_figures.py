@@ -15,12 +15,8 @@ the machine, date and command, so only they change).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import os
-import statistics
-import textwrap
 import time
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -28,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from fixed_head import files, theory
+from fixed_head import files, metrics, theory
 from fixed_head.errors import UsageError
-from fixed_head.experiments.report import provenance
+from fixed_head.experiments import figures
 
 SEED = 0
 OUTPUTS = ('construction.csv', 'witnesses.csv', 'probe.csv', 'construction.png', 'probe.png',
@@ -140,8 +136,7 @@ def probe_rows(settings: Settings, log: Callable[[str], None] = print) -> list[d
       errors.append(fit.max_abs_error)
     rows.append({'n': n, 'd': settings.probe_d, 'd_p': d_p, 'd_p_over_n': d_p / n,
                  'targets': len(errors), 'steps': settings.num_steps,
-                 'mean': statistics.fmean(errors),
-                 'std': statistics.stdev(errors) if len(errors) > 1 else 0.0,
+                 **dict(zip(('mean', 'std'), metrics.mean_and_spread(errors))),
                  'min': min(errors), 'max': max(errors),
                  'errors': ' '.join(f'{e:.6e}' for e in errors)})
     elapsed = time.perf_counter() - start
@@ -157,60 +152,36 @@ def probe_rows(settings: Settings, log: Callable[[str], None] = print) -> list[d
 # ---------------------------------------------------------------------------
 
 
-def to_csv(rows: Sequence[dict[str, Any]]) -> str:
-  out = io.StringIO()
-  writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator='\n')
-  writer.writeheader()
-  writer.writerows(rows)
-  return out.getvalue()
-
-
-def markdown(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-  lines += ['| ' + ' | '.join(str(v) for v in row) + ' |' for row in rows]
-  return '\n'.join(lines)
-
-
 def construction_table(rows: Sequence[dict[str, Any]]) -> str:
-  return markdown(
+  return figures.markdown(
       ('n', 'd', 'd_p', 'min_head_size(P)', 'cond(X)', 'smallest P entry', 'max-abs error'),
       [(r['n'], r['d'], r['d_p'], r['min_head_size'], f'{r["cond_X"]:.1f}', f'{r["min_P"]:.1e}',
         f'{r["max_abs_error"]:.1e}') for r in rows])
 
 
 def witness_table(rows: Sequence[dict[str, Any]]) -> str:
-  return markdown(
+  return figures.markdown(
       ('witness', 'd', 'n', 'd_p', 'proven least error', 'probe best error', 'construction'),
       [(r['witness'], r['d'], r['n'], r['d_p'], f'{r["proven_min_error"]:.4f}',
         f'{r["probe_error"]:.4f}', r['construction']) for r in rows])
 
 
 def probe_table(rows: Sequence[dict[str, Any]]) -> str:
-  return markdown(
+  return figures.markdown(
       ('n', 'd', 'd_p', 'd_p / n', 'mean error', 'std', 'min', 'max'),
       [(r['n'], r['d'], r['d_p'], f'{r["d_p_over_n"]:.3g}', f'{r["mean"]:.2e}',
         f'{r["std"]:.2e}', f'{r["min"]:.2e}', f'{r["max"]:.2e}') for r in rows])
 
 
 def _figure(title: str, xlabel: str, ylabel: str, footer: str):
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  fig = Figure(figsize=(7.5, 5))
-  ax = fig.add_subplot()
-  ax.set_title(title, fontsize=11)
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel(ylabel)
+  fig, ax = figures.new_figure(title, xlabel, ylabel, footer, size=(7.5, 5), footer_y=0.01,
+                               wrap=150)
   ax.set_yscale('log')
-  ax.grid(True, alpha=0.3)
-  fig.text(0.01, 0.01, '\n'.join(textwrap.wrap(footer, 150)), fontsize=6, color='0.3',
-           ha='left', va='bottom')
   return fig, ax
 
 
 def _png(fig) -> bytes:
-  fig.tight_layout(rect=(0, 0.07, 1, 1))
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format='png', dpi=120)
-  return buffer.getvalue()
+  return figures.png(fig, bottom=0.07)
 
 
 def construction_png(rows: Sequence[dict[str, Any]], footer: str) -> bytes:
@@ -271,7 +242,7 @@ def make_figures(output: str, *, quick: bool = False, overwrite: bool = False,
   check_output(output, overwrite)
   os.makedirs(output, exist_ok=True)
   settings = QUICK if quick else FULL
-  footer = provenance(command)
+  footer = figures.provenance(command)
   start = time.perf_counter()
 
   construction = construction_rows(settings.construction_ns)
@@ -310,9 +281,9 @@ def make_figures(output: str, *, quick: bool = False, overwrite: bool = False,
   probe_footer = (f'd = {settings.probe_d}; {settings.num_steps} Adam steps per fit; '
                   f'{settings.num_targets} random targets per point. {footer}')
   contents = {
-      'construction.csv': to_csv(construction),
-      'witnesses.csv': to_csv(witnesses),
-      'probe.csv': to_csv(probe),
+      'construction.csv': figures.to_csv(construction),
+      'witnesses.csv': figures.to_csv(witnesses),
+      'probe.csv': figures.to_csv(probe),
       'construction.png': construction_png(construction, footer),
       'probe.png': probe_png(probe, settings, probe_footer),
       'tables.md': text,
