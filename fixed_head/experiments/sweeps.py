@@ -28,6 +28,7 @@ import ml_collections
 
 from fixed_head import files
 from fixed_head.errors import UsageError
+from fixed_head.train.metric_writer import format_duration
 
 PLAN = 'sweep.json'  # in the sweep directory: the config file, its argument and the runs
 DONE = 'sweep_run.json'  # in a run's workdir once it has trained to the end
@@ -138,18 +139,27 @@ def _call(function: Callable[..., Any], *args: Any) -> Any:
     raise UsageError(str(e).strip().splitlines()[0]) from e
 
 
+def _field(config: ml_collections.ConfigDict, key: str) -> tuple[Any, str] | None:
+  """(the node holding dotted ``key``'s last part, that part), or None if no such field."""
+  parent, _, field = key.rpartition('.')
+  node = config
+  for part in parent.split('.') if parent else ():
+    if not hasattr(node, 'keys') or part not in node:
+      return None
+    node = node[part]
+  if not hasattr(node, 'keys') or field not in node:
+    return None
+  return node, field
+
+
 def _without_no_ops(module, overrides: tuple[tuple[str, Any], ...], arg: str) -> tuple:
   """``overrides`` less those that set a field to the value get_config(arg) gives it."""
   config = _call(module.get_config, arg)
   kept = []
   for key, value in overrides:
-    node, found = config, True
-    for part in key.split('.'):
-      if not hasattr(node, 'keys') or part not in node:
-        found = False
-        break
-      node = node[part]
-    if not (found and type(node) is type(value) and node == value):
+    found = _field(config, key)
+    current = found[0][found[1]] if found else None
+    if not (found and type(current) is type(value) and current == value):
       kept.append((key, value))
   return tuple(kept)
 
@@ -158,14 +168,10 @@ def config_of(module, r: Run) -> ml_collections.ConfigDict:
   """``get_config(r.arg)`` with the run's overrides; an unknown field is named."""
   config = _call(module.get_config, r.arg)
   for key, value in r.overrides:
-    parent, _, field = key.rpartition('.')
-    node = config
-    for part in parent.split('.') if parent else ():
-      if not hasattr(node, 'keys') or part not in node:
-        raise UsageError(f'sweep run {r.name}: config.{key} is not a field of the config.')
-      node = node[part]
-    if not hasattr(node, 'keys') or field not in node:
+    found = _field(config, key)
+    if found is None:
       raise UsageError(f'sweep run {r.name}: config.{key} is not a field of the config.')
+    node, field = found
     with node.ignore_type():
       node[field] = value
   return config
@@ -196,12 +202,6 @@ def _check_plan(sweep_dir: str, config_arg: str, runs: Sequence[Run]) -> None:
   os.makedirs(sweep_dir, exist_ok=True)
   files.write_atomically(path, json.dumps(
       {'config': config_arg, 'runs': [r.to_dict() for r in runs]}, indent=2) + '\n')
-
-
-def _duration(seconds: float) -> str:
-  seconds = int(round(seconds))
-  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m' if seconds >= 3600 else (
-      f'{seconds // 60}m{seconds % 60:02d}s')
 
 
 def run_sweep(config_arg: str, sweep_dir: str, *,
@@ -249,6 +249,6 @@ def run_sweep(config_arg: str, sweep_dir: str, *,
     left = len(todo) - i
     eta = left * sum(trained_seconds) / len(trained_seconds)
     log(f'sweep: {len(runs) - left}/{len(runs)} runs done ({r.name} took '
-        f'{_duration(seconds)}); {left} to go, ETA {_duration(eta)}')
+        f'{format_duration(seconds)}); {left} to go, ETA {format_duration(eta)}')
   log(f'sweep {config_arg}: all {len(runs)} runs finished in {sweep_dir}.')
   return [os.path.join(sweep_dir, r.name) for r in runs]

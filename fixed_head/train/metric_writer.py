@@ -16,7 +16,8 @@ from typing import Any
 from fixed_head import files
 
 
-def _format_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+  """'1m05s', or '2h03m09s' from an hour on (whole seconds, rounded down)."""
   seconds = int(max(seconds, 0))
   hours, rest = divmod(seconds, 3600)
   minutes, seconds = divmod(rest, 60)
@@ -98,7 +99,7 @@ class MetricWriter:
     eta = (self.num_train_steps - step) / max(steps_per_sec, 1e-9)
     shown = ' | '.join(f'{k} {v:.4g}' for k, v in scalars.items())
     print(f'step {step}/{self.num_train_steps} | {shown} | {steps_per_sec:.2f} steps/s | '
-          f'ETA {_format_duration(eta)}', flush=True)
+          f'ETA {format_duration(eta)}', flush=True)
 
   def log(self, message: str) -> None:
     if self.enabled:
