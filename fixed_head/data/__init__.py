@@ -11,6 +11,8 @@ exposes ``get_state()`` / ``set_state(state)`` (JSON-serialisable), saved in eve
 checkpoint so a resumed run reads exactly the batches it would have read. A source that
 streams (TFDS through Grain) provides its own with ``source.train_iterator(global_batch_size,
 process_index=, process_count=)``; any other source is read by index (``IndexIterator``).
+The 'tfds' source can instead read its train rows from a pre-packed copy made once
+(``data.prepacked_dir``; ``python -m fixed_head.data.prepacked``, module ``prepacked``).
 
 Sources that keep files of their own (a SentencePiece model or WordPiece vocabulary
 trained on first use) are given the run's ``workdir``, and the BERT sources also

@@ -15,8 +15,12 @@ document in that endless order, how many pieces of a document split across a row
 are already placed, and the packing counts. A resumed run reads exactly the rows an
 uninterrupted one would.
 
+Train from a pre-packed copy (``data.prepacked_dir``, see ``prepacked``): the same rows,
+packed once from the split in stored order, read a batch at a time in a new seeded order
+of rows each epoch, with no Python per sentence.
+
 Eval (and ``get_batch`` / ``len`` on any split): one pass in stored order, packed; the first
-``num_examples`` rows are held in memory.
+``num_examples`` rows are held in memory (read from the pre-packed copy when there is one).
 
 Prepare a dataset once (this needs TensorFlow; see requirements-prepare.txt, README "LM1B"):
 
@@ -30,6 +34,7 @@ import dataclasses
 import importlib
 import itertools
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -342,6 +347,10 @@ class TrainIterator(Iterator[Row]):
             'processes': {str(p): json.loads(state) for p, state in states.items()}}
 
   def set_state(self, state: Mapping[str, Any]) -> None:
+    if 'prepacked_rows' in state:
+      raise UsageError("the checkpoint's data state was written reading a pre-packed copy "
+                       "(data.prepacked_dir), but this run streams the dataset; resume with "
+                       'the same data.prepacked_dir, or start a new --workdir.')
     saved = state.get('processes', {})
     if state.get('process_count') != self.process_count or str(self.process_index) not in saved:
       raise UsageError(
@@ -350,6 +359,13 @@ class TrainIterator(Iterator[Row]):
           'the same number of processes (each reads its own shard of the data), or start a '
           'new --workdir.')
     self._rows.set_state(saved[str(self.process_index)])
+
+
+def _prepacked():
+  """``fixed_head.data.prepacked``, imported on use: ``python -m fixed_head.data.prepacked``
+  runs it as ``__main__``, which must not find it imported by this package already."""
+  from fixed_head.data import prepacked  # pylint: disable=g-import-not-at-top
+  return prepacked
 
 
 def _grain_seed(shuffle_seed: int) -> int:
@@ -372,7 +388,7 @@ class TfdsTextLM:
                data_dir: str | None = None, tokenizer: str = 'sentencepiece',
                tokenizer_path: str | None = None, tokenizer_max_sentences: int = 1_000_000,
                shuffle_seed: int = 0, packing_mode: str = 'pack', long_docs: str = 'split',
-               read_threads: int = 2, num_examples: int | None = None,
+               read_threads: int = 2, prepacked_dir: str = '', num_examples: int | None = None,
                workdir: str | None = None, log: Callable[[str], None] = print):
     if split not in SPLITS:
       raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
@@ -390,6 +406,14 @@ class TfdsTextLM:
     self.packing_mode, self.long_docs, self.read_threads = packing_mode, long_docs, read_threads
     self.num_examples, self._log = num_examples, log
     self.tfds_split = train_split if split == 'train' else eval_split
+    self.tokenizer_kind, self.workdir = tokenizer, workdir
+    self.prepacked: prepacked.PrepackedRows | None = None
+    if split == 'train' and prepacked_dir:  # the config's fields first: before any training
+      prepacked = _prepacked()
+      self.prepacked_dir = os.path.abspath(os.path.expanduser(prepacked_dir))
+      metadata = prepacked.read_metadata(self.prepacked_dir, workdir)
+      prepacked.check_identity(metadata, self.prepacked_identity(full=False),
+                               self.prepacked_dir, workdir)
     self.records = open_split(dataset, self.tfds_split, data_dir=self.data_dir, feature=feature,
                               split_field=f'data.{split}_split')
     self.tokenizer = tokenizers.for_run(
@@ -404,6 +428,12 @@ class TfdsTextLM:
                               raw=open_raw(dataset, self.tfds_split, self.data_dir))
     self._rows: dict[str, np.ndarray] | None = None
     self.stats: packing.PackingStats | None = None  # of the held rows
+    if split == 'train' and prepacked_dir:
+      prepacked = _prepacked()
+      prepacked.check_identity(metadata, self.prepacked_identity(), self.prepacked_dir, workdir)
+      self.prepacked = prepacked.PrepackedRows(self.prepacked_dir, metadata)
+      self.stats = packing.PackingStats(**{k: v for k, v in metadata['stats'].items()
+                                           if k != 'fill'})
     if split == 'eval':
       self._hold_rows()
 
@@ -431,7 +461,32 @@ class TfdsTextLM:
     order = grain.MapDataset.range(min(limit, len(records)))
     return itertools.chain.from_iterable(self._chunks(order, reader.texts))
 
+  def prepacked_identity(self, *, full: bool = True) -> dict[str, Any]:
+    """What a pre-packed copy of this train split must agree with (``full``: also the
+    tokenizer's sha256 and the number of records, known once they are opened)."""
+    identity = {'dataset': self.dataset, 'split': self.tfds_split, 'feature': self.feature,
+                'seq_len': self.seq_len, 'packing_mode': self.packing_mode,
+                'long_docs': self.long_docs, 'tokenizer': self.tokenizer_kind,
+                'vocab_size': self._vocab_size}
+    if full:
+      path = getattr(self.tokenizer, 'model_path', None)
+      identity.update(tokenizer_sha256=_prepacked().sha256_of(path) if path else None,
+                      tokenizer_path=path, records=len(self.records))
+    return identity
+
+  def stored_order_rows(self) -> 'PackedRowsIterator':
+    """The rows of one pass over the split in stored order (what ``_hold_rows`` holds), as
+    a checkpointable iterator: what ``prepacked.prepare`` writes."""
+    chunks = self._chunks(grain.MapDataset.range(len(self.records)), self.read)
+    return PackedRowsIterDataset(chunks, self.seq_len, mode=self.packing_mode,
+                                 long_docs=self.long_docs).__iter__()
+
   def _hold_rows(self) -> None:
+    if self.prepacked is not None:
+      count = len(self.prepacked) if self.num_examples is None else min(
+          self.num_examples, len(self.prepacked))
+      self._rows = self.prepacked.read(np.arange(count))
+      return
     documents = itertools.chain.from_iterable(
         self._chunks(grain.MapDataset.range(len(self.records)), self.read))
     pack = packing.pack_documents if self.packing_mode == 'pack' else packing.pad_documents
@@ -478,6 +533,12 @@ class TfdsTextLM:
     if global_batch_size % process_count:
       raise UsageError(f'batch_size={global_batch_size} is not divisible by the number of '
                        f'processes ({process_count}).')
+    if self.prepacked is not None:
+      return _prepacked().PrepackedTrainIterator(
+          self.prepacked, global_batch_size // process_count,
+          seed=_grain_seed(self.shuffle_seed), process_index=process_index,
+          process_count=process_count, read_threads=self.read_threads,
+          describe=f'data train ({self.dataset} {self.tfds_split!r}, pre-packed)', log=self._log)
     order = self.train_order(process_index=process_index, process_count=process_count)
     rows = PackedRowsIterDataset(self._chunks(order, self.read), self.seq_len,
                                  mode=self.packing_mode, long_docs=self.long_docs)
