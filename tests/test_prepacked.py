@@ -259,6 +259,26 @@ def test_resume_from_a_json_state_reads_the_same_batches(corpus, packed, threads
     iterator.set_state(dict(states[1], prepacked_rows=5))
 
 
+def test_training_reads_the_copy_and_resumes_exactly(corpus, packed, tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  import repo_configs  # pylint: disable=g-import-not-at-top
+  from fixed_head.train import trainer  # pylint: disable=g-import-not-at-top
+  config = repo_configs.load('default').get_config()
+  config.data = dict(data_config(corpus), prepacked_dir=packed[0])
+  del config.data['log']
+  config.model.update(dict(vocab_size=259, num_layers=1, head_size=32))
+  config.update(dict(num_train_steps=4, batch_size=8, log_every_steps=1, eval_every_steps=0))
+  config.checkpoint.every_steps = 2
+  config.evals.valid = dict(type='lm', split='eval', num_examples=8, batch_size=8)
+  devices = jax.devices()[:1]
+  whole = trainer.train_and_evaluate(config, str(tmp_path / 'whole'), devices=devices)
+  trainer.train_and_evaluate(config, str(tmp_path / 'resumed'), devices=devices, stop_after=2)
+  resumed = trainer.train_and_evaluate(config, str(tmp_path / 'resumed'), devices=devices)
+  assert np.isfinite(whole['train']['loss'])
+  assert resumed['train']['loss'] == whole['train']['loss']
+  assert resumed['evals']['valid']['loss'] == whole['evals']['valid']['loss']
+
+
 class Killed(Exception):
   pass
 
@@ -355,3 +375,17 @@ def test_tfds_text_registers_the_option(corpus):
   assert 'prepacked_dir' in tfds_text.TfdsTextLM.__init__.__code__.co_varnames
   with pytest.raises(UsageError):
     build_source(dict(data_config(corpus), prepacked_dir='/nonexistent/prepacked'), 'train')
+
+
+def test_the_input_benchmark_quick_smoke_test():
+  """benchmarks/input_pipeline.py --quick (what CI runs): the current and pre-packed rows."""
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  done = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'input_pipeline.py'),
+                         '--quick'], cwd=REPO, capture_output=True, text=True, timeout=300,
+                        env=env)
+  assert done.returncode == 0, done.stderr[-2000:]
+  rows = [line for line in done.stdout.splitlines() if line.startswith('| ')]
+  assert [row.split(' | ')[0] for row in rows[1:]] == ['| array_record, 0 threads',
+                                                         '| prepacked, 0 threads']
+  assert all(float(row.split(' | ')[2].replace(',', '')) > 0 for row in rows[1:])
+  assert 'prepacked: made once from 2,000 sentences' in done.stdout
