@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fixed_head.nn import BertForPreTraining
+from fixed_head.tasks import losses
 from fixed_head.tasks.base import Task, safe_count
 
 
@@ -19,7 +20,7 @@ def class_stats(logits, labels, weights, prefix: str) -> dict:
   [...], each position weighted by weights [...] (0 = not counted)."""
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
   nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
-  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  correct = losses.is_argmax(logits, labels).astype(jnp.float32)
   return {f'{prefix}nll_sum': jnp.sum(nll * weights),
           f'{prefix}correct_sum': jnp.sum(correct * weights),
           f'{prefix}weight_sum': jnp.sum(weights)}

@@ -8,6 +8,16 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
+def is_argmax(logits: Array, labels: Array) -> Array:
+  """bool [...]: whether ``labels`` [...] is ``jnp.argmax(logits [..., C], -1)``, ties going
+  to the lowest index as argmax's do. Computed from the row max and the label's logit:
+  XLA's CPU argmax over a 32k vocabulary costs as much as the output layer's matmul."""
+  label_logit = jnp.take_along_axis(logits, labels[..., None], axis=-1)
+  best = jnp.max(logits, axis=-1, keepdims=True)
+  earlier_tie = (logits == best) & (jnp.arange(logits.shape[-1]) < labels[..., None])
+  return (label_logit[..., 0] == best[..., 0]) & ~jnp.any(earlier_tie, axis=-1)
+
+
 def next_token_targets(batch: dict[str, Array]) -> tuple[Array, Array]:
   """targets [b, n-1] (token i + 1) and weights [b, n-1] for logits[:, :-1].
 
@@ -44,7 +54,7 @@ def next_token_stats(logits: Array, batch: dict[str, Array], *,
   logits = logits[:, :-1].astype(jnp.float32)
   log_probs = jax.nn.log_softmax(logits)
   nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-  correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+  correct = is_argmax(logits, targets).astype(jnp.float32)
   stats = {
       'nll_sum': jnp.sum(nll * weights),
       'correct_sum': jnp.sum(correct * weights),
