@@ -320,13 +320,32 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def _check_finite(metrics: dict[str, jax.Array], step: int, last_saved: int) -> None:
-  """Raises NonFiniteLoss if the step's loss or gradient norm is NaN or Inf."""
-  loss, grad_norm = (float(v) for v in jax.device_get((metrics['loss'], metrics['grad_norm'])))
-  if math.isfinite(loss) and math.isfinite(grad_norm):
+@jax.jit
+def _first_nonfinite(first: dict[str, jax.Array], step: jax.Array,
+                     metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """``first`` ({'step', 'loss', 'grad_norm'}; step 0 = none yet) updated with this step's
+  metrics if they are the first NaN/Inf. Runs on the device each step: no host sync."""
+  bad = ~(jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm']))
+  take = (first['step'] == 0) & bad
+  return {'step': jnp.where(take, step, first['step']),
+          'loss': jnp.where(take, metrics['loss'], first['loss']),
+          'grad_norm': jnp.where(take, metrics['grad_norm'], first['grad_norm'])}
+
+
+def _no_nonfinite() -> dict[str, jax.Array]:
+  return {'step': jnp.zeros((), jnp.int32), 'loss': jnp.zeros((), jnp.float32),
+          'grad_norm': jnp.zeros((), jnp.float32)}
+
+
+def _check_finite(first: dict[str, jax.Array], last_saved: int) -> None:
+  """Raises NonFiniteLoss if a step's loss or gradient norm was NaN or Inf (``first``, from
+  ``_first_nonfinite``). Waits for the steps dispatched so far."""
+  first = jax.device_get(first)
+  if not first['step']:
     return
   raise NonFiniteLoss(
-      f'training stopped: the loss is {loss} (gradient norm {grad_norm}) at step {step}. '
+      f'training stopped: the loss is {float(first["loss"])} (gradient norm '
+      f'{float(first["grad_norm"])}) at step {int(first["step"])}. '
       f'Nothing after step {last_saved} was saved; lower config.optimizer.learning_rate or set '
       'config.optimizer.grad_clip_norm, then run again (it resumes from step '
       f'{last_saved}), or use a new --workdir.')
@@ -427,16 +446,16 @@ def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, mana
   eval_results: dict[str, dict[str, float]] = {}
   tokens_per_step = config.batch_size * seq_len
   last_saved = start_step
-  previous = None  # the last step's metrics, checked once the next step is dispatched
+  # The first NaN/Inf step, tracked on the device; the host looks only where it waits for a
+  # step's results anyway (logging, evaluation, checkpoints), so steps are dispatched ahead.
+  nonfinite = _no_nonfinite()
   for step in range(start_step + 1, end_step + 1):
     local = next(train_iter)
     if train_step is None:
       setup.task.check_batch(local)
       train_step = make_train_step(setup, local)
     state, metrics = train_step(state, setup.put_batch(local))
-    if previous is not None:
-      _check_finite(previous, step - 1, last_saved)
-    previous = metrics
+    nonfinite = _first_nonfinite(nonfinite, step, metrics)
 
     last = step == config.num_train_steps
     log_now = step % config.log_every_steps == 0 or last
@@ -444,7 +463,7 @@ def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, mana
     preempted = watcher.reached(step)
     save_now = step % config.checkpoint.every_steps == 0 or step == end_step or preempted
     if log_now or eval_now or save_now:  # this step's outputs are used: check them first
-      _check_finite(metrics, step, last_saved)
+      _check_finite(nonfinite, last_saved)
 
     if log_now:
       train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
