@@ -21,6 +21,8 @@ INITIALIZERS = ('xavier_uniform', 'normal', 'truncated_normal')
 # Kept in step with ``fixed_head.nn.attention.ATTENTION_IMPLEMENTATIONS`` (checked by a test);
 # spelled out here so that validating a config imports no model code.
 ATTENTION_IMPLEMENTATIONS = ('xla', 'jax')
+# What the backward pass recomputes instead of keeping from the forward pass.
+REMAT_POLICIES = ('none', 'attention', 'full')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +63,11 @@ class ModelConfig:
   # run the blocks under nnx.scan: parameters stacked on a leading 'layers' axis; compile
   # time independent of depth
   scan_layers: bool = False
+  # rematerialisation, memory for compute: 'none' keeps every activation for the backward
+  # pass; 'attention' recomputes each block's attention sublayer there (its q, k, v and the
+  # [b, h, n, n] probabilities are not kept); 'full' recomputes each whole block (only its
+  # input is kept). Same outputs and gradients, same parameters
+  remat: str = 'none'
 
   def __post_init__(self):
     _validate(self)
@@ -123,6 +130,7 @@ def _validate(c: ModelConfig) -> None:
   choice('position_embedding', POSITION_EMBEDDINGS)
   choice('kernel_init', INITIALIZERS)
   choice('embed_init', INITIALIZERS[1:])
+  choice('remat', REMAT_POLICIES)
   for field in ('scale_embeddings', 'use_bias', 'tie_embeddings', 'scan_layers'):
     if not isinstance(getattr(c, field), bool):
       fail(field, 'must be True or False.')

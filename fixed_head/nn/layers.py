@@ -143,6 +143,9 @@ class TransformerBlock(nnx.Module):
     rate = self.config.dropout_rate
 
     def attention(y):
+      if self.config.remat == 'attention':
+        return recomputed(self.attention, y, mask=mask, deterministic=deterministic, rngs=rngs,
+                          in_scan=self.config.scan_layers)
       return self.attention(y, mask=mask, deterministic=deterministic, rngs=rngs)
 
     def mlp(y):
@@ -156,6 +159,26 @@ class TransformerBlock(nnx.Module):
     return x
 
 
+def recomputed(module: nnx.Module, x: Array, *, mask: Array | None, deterministic: bool,
+               rngs: nnx.Rngs | None, in_scan: bool) -> Array:
+  """``module(x, mask=..., deterministic=..., rngs=...)`` [b, n, d] -> [b, n, d] under
+  ``nnx.remat``: the backward pass recomputes its activations from x instead of keeping
+  them. The dropout keys it draws from ``rngs`` are the same in the recomputation, so
+  outputs and gradients do not change.
+
+  Outside a scan, jax.checkpoint keeps XLA from merging the recomputation back into the
+  forward pass with optimisation barriers, which XLA's CPU compiler removes (its
+  cse_barrier_expander pass): on a CPU only the scanned stack saves memory. Inside
+  ``nnx.scan`` the loop itself keeps them apart, so the barriers are left out there.
+  """
+
+  @nnx.remat(prevent_cse=not in_scan)
+  def call(module, x, mask, rngs):
+    return module(x, mask=mask, deterministic=deterministic, rngs=rngs)
+
+  return call(module, x, mask, rngs)
+
+
 class TransformerStack(nnx.Module):
   """``num_layers`` blocks, plus the final LayerNorm that pre-LN needs. [b, n, d] -> [b, n, d].
 
@@ -164,6 +187,8 @@ class TransformerStack(nnx.Module):
   parameters are stacked: each has a leading axis of size num_layers, logical name
   'layers', and the blocks run under ``nnx.scan``, so the step compiles one block whatever
   the depth. The two hold the same parameters (stack the loop's per-layer leaves on axis 0).
+  ``config.remat`` ('attention' or 'full') recomputes activations in the backward pass,
+  in either layout.
   """
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
@@ -187,7 +212,7 @@ class TransformerStack(nnx.Module):
       x = self._scan(x, mask, deterministic, rngs)
     else:
       for block in self.blocks:
-        x = block(x, mask=mask, deterministic=deterministic, rngs=rngs)
+        x = self._block(block, x, mask, deterministic, rngs)
     if self.final_norm is not None:
       x = self.final_norm(x)
     return x
@@ -206,9 +231,17 @@ class TransformerStack(nnx.Module):
               transform_metadata={nnx.PARTITION_NAME: 'layers'})
     def step(h: Array, block: TransformerBlock, key: Array | None) -> Array:
       layer_rngs = None if key is None else nnx.Rngs(dropout=key)
-      return block(h, mask=mask, deterministic=deterministic, rngs=layer_rngs)
+      return self._block(block, h, mask, deterministic, layer_rngs)
 
     return step(x, self.blocks, keys)
+
+  def _block(self, block: TransformerBlock, x: Array, mask: Array | None, deterministic: bool,
+             rngs: nnx.Rngs | None) -> Array:
+    """One block, recomputed in the backward pass with ``remat='full'``."""
+    if self.config.remat == 'full':
+      return recomputed(block, x, mask=mask, deterministic=deterministic, rngs=rngs,
+                        in_scan=self.config.scan_layers)
+    return block(x, mask=mask, deterministic=deterministic, rngs=rngs)
 
 
 def _uses_dropout(config: ModelConfig) -> bool:
