@@ -285,9 +285,14 @@ def _format_duration(seconds: float) -> str:
   return f'{minutes // 60}h{minutes % 60:02d}m' if minutes >= 60 else f'{minutes}m{seconds:02d}s'
 
 
+def _stale(name: str) -> bool:
+  """A file of ours that a killed preparation may leave: an unrecorded or temporary one."""
+  return name.startswith('rows-') or (name.startswith((METADATA + '.', PROGRESS + '.'))
+                                      and name.endswith('.tmp'))
+
+
 def _ours(name: str) -> bool:
-  return (name in (METADATA, PROGRESS) or name.startswith('rows-')
-          or (name.startswith(PROGRESS + '.') and name.endswith('.tmp')))
+  return name in (METADATA, PROGRESS) or _stale(name)
 
 
 def _write_file(path: str, rows: Iterator[Row], count: int, dtype: np.dtype,
@@ -362,7 +367,7 @@ def prepare(source, directory: str, *, workdir: str | None = None,
         f'{sum(e["rows"] for e in saved["files"]):,} rows.')
   listed = {entry['name'] for entry in progress['files']}
   for name in os.listdir(directory):  # files of ours a killed run left unrecorded
-    if name.startswith('rows-') and name not in listed:
+    if _stale(name) and name not in listed:
       os.remove(os.path.join(directory, name))
 
   rows = source.stored_order_rows()
