@@ -20,7 +20,9 @@ POSITION_EMBEDDINGS = ('learned', 'sinusoidal')
 INITIALIZERS = ('xavier_uniform', 'normal', 'truncated_normal')
 # Kept in step with ``fixed_head.nn.attention.ATTENTION_IMPLEMENTATIONS`` (checked by a test);
 # spelled out here so that validating a config imports no model code.
-ATTENTION_IMPLEMENTATIONS = ('xla', 'jax')
+ATTENTION_IMPLEMENTATIONS = ('xla', 'jax', 'cudnn', 'pallas')
+# 'auto': chosen per call from backend, dtype, head size, dropout and mask (attention.py).
+ATTENTION_CHOICES = ('auto', *ATTENTION_IMPLEMENTATIONS)
 # What the backward pass recomputes instead of keeping from the forward pass.
 REMAT_POLICIES = ('none', 'attention', 'full')
 
@@ -59,7 +61,9 @@ class ModelConfig:
   kernel_init_std: float = 0.02  # std of a 'normal' or 'truncated_normal' kernel_init
   dtype: str = 'float32'  # compute dtype
   param_dtype: str = 'float32'  # storage dtype of the parameters
-  attention_impl: str = 'xla'  # see fixed_head.nn.attention.ATTENTION_IMPLEMENTATIONS
+  # 'auto' (cuDNN / Pallas kernel on a GPU where they apply, else the einsum 'xla'), or one
+  # of fixed_head.nn.attention.ATTENTION_IMPLEMENTATIONS
+  attention_impl: str = 'auto'
   # run the blocks under nnx.scan: parameters stacked on a leading 'layers' axis; compile
   # time independent of depth
   scan_layers: bool = False
@@ -126,7 +130,7 @@ def _validate(c: ModelConfig) -> None:
   choice('model_type', MODEL_TYPES)
   choice('norm', NORM_PLACEMENTS)
   choice('activation', ACTIVATIONS)
-  choice('attention_impl', ATTENTION_IMPLEMENTATIONS)
+  choice('attention_impl', ATTENTION_CHOICES)
   choice('position_embedding', POSITION_EMBEDDINGS)
   choice('kernel_init', INITIALIZERS)
   choice('embed_init', INITIALIZERS[1:])

@@ -9,6 +9,10 @@ from flax import nnx
 from fixed_head.nn import attention as attn
 from fixed_head import config as config_lib
 
+# The implementations that take dense masks and run on a CPU ('cudnn' needs a GPU, 'pallas'
+# takes a SegmentMask: both are checked below and in test_flash_attention.py).
+DENSE = ('jax', 'xla')
+
 # (d, h, d_p): baseline shapes, d_p > d / h, d_p < d / h, and h not dividing d.
 SHAPES = [(16, 4, None), (16, 4, 8), (24, 2, 5), (10, 3, 7), (12, 5, 16)]
 
@@ -97,16 +101,74 @@ def test_baseline_requires_heads_to_divide_width():
 
 def test_attention_implementations_agree_and_match_config():
   assert set(attn.ATTENTION_IMPLEMENTATIONS) == set(config_lib.ATTENTION_IMPLEMENTATIONS)
+  assert set(config_lib.ATTENTION_CHOICES) == {attn.AUTO, *attn.ATTENTION_IMPLEMENTATIONS}
   q, k, v = (jax.random.normal(jax.random.key(i), (2, 5, 3, 4)) for i in range(3))
   segments = jnp.array([[1, 1, 2, 2, 0], [1, 2, 2, 2, 2]])
   mask = attn.combine_masks(attn.causal_mask(5), attn.segment_mask(segments),
                             attn.padding_mask(segments > 0))
-  outs = {impl: attn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
-          for impl in attn.ATTENTION_IMPLEMENTATIONS}
-  for out in outs.values():
-    np.testing.assert_allclose(out, outs['xla'], atol=1e-6)
+  want = attn.dot_product_attention(q, k, v, mask=mask, implementation='xla')
+  structured = attn.SegmentMask(segments, causal=True)
+  for impl in ('auto', *DENSE, 'pallas'):
+    got = attn.dot_product_attention(q, k, v, mask=structured, implementation=impl)
+    np.testing.assert_allclose(got, want, atol=1e-6, err_msg=impl)
+    if impl != 'pallas':
+      got = attn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+      np.testing.assert_allclose(got, want, atol=1e-6, err_msg=impl)
   with pytest.raises(ValueError, match="'nope' is not one of"):
     attn.dot_product_attention(q, k, v, implementation='nope')
+  with pytest.raises(ValueError, match="'pallas' takes a SegmentMask"):
+    attn.dot_product_attention(q, k, v, mask=mask, implementation='pallas')
+  if jax.default_backend() == 'cpu':
+    with pytest.raises(RuntimeError, match='cuDNN'):
+      attn.dot_product_attention(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16),
+                                 v.astype(jnp.bfloat16), implementation='cudnn')
+
+
+def test_segment_mask_is_the_dense_masks_it_stands_for():
+  segments = jnp.array([[1, 1, 2, 2, 0, 0], [3, 3, 3, 1, 1, 0]])
+  np.testing.assert_array_equal(
+      attn.SegmentMask(segments, causal=True).dense(6, 6),
+      attn.combine_masks(attn.causal_mask(6), attn.packed_mask(segments)))
+  np.testing.assert_array_equal(attn.SegmentMask(causal=True).dense(6, 6), attn.causal_mask(6))
+  valid = jnp.array([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
+  np.testing.assert_array_equal(attn.SegmentMask(valid).dense(6, 6), attn.padding_mask(valid))
+  ids_kv = jnp.array([[1, 2, 2, 0], [3, 3, 1, 1]])
+  np.testing.assert_array_equal(
+      attn.SegmentMask(segments, ids_kv, causal=True).dense(6, 4),
+      (jnp.arange(6)[:, None] >= jnp.arange(4)[None])[None, None]
+      & attn.segment_mask(segments, ids_kv) & (segments > 0)[:, None, :, None])
+  assert attn.SegmentMask().dense(3, 3) is None
+  # A pytree: ids are leaves, causal is static.
+  leaves, tree = jax.tree.flatten(attn.SegmentMask(segments, causal=True))
+  assert len(leaves) == 1 and jax.tree.unflatten(tree, leaves).causal
+
+
+@pytest.mark.parametrize('backend, dtype, head_size, dropout, dense, want', [
+    ('gpu', 'bfloat16', 64, False, False, 'cudnn'),
+    ('gpu', 'float16', 128, False, True, 'cudnn'),
+    ('gpu', 'bfloat16', 256, False, False, 'pallas'),  # the paper's d_p = n
+    ('gpu', 'float32', 64, False, False, 'pallas'),
+    ('gpu', 'bfloat16', 100, False, False, 'pallas'),  # not a multiple of 8
+    ('gpu', 'bfloat16', 256, False, True, 'xla'),
+    ('gpu', 'bfloat16', 64, True, False, 'xla'),
+    ('tpu', 'bfloat16', 128, False, False, 'xla'),
+    ('cpu', 'float32', 32, False, False, 'xla'),
+])
+def test_auto_chooses_by_backend_dtype_head_size_dropout_and_mask(backend, dtype, head_size,
+                                                                  dropout, dense, want):
+  name, why = attn.choose_implementation(head_size, dtype, dropout=dropout, dense_mask=dense,
+                                         backend=backend)
+  assert name == want and why
+
+
+def test_auto_logs_its_choice_once(caplog):
+  attn._logged.clear()  # pylint: disable=protected-access
+  q = jnp.ones((1, 4, 2, 8))
+  with caplog.at_level('INFO'):
+    for _ in range(3):
+      attn.dot_product_attention(q, q, q, implementation='auto')
+  lines = [r.getMessage() for r in caplog.records if 'attention_impl' in r.getMessage()]
+  assert len(lines) == 1 and lines[0].startswith("attention_impl='auto': xla (")
 
 
 def test_no_future_leakage_under_causal_mask():
@@ -205,7 +267,7 @@ def _lower_rank_mask_cases(b=2, h=3, q=5, k=4):
   return [(jnp.asarray(m), jnp.asarray(np.broadcast_to(m4, (b, h, q, k)))) for m, m4 in cases]
 
 
-@pytest.mark.parametrize('impl', sorted(attn.ATTENTION_IMPLEMENTATIONS))
+@pytest.mark.parametrize('impl', DENSE)
 def test_masks_of_fewer_dims_broadcast_like_numpy(impl):
   b, q_len, kv_len, h, dp = 2, 5, 4, 3, 4
   q = jax.random.normal(jax.random.key(0), (b, q_len, h, dp))
@@ -224,7 +286,7 @@ def test_masks_of_fewer_dims_broadcast_like_numpy(impl):
       q, k, v, mask=_lower_rank_mask_cases()[0][0], implementation=impl))[:, 2] == 0)
 
 
-@pytest.mark.parametrize('impl', sorted(attn.ATTENTION_IMPLEMENTATIONS))
+@pytest.mark.parametrize('impl', DENSE)
 def test_module_takes_2d_and_3d_masks(impl):
   m = attn.MultiHeadAttention(in_features=8, num_heads=2, head_size=5, implementation=impl,
                               rngs=nnx.Rngs(0), bias_init=nnx.initializers.normal(0.5))

@@ -13,14 +13,25 @@ Baseline attention is ``head_size=None`` (d_p = d / h, h must divide d); any int
 
 Masks are boolean arrays broadcastable to [batch, h, q_len, kv_len] by NumPy's rules (so
 [q_len, kv_len] and [h, q_len, kv_len] work too); True means "may attend". Build them with
-``causal_mask``, ``padding_mask`` and ``segment_mask`` and join them with ``combine_masks``.
-A query row with no allowed key outputs zeros (never NaN).
+``causal_mask``, ``padding_mask`` and ``segment_mask`` and join them with ``combine_masks``;
+or describe them with a ``SegmentMask`` (causal order and segment ids), which fused kernels
+read without building the array, as the models do. A query row with no allowed key outputs
+zeros (never NaN).
+
+The product itself has several implementations (``ATTENTION_IMPLEMENTATIONS``): 'xla' (the
+einsum reference), 'jax' (``jax.nn.dot_product_attention``), 'cudnn' (its cuDNN fused
+kernel, GPU), 'pallas' (``fixed_head.nn.flash_attention``, any head size, memory linear in
+n). 'auto' picks per call from the backend, dtype, head size, dropout and mask
+(``choose_implementation``) and logs the choice and its reason once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
+
+from absl import logging
 
 import jax
 import jax.numpy as jnp
@@ -79,6 +90,41 @@ def combine_masks(*masks: Array | None) -> Array | None:
   return functools.reduce(jnp.logical_and, present)
 
 
+@dataclasses.dataclass(frozen=True)
+class SegmentMask:
+  """A mask given by its structure: causal order and/or segment ids.
+
+  Query i may attend key j iff (not ``causal`` or j <= i) and, with segment ids, the two ids
+  are equal and the query's is > 0 (0 = padding: never attends, never attended). That is
+  ``causal_mask`` & ``packed_mask`` (and ``padding_mask`` with ids = the 0/1 input mask).
+  ``segment_ids_kv`` defaults to ``segment_ids_q``. A pytree (ids are leaves, ``causal``
+  static), so it crosses jit and nnx.scan like an array.
+  """
+
+  segment_ids_q: Array | None = None  # int [b, q_len]
+  segment_ids_kv: Array | None = None  # int [b, kv_len]
+  causal: bool = False
+
+  @property
+  def kv_ids(self) -> Array | None:
+    return self.segment_ids_q if self.segment_ids_kv is None else self.segment_ids_kv
+
+  def dense(self, q_len: int, kv_len: int) -> Array | None:
+    """The same mask as a bool array [b or 1, 1, q_len, kv_len] (None: nothing masked)."""
+    causal = None
+    if self.causal:
+      causal = (jnp.arange(q_len)[:, None] >= jnp.arange(kv_len)[None, :])[None, None]
+    segments = None
+    if self.segment_ids_q is not None:
+      segments = (segment_mask(self.segment_ids_q, self.kv_ids)
+                  & (self.segment_ids_q > 0)[:, None, :, None])
+    return combine_masks(causal, segments)
+
+
+jax.tree_util.register_dataclass(SegmentMask, data_fields=['segment_ids_q', 'segment_ids_kv'],
+                                 meta_fields=['causal'])
+
+
 # ---------------------------------------------------------------------------------------
 # The core product: softmax(Q K^T / sqrt(d_p)) V, behind one function
 # ---------------------------------------------------------------------------------------
@@ -106,19 +152,47 @@ def _xla_attention(query, key, value, mask, dropout_rate, dropout_rng, precision
   return jnp.einsum('bhqk,bkhd->bqhd', weights, value, precision=precision)
 
 
-def _jax_attention(query, key, value, mask, dropout_rate, dropout_rng, precision):
-  """``jax.nn.dot_product_attention`` (cuDNN flash attention on GPU when it applies)."""
+def _jax_attention(query, key, value, mask, dropout_rate, dropout_rng, precision,
+                   implementation=None):
+  """``jax.nn.dot_product_attention``: XLA's choice ('jax'), or cuDNN's fused kernel
+  ('cudnn': GPU, bfloat16/float16, d_p <= 128 and a multiple of 8). A ``SegmentMask``'s causal
+  order goes in as ``is_causal``, its segments as a dense mask."""
   del dropout_rng
+  name = 'cudnn' if implementation == 'cudnn' else 'jax'
   if dropout_rate > 0.0:
     raise ValueError(
-        "attention_impl='jax' does not support attention dropout; set "
+        f"attention_impl={name!r} does not support attention dropout; set "
         "attention_dropout_rate=0 or use attention_impl='xla'.")
   if precision is not None:
-    raise ValueError("attention_impl='jax' does not take a precision; use 'xla'.")
+    raise ValueError(f"attention_impl={name!r} does not take a precision; use 'xla'.")
+  is_causal = False
+  if isinstance(mask, SegmentMask):
+    is_causal = mask.causal and query.shape[1] == key.shape[1]
+    mask = (SegmentMask(mask.segment_ids_q, mask.segment_ids_kv) if is_causal else mask).dense(
+        query.shape[1], key.shape[1])
   if mask is not None:
     mask = jnp.broadcast_to(
         mask, (query.shape[0], mask.shape[1], query.shape[1], key.shape[1]))
-  return jax.nn.dot_product_attention(query, key, value, mask=mask)
+  return jax.nn.dot_product_attention(query, key, value, mask=mask, is_causal=is_causal,
+                                      implementation=implementation)
+
+
+def _pallas_attention(query, key, value, mask, dropout_rate, dropout_rng, precision):
+  """The fused Pallas kernel (``fixed_head.nn.flash_attention``): masks as a SegmentMask."""
+  del dropout_rng
+  from fixed_head.nn import flash_attention  # pylint: disable=g-import-not-at-top
+  if dropout_rate > 0.0:
+    raise ValueError("attention_impl='pallas' does not support attention dropout; set "
+                     "attention_dropout_rate=0 or use attention_impl='xla'.")
+  if precision is not None:
+    raise ValueError("attention_impl='pallas' does not take a precision; use 'xla'.")
+  if mask is not None and not isinstance(mask, SegmentMask):
+    raise ValueError("attention_impl='pallas' takes a SegmentMask (causal order and segment "
+                     "ids), not a dense mask array; use attention_impl='xla' for those.")
+  mask = mask or SegmentMask()
+  return flash_attention.flash_attention(
+      query, key, value, causal=mask.causal, segment_ids_q=mask.segment_ids_q,
+      segment_ids_kv=mask.kv_ids if mask.segment_ids_q is not None else None)
 
 
 def _as_4d_mask(mask: Array, shape: tuple[int, int, int, int]) -> Array:
@@ -134,7 +208,53 @@ def _as_4d_mask(mask: Array, shape: tuple[int, int, int, int]) -> Array:
 ATTENTION_IMPLEMENTATIONS: dict[str, Callable[..., Array]] = {
     'xla': _xla_attention,
     'jax': _jax_attention,
+    'cudnn': functools.partial(_jax_attention, implementation='cudnn'),
+    'pallas': _pallas_attention,
 }
+AUTO = 'auto'  # choose_implementation's choice
+# Take a SegmentMask as it is; the others get its dense array.
+_STRUCTURED_MASKS = ('jax', 'cudnn', 'pallas')
+_CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+_logged: set[tuple[str, str]] = set()
+
+
+def choose_implementation(head_size: int, dtype, *, dropout: bool, dense_mask: bool,
+                          backend: str | None = None) -> tuple[str, str]:
+  """What 'auto' runs, and why: (implementation, reason).
+
+  GPU: cuDNN's fused kernel where it applies (bfloat16/float16, d_p <= 128 and a multiple of
+  8, no dropout); else the Pallas kernel for the head sizes cuDNN leaves out (no dropout, and
+  the mask a SegmentMask); else 'xla'. TPU: 'xla' (the slot for a TPU kernel). CPU: 'xla',
+  the fastest there.
+  """
+  backend = backend or jax.default_backend()
+  dtype = jnp.dtype(dtype)
+  if backend == 'gpu':
+    if dropout:
+      return 'xla', 'attention dropout, which no fused kernel here implements'
+    if dtype in _CUDNN_DTYPES and head_size <= 128 and head_size % 8 == 0:
+      return 'cudnn', f'{dtype.name}, d_p = {head_size}: cuDNN applies'
+    outside = (f'{dtype.name}, d_p = {head_size} is outside cuDNN\'s fused attention '
+               '(bfloat16/float16, d_p <= 128, a multiple of 8)')
+    if dense_mask:
+      return 'xla', outside + ', and the Pallas kernel takes no dense mask'
+    return 'pallas', outside
+  if backend == 'tpu':
+    return 'xla', 'no TPU attention kernel is registered yet'
+  return 'xla', f'the einsum path is the fastest on {backend}'
+
+
+def _resolve(implementation: str, query: Array, mask, dropout_rate: float) -> str:
+  if implementation != AUTO:
+    return implementation
+  name, why = choose_implementation(
+      query.shape[-1], query.dtype, dropout=dropout_rate > 0.0,
+      dense_mask=mask is not None and not isinstance(mask, SegmentMask))
+  if (name, why) not in _logged:  # once per choice, not once per layer and trace
+    _logged.add((name, why))
+    log = logging.warning if jax.default_backend() == 'gpu' and name == 'xla' else logging.info
+    log("attention_impl='auto': %s (%s)", name, why)
+  return name
 
 
 def dot_product_attention(
@@ -142,11 +262,11 @@ def dot_product_attention(
     key: Array,
     value: Array,
     *,
-    mask: Array | None = None,
+    mask: Array | SegmentMask | None = None,
     dropout_rate: float = 0.0,
     dropout_rng: Array | None = None,
     precision: jax.lax.PrecisionLike = None,
-    implementation: str = 'xla',
+    implementation: str = AUTO,
 ) -> Array:
   """softmax(Q K^T / sqrt(d_p)) V for all heads at once.
 
@@ -154,26 +274,32 @@ def dot_product_attention(
     query: [b, q_len, h, d_p].
     key, value: [b, kv_len, h, d_p].
     mask: bool, broadcastable to [b, h, q_len, kv_len] (NumPy rules: [q_len, kv_len] and
-      [h, q_len, kv_len] work too); True = may attend.
+      [h, q_len, kv_len] work too), True = may attend; or a ``SegmentMask``.
     dropout_rate: dropout on the attention weights; needs ``dropout_rng`` when > 0.
-    implementation: a key of ``ATTENTION_IMPLEMENTATIONS``.
+    implementation: a key of ``ATTENTION_IMPLEMENTATIONS``, or 'auto'.
 
   Returns:
     [b, q_len, h, d_p]. Query rows whose mask allows no key are exactly zero.
   """
-  if implementation not in ATTENTION_IMPLEMENTATIONS:
+  if implementation != AUTO and implementation not in ATTENTION_IMPLEMENTATIONS:
     raise ValueError(f'attention implementation {implementation!r} is not one of '
-                     f'{sorted(ATTENTION_IMPLEMENTATIONS)}.')
+                     f'{[AUTO, *sorted(ATTENTION_IMPLEMENTATIONS)]}.')
   if dropout_rate > 0.0 and dropout_rng is None:
     raise ValueError('dropout_rate > 0 needs a dropout_rng (or run deterministically).')
-  if mask is not None:
+  implementation = _resolve(implementation, query, mask, dropout_rate)
+  if isinstance(mask, SegmentMask) and implementation not in _STRUCTURED_MASKS:
+    mask = mask.dense(query.shape[1], key.shape[1])
+  dense = mask if mask is not None and not isinstance(mask, SegmentMask) else None
+  if dense is not None:
     b, q_len, h, _ = query.shape
-    mask = _as_4d_mask(mask, (b, h, q_len, key.shape[1]))
+    mask = dense = _as_4d_mask(dense, (b, h, q_len, key.shape[1]))
   out = ATTENTION_IMPLEMENTATIONS[implementation](
       query, key, value, mask, dropout_rate, dropout_rng, precision)
-  if mask is not None:
+  if isinstance(mask, SegmentMask) and implementation != 'pallas':
+    dense = mask.dense(query.shape[1], key.shape[1])  # the kernel alone zeroes empty rows
+  if dense is not None:
     # A row with every key masked would otherwise average the masked values.
-    has_key = jnp.any(mask, axis=-1)  # [b or 1, h or 1, q_len or 1]
+    has_key = jnp.any(dense, axis=-1)  # [b or 1, h or 1, q_len or 1]
     has_key = jnp.swapaxes(has_key, 1, 2)[..., None]  # [b, q_len, h, 1]
     out = jnp.where(has_key, out, jnp.zeros((), out.dtype))
   return out
@@ -210,7 +336,7 @@ class MultiHeadAttention(nnx.Module):
       out_kernel_init: Initializer | None = None,
       bias_init: Initializer = nnx.initializers.zeros_init(),
       precision: jax.lax.PrecisionLike = None,
-      implementation: str = 'xla',
+      implementation: str = AUTO,
       rngs: nnx.Rngs,
   ):
     """Args: in_features d, num_heads h, head_size d_p (None = d // h), out_features
@@ -226,9 +352,9 @@ class MultiHeadAttention(nnx.Module):
       head_size = in_features // num_heads
     if head_size <= 0:
       raise ValueError(f'head_size={head_size} must be a positive integer (or None for d / h).')
-    if implementation not in ATTENTION_IMPLEMENTATIONS:
+    if implementation != AUTO and implementation not in ATTENTION_IMPLEMENTATIONS:
       raise ValueError(f'implementation={implementation!r} is not one of '
-                       f'{sorted(ATTENTION_IMPLEMENTATIONS)}.')
+                       f'{[AUTO, *sorted(ATTENTION_IMPLEMENTATIONS)]}.')
     if not 0.0 <= dropout_rate < 1.0:
       raise ValueError(f'dropout_rate={dropout_rate} must lie in [0, 1).')
     out_features = in_features if out_features is None else out_features
@@ -274,13 +400,14 @@ class MultiHeadAttention(nnx.Module):
       inputs_q: Array,
       inputs_kv: Array | None = None,
       *,
-      mask: Array | None = None,
+      mask: Array | SegmentMask | None = None,
       deterministic: bool = True,
       rngs: nnx.Rngs | None = None,
   ) -> Array:
     """inputs_q: [b, q_len, d]; inputs_kv: [b, kv_len, d] (default: inputs_q, self-attention).
 
-    mask: bool broadcastable to [b, h, q_len, kv_len] (e.g. [q_len, kv_len]). With
+    mask: bool broadcastable to [b, h, q_len, kv_len] (e.g. [q_len, kv_len]), or a
+    ``SegmentMask``. With
     ``deterministic=False`` and a positive dropout rate, ``rngs`` must provide a 'dropout'
     stream. Returns [b, q_len, d_out].
     """

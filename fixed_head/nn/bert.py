@@ -63,11 +63,11 @@ class BertEncoder(nnx.Module):
     check_length(tokens, self.config)
     positions = default_positions(tokens) if positions is None else positions
     token_types = jnp.zeros_like(tokens) if token_types is None else token_types
-    mask = None
+    ids = segment_ids  # attend within one's own segment; id 0 = padding
     if input_mask is not None:
-      mask = attn.padding_mask(input_mask)
-    if segment_ids is not None:
-      mask = attn.combine_masks(mask, attn.packed_mask(segment_ids))
+      valid = (input_mask > 0).astype(jnp.int32)
+      ids = valid if ids is None else jnp.where(valid > 0, ids, 0)
+    mask = None if ids is None else attn.SegmentMask(ids)
     x = (embed_inputs(tokens, positions, self.token_embed, self.position_embed, self.config)
          + self.type_embed(token_types))
     if self.embed_norm is not None:

@@ -40,9 +40,7 @@ class TransformerLM(nnx.Module):
     """tokens, positions, segment_ids: [b, n] int. Returns logits [b, n, vocab_size]."""
     check_length(tokens, self.config)
     positions = default_positions(tokens) if positions is None else positions
-    mask = attn.causal_mask(tokens.shape[1])
-    if segment_ids is not None:
-      mask = attn.combine_masks(mask, attn.packed_mask(segment_ids))
+    mask = attn.SegmentMask(segment_ids, causal=True)  # causal, within documents
     x = embed_inputs(tokens, positions, self.token_embed, self.position_embed, self.config)
     x = dropout(x, self.config.dropout_rate, deterministic, rngs)
     x = self.decoder(x, mask=mask, deterministic=deterministic, rngs=rngs)
