@@ -1,0 +1,59 @@
+"""The trainer's train step as benchmarks/memory.py and cost_growth.py measure it: a run
+config with a given batch and model, compiled once (``trainer.make_train_step``) on a
+synthetic batch, its XLA memory plan, and a call that runs one step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fixed_head.experiments import timing
+from fixed_head.train import trainer
+
+# What a --quick smoke test compiles with: the optimisations of XLA's CPU code generator off.
+# XLA compiles the same program with the same memory plan about 4x faster; the code is slower.
+FAST_COMPILE = {'xla_backend_optimization_level': 0}
+
+
+def run_config(base, batch_size: int, seq_len: int, **model):
+  """A copy of the run config ``base`` with a batch of ``batch_size`` rows of ``seq_len``
+  tokens and the model fields ``model`` (max_len = seq_len)."""
+  c = base.copy_and_resolve_references()
+  c.model.update(dict(model, max_len=seq_len))
+  c.data.seq_len = seq_len
+  c.batch_size, c.batch_tokens = batch_size, None
+  for spec in c.evals.values():
+    spec['batch_size'] = min(spec['batch_size'], batch_size)
+  return c
+
+
+class TrainStep:
+  """The trainer's train step of run config ``config``, compiled once, on a fixed synthetic
+  batch (one packed document a row). Calling it runs a step and returns its metrics;
+  ``compiled`` has XLA's memory plan. ``like``: a TrainStep of a config with the same
+  parameters and optimizer, whose initial state is copied instead of compiling init again."""
+
+  def __init__(self, config, like: 'TrainStep | None' = None,
+               compiler_options: dict | None = None):
+    setup = trainer.build_setup(config)
+    rows, n = config.batch_size, config.data.seq_len
+    rng = np.random.default_rng(0)
+    batch = {'tokens': rng.integers(3, config.model.vocab_size, (rows, n), np.int32),
+             'segment_ids': np.ones((rows, n), np.int32),
+             'positions': np.tile(np.arange(n, dtype=np.int32), (rows, 1))}
+    self.initial_state = (trainer.init_state(setup) if like is None else
+                          jax.tree.map(jnp.copy, like.initial_state))
+    self.state = jax.tree.map(jnp.copy, self.initial_state)  # the step donates it
+    self.batch = setup.put_batch(batch)
+    step = trainer.make_train_step(setup, batch)
+    self.compiled = step.lower(self.state, self.batch).compile(compiler_options)
+
+  def __call__(self):
+    self.state, metrics = self.compiled(self.state, self.batch)
+    return metrics
+
+  def peak_bytes(self) -> int | None:
+    return timing.peak_bytes(self.compiled)
+
+  def temp_bytes(self) -> int | None:
+    analysis = self.compiled.memory_analysis()
+    return None if analysis is None else analysis.temp_size_in_bytes

@@ -1,0 +1,65 @@
+"""Smoke tests of the scripts in benchmarks/: each runs with --quick (tiny shapes) and prints
+its header and a table of numbers that parse. No timing is asserted."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run_benchmark(script, *args) -> str:
+  """stdout of ``python benchmarks/<script> --quick *args``, after checking it exits with 0."""
+  result = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / script), '--quick', *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
+
+
+def table(stdout, head):
+  """The rows (lists of cells) of the Markdown table whose header row starts with ``head``."""
+  lines = stdout.splitlines()
+  start = next(i for i, line in enumerate(lines) if line.startswith(head))
+  rows = []
+  for line in lines[start + 2:]:
+    if not line.startswith('|'):
+      break
+    rows.append([cell.strip() for cell in line.strip('|').split('|')])
+  return rows
+
+
+def check_header(stdout, script):
+  first = stdout.splitlines()[0]
+  assert f'jax {jax.__version__}' in first and f'benchmarks/{script}' in first, first
+
+
+def test_memory():
+  out = run_benchmark('memory.py', '--repeats=1')
+  check_header(out, 'memory.py')
+  rows = table(out, '| layout | remat | peak MiB |')
+  assert [(r[0], r[1]) for r in rows] == [(layout, remat) for layout in ('loop', 'scan')
+                                          for remat in ('none', 'attention', 'full')]
+  for row in rows:
+    assert float(row[2]) > 0 and float(row[4]) > 0 and float(row[6]) > 0, row
+  compile_rows = table(out, '| layers | loop: lower + compile')
+  assert [r[0] for r in compile_rows] == ['1', '2']
+  assert all(float(r[1].split('=')[1]) > 0 for r in compile_rows)
+
+
+def test_cost_growth(tmp_path):
+  out = run_benchmark('cost_growth.py', '--repeats=1', f'--output={tmp_path}')
+  check_header(out, 'cost_growth.py')
+  rows = table(out, '| n | d_p | rows |')
+  # n = 16: d_p 8 (d/h), 16 (n), 32, 128; n = 32: 8, 32 (both '32' and n), 128
+  assert [(r[0], r[1]) for r in rows] == [
+      ('16', '8 = d/h'), ('16', '16 = n'), ('16', '32'), ('16', '128'),
+      ('32', '8 = d/h'), ('32', '32 = n'), ('32', '128')]
+  for row in rows:
+    assert int(row[2]) * int(row[0]) == 64  # the same tokens in every row
+    assert float(row[3]) > 0 and float(row[5]) > 0 and float(row[7]) > 0, row
+  assert (tmp_path / 'cost_growth.png').read_bytes()[:4] == b'\x89PNG'
+  assert '| n | d_p |' in (tmp_path / 'cost_growth.md').read_text()
