@@ -113,9 +113,15 @@ def figure(results: list[dict], shape: str) -> bytes:
   memory_ax.set_ylabel('MiB')
   memory_ax.grid(True, alpha=0.3)
   f = flags.FLAGS
+  # {d_p at each n: (names, points)}: a line that another repeats is drawn once, with both
+  # names ('d_p = d/h = 32').
+  lines = {}
   for spec in f.head_sizes:
-    name = 'd_p = ' + ('d/h' if spec == 'base' else spec)
     points = [r for r in results if r['dp'] == head_size(spec, r['n'], f)]
+    names, _ = lines.setdefault(tuple(r['dp'] for r in points), ([], points))
+    names.append('d/h' if spec == 'base' else spec)
+  for names, points in lines.values():
+    name = 'd_p = ' + ' = '.join(names)
     ns = [r['n'] for r in points]
     time_ax.plot(ns, [r['seconds'] for r in points], marker='o', label=name)
     if all(r['peak'] is not None for r in points):
