@@ -6,10 +6,6 @@ overrides) may change the evaluators or, with ``--other_data``, the data; such r
 to ``DIR/eval/step_<N>.<tag>.json`` and never replace the run's own.
 """
 
-from fixed_head import host
-
-host.use_huge_pages()  # first: re-executes with 2 MiB pages before JAX loads
-
 from absl import app, flags
 from ml_collections import config_flags
 

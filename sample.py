@@ -10,10 +10,6 @@ model's n = max_len positions unless --num_tokens says fewer. fixed_head.samplin
 the work (see the notebook for runs on token ids, such as the synthetic language).
 """
 
-from fixed_head import host
-
-host.use_huge_pages()  # first: re-executes with 2 MiB pages before JAX loads
-
 import os
 
 import jax

@@ -9,10 +9,6 @@ again at any time. Then ``python report.py --workdir=/tmp/sweeps/synthetic`` tab
 plots the results.
 """
 
-from fixed_head import host
-
-host.use_huge_pages()  # first: re-executes with 2 MiB pages before JAX loads
-
 import os
 import sys
 

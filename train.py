@@ -4,10 +4,6 @@ Overrides: ``--config.model.num_heads=16``; variants: ``--config=configs/lm1b.py
 Several processes (TPU pod slice, several GPU hosts): add ``--multiprocess`` on every host.
 """
 
-from fixed_head import host
-
-host.use_huge_pages()  # first: re-executes with 2 MiB pages before JAX loads
-
 from absl import app, flags
 from ml_collections import config_flags
 

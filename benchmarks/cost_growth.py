@@ -14,11 +14,6 @@ round-robin in this process) beside the FLOPs ratio that the accounting predicts
   python benchmarks/cost_growth.py --quick              # a CI smoke test: tiny shapes, seconds
 """
 
-from fixed_head import host
-
-host.use_huge_pages()  # as train.py runs
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import os
 
 from absl import app, flags, logging

@@ -18,11 +18,6 @@ its compile time grows with depth; the scanned one holds one block.
   python benchmarks/memory.py --quick          # a CI smoke test: tiny shapes, seconds
 """
 
-from fixed_head import host
-
-host.use_huge_pages()  # as train.py runs
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import os
 import time
 

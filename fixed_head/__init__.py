@@ -8,12 +8,6 @@ Around it: ``tasks``, ``evaluators``, ``data``, ``train`` (trainer, run configs,
 sharding, ...) and ``experiments`` (sweeps, the report, the theory figures).
 """
 
+from fixed_head.config import ModelConfig
+
 __all__ = ['ModelConfig']
-
-
-def __getattr__(name: str):
-  # Imported on first use, so that ``fixed_head.host`` can run before JAX is imported.
-  if name == 'ModelConfig':
-    from fixed_head.config import ModelConfig  # pylint: disable=g-import-not-at-top
-    return ModelConfig
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
