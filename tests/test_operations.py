@@ -239,3 +239,26 @@ def test_known_harmless_library_lines_are_dropped_and_others_kept(caplog):
     absl_logging.warning('Variant folder %s has invalid version %s', '/data/lm1b/x', 'x')
   assert [r.getMessage() for r in caplog.records] == [
       'Variant folder /data/lm1b/x has invalid version x']
+
+
+def test_speed_and_location_fields_may_change_between_runs_of_one_workdir(tmp_path):
+  """remat (like attention_impl) changes how a step is computed, not the model: eval.py may
+  use another; a moved pre-packed copy (data.prepacked_dir, like data.data_dir) may be
+  resumed from. Shapes and what the data is still bind."""
+  config = tiny_config()
+  config.data.prepacked_dir = ''
+  run_record.write_json_atomic(os.path.join(str(tmp_path), run_record.CONFIG),
+                               run_record.as_dict(config))
+  saved = run_record.load(str(tmp_path))
+  changed = config.copy_and_resolve_references()
+  changed.model.remat, changed.model.attention_impl = 'full', 'xla'
+  assert run_record.eval_target(changed, str(tmp_path), other_data=False) == 'step_{step}.json'
+  changed.data.prepacked_dir = '/elsewhere/packed'
+  run_record.check_resume(saved, changed, str(tmp_path))  # no error
+  changed.model.num_heads += 1
+  with pytest.raises(errors.UsageError, match='model.num_heads'):
+    run_record.eval_target(changed, str(tmp_path), other_data=True)
+  changed.model.num_heads -= 1
+  changed.data.seq_len += 1
+  with pytest.raises(errors.UsageError, match='data.seq_len'):
+    run_record.check_resume(saved, changed, str(tmp_path))

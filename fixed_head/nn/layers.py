@@ -159,8 +159,8 @@ class TransformerBlock(nnx.Module):
     return x
 
 
-def recomputed(module: nnx.Module, x: Array, *, mask: Array | None, deterministic: bool,
-               rngs: nnx.Rngs | None, in_scan: bool) -> Array:
+def recomputed(module: nnx.Module, x: Array, *, mask: Array | attn.SegmentMask | None,
+               deterministic: bool, rngs: nnx.Rngs | None, in_scan: bool) -> Array:
   """``module(x, mask=..., deterministic=..., rngs=...)`` [b, n, d] -> [b, n, d] under
   ``nnx.remat``: the backward pass recomputes its activations from x instead of keeping
   them. The dropout keys it draws from ``rngs`` are the same in the recomputation, so

@@ -31,10 +31,11 @@ from fixed_head.train import run_config
 CONFIG = 'config.json'
 HISTORY = 'config_history.jsonl'
 # Model fields that do not change what a checkpoint computes at evaluation time.
-EVAL_FREE_MODEL_FIELDS = ('dropout_rate', 'attention_dropout_rate', 'attention_impl')
+EVAL_FREE_MODEL_FIELDS = ('dropout_rate', 'attention_dropout_rate', 'attention_impl', 'remat')
 # Data fields that say where or how fast the data is read, not what it is: they may change
-# when a run resumes (the data moved to another disk, more reader threads).
-DATA_LOCATION_FIELDS = ('data.data_dir', 'data.read_threads')
+# when a run resumes (the data moved to another disk, more reader threads, a pre-packed copy
+# moved; the copy's own metadata and the iterator state still refuse another copy).
+DATA_LOCATION_FIELDS = ('data.data_dir', 'data.read_threads', 'data.prepacked_dir')
 
 
 def as_dict(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
