@@ -287,16 +287,22 @@ def dot_product_attention(
   if dropout_rate > 0.0 and dropout_rng is None:
     raise ValueError('dropout_rate > 0 needs a dropout_rng (or run deterministically).')
   implementation = _resolve(implementation, query, mask, dropout_rate)
-  if isinstance(mask, SegmentMask) and implementation not in _STRUCTURED_MASKS:
-    mask = mask.dense(query.shape[1], key.shape[1])
-  dense = mask if mask is not None and not isinstance(mask, SegmentMask) else None
-  if dense is not None:
-    b, q_len, h, _ = query.shape
-    mask = dense = _as_4d_mask(dense, (b, h, q_len, key.shape[1]))
+  b, q_len, h, _ = query.shape
+  kv_len = key.shape[1]
+  structured = mask if isinstance(mask, SegmentMask) else None
+  if structured is not None:
+    dense = structured.dense(q_len, kv_len)
+    if implementation not in _STRUCTURED_MASKS:
+      mask = dense
+    if implementation == 'pallas' or structured.segment_ids_q is None:
+      # The kernel zeroes empty rows itself; causal order alone leaves none (key 0).
+      dense = None
+  elif mask is not None:
+    mask = dense = _as_4d_mask(mask, (b, h, q_len, kv_len))
+  else:
+    dense = None
   out = ATTENTION_IMPLEMENTATIONS[implementation](
       query, key, value, mask, dropout_rate, dropout_rng, precision)
-  if isinstance(mask, SegmentMask) and implementation != 'pallas':
-    dense = mask.dense(query.shape[1], key.shape[1])  # the kernel alone zeroes empty rows
   if dense is not None:
     # A row with every key masked would otherwise average the masked values.
     has_key = jnp.any(dense, axis=-1)  # [b or 1, h or 1, q_len or 1]
