@@ -63,3 +63,43 @@ def test_cost_growth(tmp_path):
     assert float(row[3]) > 0 and float(row[5]) > 0 and float(row[7]) > 0, row
   assert (tmp_path / 'cost_growth.png').read_bytes()[:4] == b'\x89PNG'
   assert '| n | d_p |' in (tmp_path / 'cost_growth.md').read_text()
+
+
+def test_matmul():
+  out = run_benchmark('matmul.py', '--repeats=1')
+  check_header(out, 'matmul.py')
+  rows = table(out, '| dtype |')
+  assert [r[0] for r in rows] == ['float32', 'bfloat16']
+  for row in rows:
+    assert all(cell.endswith('FLOP/s') and float(cell.split()[0]) > 0 for cell in row[1:]), row
+
+
+def test_attention_against_flax():
+  out = run_benchmark('attention.py')
+  check_header(out, 'attention.py')
+  rows = table(out, '| n | d_p | mask |')
+  # n = 16, d = 32, h = 4: d_p = 8 (d / h), 32, 128, 16 (n); causal and padding each.
+  assert [(r[1], r[2]) for r in rows] == [
+      (dp, mask) for dp in ('8 (baseline)', '32', '128', '16 (n)')
+      for mask in ('causal', 'padding')]
+  for row in rows:
+    assert all(float(cell) > 0 for cell in row[3:9]), row
+    assert float(row[9]) <= 1e-4  # ours and Flax computed the same thing
+  assert 'ratio ours / flax: median' in out
+
+
+def test_train_step_mfu_and_profile():
+  out = run_benchmark('train_step.py')
+  check_header(out, 'train_step.py')
+  rows = table(out, '| config | model |')
+  assert [r[0] for r in rows] == ['configs/default.py', 'configs/lm1b.py:baseline',
+                                  'configs/lm1b.py:fixed']
+  for row in rows:
+    assert float(row[5].replace(',', '')) > 0 and 0 < float(row[8].rstrip('%')) < 100, row
+  for spec in ('configs/lm1b.py:baseline', 'configs/lm1b.py:fixed'):
+    part = out[out.index(f'where the time goes: {spec}'):]
+    parts = table(part, '| part | ms |')
+    assert [r[0] for r in parts] == [
+        'attention (x2)', 'feed-forward (x2)', 'output layer + loss', 'optimizer update',
+        'rest of the step (step - parts)', 'whole step']
+    assert all(float(r[1].replace(',', '')) > 0 for r in parts[:4] + parts[5:]), parts
