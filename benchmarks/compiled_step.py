@@ -26,6 +26,32 @@ def run_config(base, batch_size: int, seq_len: int, **model):
   return c
 
 
+def synthetic_batch(config) -> dict[str, np.ndarray]:
+  """A batch of ``config.batch_size`` rows of ``config.data.seq_len`` random tokens, shaped
+  for the config's task: the LM's (one document a row) or BERT pre-training's
+  (``data.max_predictions_per_seq`` masked positions a row, sentence B from the middle)."""
+  rows, n, vocab = config.batch_size, config.data.seq_len, config.model.vocab_size
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(3, vocab, (rows, n), np.int32)
+  task = config.task.name if 'task' in config else 'lm'
+  if task == 'lm':
+    return {'tokens': tokens, 'segment_ids': np.ones((rows, n), np.int32),
+            'positions': np.tile(np.arange(n, dtype=np.int32), (rows, 1))}
+  if task == 'bert_pretraining':
+    m = config.data.max_predictions_per_seq
+    positions = np.sort(np.stack([rng.choice(np.arange(1, n), m, replace=False)
+                                  for _ in range(rows)]), axis=1).astype(np.int32)
+    return {'tokens': tokens,
+            'token_types': (np.arange(n) >= n // 2).astype(np.int32)[None].repeat(rows, 0),
+            'input_mask': np.ones((rows, n), np.int32),
+            'masked_positions': positions,
+            'masked_ids': np.take_along_axis(tokens, positions, axis=1),
+            'masked_weights': np.ones((rows, m), np.float32),
+            'nsp_label': rng.integers(0, 2, rows).astype(np.int32),
+            'weight': np.ones(rows, np.float32)}
+  raise ValueError(f"no synthetic batch for task {task!r}; 'lm' and 'bert_pretraining' have one.")
+
+
 class TrainStep:
   """The trainer's train step of run config ``config``, compiled once, on a fixed synthetic
   batch (one packed document a row). Calling it runs a step and returns its metrics;
@@ -35,11 +61,7 @@ class TrainStep:
   def __init__(self, config, like: 'TrainStep | None' = None,
                compiler_options: dict | None = None):
     setup = trainer.build_setup(config)
-    rows, n = config.batch_size, config.data.seq_len
-    rng = np.random.default_rng(0)
-    batch = {'tokens': rng.integers(3, config.model.vocab_size, (rows, n), np.int32),
-             'segment_ids': np.ones((rows, n), np.int32),
-             'positions': np.tile(np.arange(n, dtype=np.int32), (rows, 1))}
+    batch = synthetic_batch(config)
     self.initial_state = (trainer.init_state(setup) if like is None else
                           jax.tree.map(jnp.copy, like.initial_state))
     self.state = jax.tree.map(jnp.copy, self.initial_state)  # the step donates it

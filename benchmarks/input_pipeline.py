@@ -28,9 +28,7 @@ Sources (``--sources``):
 
 import contextlib
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 
@@ -39,6 +37,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from fixed_head.experiments import timing
 from fixed_head.train import trainer
 from fixed_head.data import build_source, prepacked, train_iterator
 
@@ -214,6 +213,7 @@ QUICK = dict(array_record_examples=2_000, sources=['array_record', 'prepacked'],
 
 def main(argv):
   del argv
+  print(timing.header(), flush=True)
   logging.set_verbosity(logging.ERROR)
   f = flags.FLAGS
   if f.quick:
@@ -239,10 +239,7 @@ def main(argv):
       ratio = '-' if np.isnan(step_rows) else f'{rate["rows"] / step_rows:,.1f}'
       lines.append(f'| {shown} | {docs} | {rate["rows"]:,.0f} | '
                    f'{rate["tokens"]:,.0f} | {step} | {ratio} |')
-  devices = jax.devices()
-  print(f'\n{platform.node()} ({os.cpu_count()} CPUs, {len(devices)} x '
-        f'{devices[0].device_kind}), {time.strftime("%Y-%m-%d")}: python '
-        f'benchmarks/input_pipeline.py {" ".join(sys.argv[1:])}'.rstrip())
+  print()
   config_file = os.path.relpath(config_flags.get_config_filename(flags.FLAGS['config']))
   step = (f'{config_file}{" with 1 layer (--quick)" if f.quick else ""}, n={seq_len}, '
           f'batch {f.batch_size}' if f.step else 'not timed (--nostep)')

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -37,6 +38,19 @@ def check_header(stdout, script):
   assert f'jax {jax.__version__}' in first and f'benchmarks/{script}' in first, first
 
 
+@pytest.fixture(scope='module')
+def gpu_outputs(tmp_path_factory):
+  """benchmarks/gpu.sh with QUICK=1 (tiny shapes, on this CPU): {script: its output}, and the
+  headline table it ends with."""
+  out = tmp_path_factory.mktemp('gpu')
+  result = subprocess.run(['bash', str(ROOT / 'benchmarks' / 'gpu.sh'), str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, 'JAX_PLATFORMS': 'cpu', 'QUICK': '1'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  outputs = {p.stem: p.read_text() for p in out.glob('*.md')}
+  return outputs, result.stdout, out
+
+
 def test_memory():
   out = run_benchmark('memory.py', '--repeats=1')
   check_header(out, 'memory.py')
@@ -50,10 +64,10 @@ def test_memory():
   assert all(float(r[1].split('=')[1]) > 0 for r in compile_rows)
 
 
-def test_cost_growth(tmp_path):
-  out = run_benchmark('cost_growth.py', '--repeats=1', f'--output={tmp_path}')
-  check_header(out, 'cost_growth.py')
-  rows = table(out, '| n | d_p | rows |')
+def test_cost_growth(gpu_outputs):
+  outputs, _, out = gpu_outputs
+  check_header(outputs['cost_growth'], 'cost_growth.py')
+  rows = table(outputs['cost_growth'], '| n | d_p | rows |')
   # n = 16: d_p 8 (d/h), 16 (n), 32, 128; n = 32: 8, 32 (both '32' and n), 128
   assert [(r[0], r[1]) for r in rows] == [
       ('16', '8 = d/h'), ('16', '16 = n'), ('16', '32'), ('16', '128'),
@@ -61,12 +75,12 @@ def test_cost_growth(tmp_path):
   for row in rows:
     assert int(row[2]) * int(row[0]) == 64  # the same tokens in every row
     assert float(row[3]) > 0 and float(row[5]) > 0 and float(row[7]) > 0, row
-  assert (tmp_path / 'cost_growth.png').read_bytes()[:4] == b'\x89PNG'
-  assert '| n | d_p |' in (tmp_path / 'cost_growth.md').read_text()
+  assert (out / 'cost_growth.png').read_bytes()[:4] == b'\x89PNG'
+  assert '| n | d_p |' in (out / 'cost_growth.md').read_text()
 
 
-def test_matmul():
-  out = run_benchmark('matmul.py', '--repeats=1')
+def test_matmul(gpu_outputs):
+  out = gpu_outputs[0]['matmul']
   check_header(out, 'matmul.py')
   rows = table(out, '| dtype |')
   assert [r[0] for r in rows] == ['float32', 'bfloat16']
@@ -74,9 +88,10 @@ def test_matmul():
     assert all(cell.endswith('FLOP/s') and float(cell.split()[0]) > 0 for cell in row[1:]), row
 
 
-def test_attention_against_flax():
-  out = run_benchmark('attention.py')
+def test_attention_against_flax(gpu_outputs):
+  out = gpu_outputs[0]['attention']
   check_header(out, 'attention.py')
+  assert 'bfloat16' in out.splitlines()[1]
   rows = table(out, '| n | d_p | mask |')
   # n = 16, d = 32, h = 4: d_p = 8 (d / h), 32, 128, 16 (n); causal and padding each.
   assert [(r[1], r[2]) for r in rows] == [
@@ -84,7 +99,7 @@ def test_attention_against_flax():
       for mask in ('causal', 'padding')]
   for row in rows:
     assert all(float(cell) > 0 for cell in row[3:9]), row
-    assert float(row[9]) <= 1e-4  # ours and Flax computed the same thing
+    assert float(row[9]) <= 5e-2  # ours and Flax computed the same thing (in bfloat16)
   assert 'ratio ours / flax: median' in out
 
 
@@ -103,3 +118,40 @@ def test_train_step_mfu_and_profile():
         'attention (x2)', 'feed-forward (x2)', 'output layer + loss', 'optimizer update',
         'rest of the step (step - parts)', 'whole step']
     assert all(float(r[1].replace(',', '')) > 0 for r in parts[:4] + parts[5:]), parts
+
+
+def test_bert_train_steps(gpu_outputs):
+  out = gpu_outputs[0]['train_step']
+  rows = table(out, '| config | model |')
+  assert [(r[0], r[1]) for r in rows] == [
+      ('configs/lm1b.py:baseline', 'lm'), ('configs/lm1b.py:fixed', 'lm'),
+      ('configs/bert.py:fixed_d768_h12', 'bert'),
+      ('configs/bert.py:fixed_d768_h12,stage=2', 'bert')]
+  assert 'compute bfloat16' in out and 'where the time goes' not in out  # --noprofile
+
+
+def test_input_pipeline_current_and_prepacked(gpu_outputs):
+  out = gpu_outputs[0]['input_pipeline']
+  check_header(out, 'input_pipeline.py')
+  rows = table(out, '| source | docs/s |')
+  assert [r[0] for r in rows] == ['array_record, 0 threads', 'prepacked, 0 threads']
+  for row in rows:
+    assert float(row[2].replace(',', '')) > 0 and float(row[4].replace(',', '')) > 0, row
+  assert 'prepacked: made once from 2,000 sentences' in out
+
+
+def test_gpu_script_ends_with_one_headline_table(gpu_outputs):
+  outputs, stdout, out = gpu_outputs
+  assert set(outputs) == {'matmul', 'attention', 'train_step', 'cost_growth', 'input_pipeline'}
+  head = table(stdout, '| measure | value |')
+  measures = [r[0] for r in head]
+  assert measures[:3] == ['machine', 'matmul ceiling, float32', 'matmul ceiling, bfloat16']
+  assert sum(m.startswith('train step MFU') for m in measures) == 4
+  assert any(m.startswith('d_p = n against d_p = d/h at n = 32') for m in measures)
+  assert sum(m.startswith('input rows/s / step rows/s') for m in measures) == 2
+  result = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'headline.py'), str(out)],
+                          capture_output=True, text=True, check=True)
+  assert table(result.stdout, '| measure | value |') == head
+  empty = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'headline.py'), str(ROOT)],
+                         capture_output=True, text=True)
+  assert empty.returncode == 2 and empty.stderr.count('\n') == 1

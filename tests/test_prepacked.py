@@ -370,17 +370,3 @@ def test_eval_keeps_its_own_path(corpus):
   with pytest.raises(UsageError, match='holds no pre-packed copy'):
     build_source(config, 'train')
   assert build_source(config, 'eval').prepacked is None and len(build_source(config, 'eval'))
-
-
-def test_the_input_benchmark_quick_smoke_test():
-  """benchmarks/input_pipeline.py --quick (what CI runs): the current and pre-packed rows."""
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
-  done = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'input_pipeline.py'),
-                         '--quick'], cwd=REPO, capture_output=True, text=True, timeout=300,
-                        env=env)
-  assert done.returncode == 0, done.stderr[-2000:]
-  rows = [line for line in done.stdout.splitlines() if line.startswith('| ')]
-  assert [row.split(' | ')[0] for row in rows[1:]] == ['| array_record, 0 threads',
-                                                         '| prepacked, 0 threads']
-  assert all(float(row.split(' | ')[2].replace(',', '')) > 0 for row in rows[1:])
-  assert 'prepacked: made once from 2,000 sentences' in done.stdout
