@@ -7,12 +7,13 @@ metrics, with dropout) on a synthetic batch of ``--batch_size`` rows and times i
 matmuls; for BERT the masked-LM output only at the masked positions) / step time / the matmul
 ceiling of the same dtype measured in the same process (``timing.matmul_ceiling``).
 
-``--profile`` (default on) then times the parts of an LM step on their own, each forward +
-backward in its own jitted program, taking turns in the same rounds: attention and
-feed-forward sublayers (one block, times the number of layers), the output layer with the
-loss, and the optimizer update. What the parts do not cover (embedding look-up, LayerNorm,
-residual dropout, the gradient norm and metrics, and the gaps between XLA's fusions) is the
-step's time minus theirs.
+``--profile`` (default on) then says where the step's time goes: it traces a few steps with
+``jax.profiler`` and sums the time of XLA's operations by the ``jax.named_scope`` they come
+from (the models name 'attention', 'feed_forward' and 'output', the loss 'loss', the trainer
+'optimizer'; forward and backward together), matmuls apart from the rest, next to each
+part's matmul FLOPs. 'other' is what no scope names: embedding look-up, LayerNorm, residual
+dropout, the gradient norm and metrics. On a CPU the trace names XLA's own operations; on a
+GPU it names kernels, so use --noprofile there.
 
   python benchmarks/train_step.py      # default, lm1b:baseline, lm1b:fixed; batch 8, float32
   python benchmarks/train_step.py --config=configs/lm1b.py:fixed --dtype=bfloat16 --batch_size=64
@@ -20,22 +21,19 @@ step's time minus theirs.
     --config='configs/bert.py:fixed_d768_h12,stage=2' --dtype=bfloat16 --batch_size=32
 """
 
+import glob
+import gzip
+import json
 import os
+import re
+import tempfile
 
 import jax
-import jax.numpy as jnp
-import optax
 from absl import app, flags
-from flax import nnx
 
 import compiled_step
 from fixed_head import accounting
-from fixed_head.config import ModelConfig
 from fixed_head.experiments import figures, sweeps, timing
-from fixed_head.nn import attention as attn
-from fixed_head.nn import build_model
-from fixed_head.tasks import losses
-from fixed_head.train import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = ['configs/default.py', 'configs/lm1b.py:baseline', 'configs/lm1b.py:fixed']
@@ -47,7 +45,7 @@ flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
                   'Compute dtype (model.dtype); parameters, softmax, LayerNorm statistics and '
                   'the loss stay float32.')
 flags.DEFINE_integer('repeats', 5, 'Timed steps; the median is shown.')
-flags.DEFINE_bool('profile', True, 'Time the parts of each LM step.')
+flags.DEFINE_bool('profile', True, 'Trace each step and say where its time goes (CPU).')
 flags.DEFINE_bool('quick', False, 'Tiny models, 1 repeat, fast compilation (a smoke test).')
 
 
@@ -87,75 +85,76 @@ def step_flops(config, rows: int) -> float:
   return total
 
 
-def lm_parts(config, rows: int, tx: optax.GradientTransformation) -> dict[str, tuple]:
-  """name -> (thunk, FLOPs, times): forward + backward of one block's attention and
-  feed-forward (``times`` = layers), the output layer + loss, and the optimizer update."""
-  mc = ModelConfig.from_mapping(config.model).replace(scan_layers=False, remat='none')
-  n, d, layers = config.data.seq_len, mc.emb_dim, mc.num_layers
-  model = build_model(mc, rngs=nnx.Rngs(0))
-  keys = jax.random.split(jax.random.key(0), 3)
-  x = jax.random.normal(keys[0], (rows, n, d), jnp.float32).astype(mc.dtype)
-  cotangent = jax.random.normal(keys[1], (rows, n, d), jnp.float32)
-  tokens = jax.random.randint(keys[2], (rows, n), 3, mc.vocab_size)
-  mask = attn.SegmentMask(jnp.ones((rows, n), jnp.int32), causal=True)
-  flops = accounting.flops_per_token(mc, n)
-  tokens_per_step = 3 * rows * n  # forward + backward = 3 x the forward's matmuls
-
-  def program(module, fn):
-    graphdef, params = nnx.split(module)
-    grad = jax.jit(jax.grad(lambda p, x: fn(nnx.merge(graphdef, p), x), argnums=(0, 1)))
-    return lambda: grad(params, x)
-
-  def sublayer(module, call):
-    def loss(m, x):
-      out = call(m, x, nnx.Rngs(dropout=jax.random.key(1)))
-      return jnp.sum(out.astype(jnp.float32) * cotangent)
-    return program(module, loss)
-
-  block = model.decoder.blocks[0]
-  attention = sublayer(block.attention, lambda m, x, r: m(x, mask=mask, deterministic=False,
-                                                            rngs=r))
-  mlp = sublayer(block.mlp, lambda m, x, r: m(x, deterministic=False, rngs=r))
-
-  def output_loss(m, x):
-    logits = m.token_embed.attend(x) if m.output is None else m.output(x)
-    stats = losses.next_token_stats(logits.astype(jnp.float32), {'tokens': tokens})
-    return stats['nll_sum'] / stats['weight_sum']
-
-  output = program(model, output_loss)
-  params = nnx.state(model, nnx.Param)
-  opt_state = tx.init(params)
-  update = jax.jit(lambda p, g, s: optax.apply_updates(p, tx.update(g, s, p)[0]))
-  return {
-      'attention': (attention, (flops.attention_projection + flops.attention_scores)
-                    / layers * tokens_per_step, layers),
-      'feed-forward': (mlp, flops.feed_forward / layers * tokens_per_step, layers),
-      'output layer + loss': (output, flops.embedding_output * tokens_per_step, 1),
-      'optimizer update': (lambda: update(params, params, opt_state), 0.0, 1),
-  }
+SCOPES = ('attention', 'feed_forward', 'output', 'loss', 'optimizer')  # jax.named_scope names
 
 
-def profile(config, rows: int, step: compiled_step.TrainStep, tx, ceiling: float,
-            repeats: int) -> str:
-  parts = lm_parts(config, rows, tx)
-  fns = {name: fn for name, (fn, _, _) in parts.items()}
-  times = timing.round_robin({'step': step, **fns}, repeats=repeats)
-  step_s = timing.median(times['step'])
-  table, covered = [], 0.0
-  for name, (_, flops, count) in parts.items():
-    seconds = timing.median(times[name]) * count
-    covered += seconds
-    rate = f'{flops * count / seconds / ceiling:.0%}' if flops else '-'
-    table.append([f'{name} (x{count})' if count > 1 else name, f'{seconds * 1e3:,.1f}',
-                  f'{seconds / step_s:.0%}', timing.si(flops * count, 'FLOP') if flops else '-',
-                  rate])
-  table.append(['rest of the step (step - parts)', f'{(step_s - covered) * 1e3:,.1f}',
-                f'{(step_s - covered) / step_s:.0%}', '-', '-'])
-  table.append(['whole step', f'{step_s * 1e3:,.1f}', '100%',
+def op_names(compiled) -> dict[str, str]:
+  """HLO instruction name -> its op_name (the jax.named_scope path) in a compiled program."""
+  names = {}
+  for line in compiled.as_text().splitlines():
+    found = re.match(r'\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name="([^"]*)"', line)
+    if found:
+      names.setdefault(found.group(1), found.group(2))
+  return names
+
+
+def scope_of(op_name: str) -> str:
+  """The model part an operation belongs to, from the scopes the code names."""
+  parts = set(re.split(r'[/()]', op_name))
+  return next((scope for scope in SCOPES if scope in parts), 'other')
+
+
+def traced_op_seconds(step, steps: int) -> dict[str, float]:
+  """Seconds per step of each HLO operation, from a profiler trace of ``steps`` steps."""
+  with tempfile.TemporaryDirectory() as directory:
+    with jax.profiler.trace(directory, create_perfetto_trace=True):
+      for _ in range(steps):
+        jax.block_until_ready(step())
+    (path,) = glob.glob(os.path.join(directory, '**', 'perfetto_trace.json.gz'), recursive=True)
+    with gzip.open(path, 'rt', encoding='utf-8') as f:
+      trace = json.load(f)
+  events = trace['traceEvents'] if isinstance(trace, dict) else trace
+  seconds: dict[str, float] = {}
+  for event in events:
+    if event.get('ph') == 'X':
+      seconds[event['name']] = seconds.get(event['name'], 0.0) + event.get('dur', 0) / 1e6
+  return {name: total / steps for name, total in seconds.items()}
+
+
+def profile(config, rows: int, step: compiled_step.TrainStep, step_seconds: float,
+            ceiling: float, steps: int = 3) -> str:
+  """Where the compiled step's time goes: XLA's operations in a profiler trace, summed by
+  the named scope they come from (forward and backward together), matmuls apart."""
+  names = op_names(step.compiled)
+  op_seconds = {name: t for name, t in traced_op_seconds(step, steps).items() if name in names}
+  n = config.data.seq_len
+  per_token = accounting.flops_per_token(config.model, n)
+  train_tokens = 3 * rows * n  # forward + backward: 3 x the forward's matmuls
+  flops = {'attention': (per_token.attention_projection + per_token.attention_scores)
+                        * train_tokens,
+           'feed_forward': per_token.feed_forward * train_tokens,
+           'output': per_token.embedding_output * train_tokens}
+  by_scope = {scope: [0.0, 0.0] for scope in (*SCOPES, 'other')}  # [matmul, other] seconds
+  for name, seconds in op_seconds.items():
+    matmul = names[name].endswith('dot_general')
+    by_scope[scope_of(names[name])][0 if matmul else 1] += seconds
+  traced = sum(sum(v) for v in by_scope.values())
+  table = []
+  for scope, (matmul, other) in by_scope.items():
+    total = matmul + other
+    rate = f'{flops[scope] / total / ceiling:.0%}' if scope in flops and total else '-'
+    table.append([scope, f'{total * 1e3:,.1f}', f'{total / traced:.0%}',
+                  f'{matmul * 1e3:,.1f}', f'{other * 1e3:,.1f}',
+                  timing.si(flops[scope], 'FLOP') if scope in flops else '-', rate])
+  table.append(['all traced operations', f'{traced * 1e3:,.1f}', '100%',
+                f'{sum(v[0] for v in by_scope.values()) * 1e3:,.1f}',
+                f'{sum(v[1] for v in by_scope.values()) * 1e3:,.1f}',
                 timing.si(step_flops(config, rows), 'FLOP'),
-                f'{step_flops(config, rows) / step_s / ceiling:.0%}'])
-  return figures.markdown(['part', 'ms', 'share of step', 'matmul FLOPs', '% of ceiling'],
-                          table)
+                f'{step_flops(config, rows) / traced / ceiling:.0%}'])
+  table.append(['(step wall time, untraced)', f'{step_seconds * 1e3:,.1f}', '-', '-', '-', '-',
+                '-'])
+  return figures.markdown(['scope', 'ms', 'share', 'matmul ms', 'other ms', 'matmul FLOPs',
+                           '% of ceiling'], table)
 
 
 def main(argv):
@@ -185,9 +184,8 @@ def main(argv):
                  f'{f.batch_size * n / seconds:,.0f}', timing.si(flops / seconds, 'FLOP/s'),
                  f'{flops / seconds / ceiling:.1%}'])
     print(f'  {spec}: {rows[-1][-1]} MFU', flush=True)
-    if f.profile and m.model_type == 'lm':
-      tx = trainer.build_setup(config).tx
-      profiles.append((spec, profile(config, f.batch_size, step, tx, ceiling, repeats)))
+    if f.profile:
+      profiles.append((spec, profile(config, f.batch_size, step, seconds, ceiling)))
   print()
   print(figures.markdown(['config', 'model', 'shape', 'n', 'params', 'step ms', 'tokens/s',
                           'achieved', 'MFU'], rows))

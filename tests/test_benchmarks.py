@@ -111,13 +111,19 @@ def test_train_step_mfu_and_profile():
                                   'configs/lm1b.py:fixed']
   for row in rows:
     assert float(row[5].replace(',', '')) > 0 and 0 < float(row[8].rstrip('%')) < 100, row
-  for spec in ('configs/lm1b.py:baseline', 'configs/lm1b.py:fixed'):
+  for spec in ('configs/default.py', 'configs/lm1b.py:baseline', 'configs/lm1b.py:fixed'):
     part = out[out.index(f'where the time goes: {spec}'):]
-    parts = table(part, '| part | ms |')
-    assert [r[0] for r in parts] == [
-        'attention (x2)', 'feed-forward (x2)', 'output layer + loss', 'optimizer update',
-        'rest of the step (step - parts)', 'whole step']
-    assert all(float(r[1].replace(',', '')) > 0 for r in parts[:4] + parts[5:]), parts
+    parts = table(part, '| scope | ms |')
+    assert [r[0] for r in parts] == ['attention', 'feed_forward', 'output', 'loss', 'optimizer',
+                                     'other', 'all traced operations',
+                                     '(step wall time, untraced)']
+    ms = {r[0]: float(r[1].replace(',', '')) for r in parts}
+    assert all(ms[s] > 0 for s in ('attention', 'feed_forward', 'output', 'loss', 'optimizer'))
+    assert abs(sum(ms[s] for s in list(ms)[:6]) - ms['all traced operations']) < 0.2
+    # each scope's matmul + other time is its total
+    for row in parts[:7]:
+      assert abs(float(row[3].replace(',', '')) + float(row[4].replace(',', ''))
+                 - float(row[1].replace(',', ''))) < 0.2, row
 
 
 def test_bert_train_steps(gpu_outputs):

@@ -151,12 +151,20 @@ class TransformerBlock(nnx.Module):
     def mlp(y):
       return self.mlp(y, deterministic=deterministic, rngs=rngs)
 
-    for sublayer, norm in ((attention, self.attention_norm), (mlp, self.mlp_norm)):
+    for name, sublayer, norm in (('attention', attention, self.attention_norm),
+                                 ('feed_forward', mlp, self.mlp_norm)):
       if self.config.norm == 'post':
-        x = norm(x + dropout(sublayer(x), rate, deterministic, rngs))
+        x = norm(x + dropout(_scoped(name, sublayer, x), rate, deterministic, rngs))
       else:
-        x = x + dropout(sublayer(norm(x)), rate, deterministic, rngs)
+        x = x + dropout(_scoped(name, sublayer, norm(x)), rate, deterministic, rngs)
     return x
+
+
+def _scoped(name: str, fn: Callable[[Array], Array], x: Array) -> Array:
+  """fn(x) with its operations named ``name`` in the compiled program (and in its gradient's),
+  so a profile of a step says which sublayer an operation belongs to."""
+  with jax.named_scope(name):
+    return fn(x)
 
 
 def recomputed(module: nnx.Module, x: Array, *, mask: Array | attn.SegmentMask | None,

@@ -7,6 +7,7 @@ each document. The LM does not shift its inputs: logits[:, i] predict tokens[:, 
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -44,5 +45,6 @@ class TransformerLM(nnx.Module):
     x = embed_inputs(tokens, positions, self.token_embed, self.position_embed, self.config)
     x = dropout(x, self.config.dropout_rate, deterministic, rngs)
     x = self.decoder(x, mask=mask, deterministic=deterministic, rngs=rngs)
-    logits = self.token_embed.attend(x) if self.output is None else self.output(x)
-    return logits.astype(jnp.float32)
+    with jax.named_scope('output'):
+      logits = self.token_embed.attend(x) if self.output is None else self.output(x)
+      return logits.astype(jnp.float32)

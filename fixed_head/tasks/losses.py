@@ -43,6 +43,7 @@ def smoothed_cross_entropy(log_probs: Array, targets: Array, label_smoothing: fl
   return -((1.0 - label_smoothing) * on_target + label_smoothing / (vocab - 1) * off_target)
 
 
+@jax.named_scope('loss')
 def next_token_stats(logits: Array, batch: dict[str, Array], *,
                      label_smoothing: float = 0.0) -> dict[str, Array]:
   """Sums over the batch: nll, correct predictions, token count (weights) and, when the

@@ -155,8 +155,9 @@ def make_train_step(setup: Setup, batch_example: dict[str, np.ndarray]) -> Calla
       return objective, stats
 
     (objective, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
+    with jax.named_scope('optimizer'):
+      updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+      params = optax.apply_updates(state['params'], updates)
     metrics = {**task.metrics(stats), 'grad_norm': optax.tree.norm(grads),
                'learning_rate': schedule(step)}
     if report_objective:  # what is minimised, when it is not the reported loss
