@@ -10,7 +10,8 @@ from test_train import REPO
 
 LIBRARY = ('fixed_head', 'fixed_head.config', 'fixed_head.nn', 'fixed_head.nn.attention',
            'fixed_head.nn.axes', 'fixed_head.nn.layers', 'fixed_head.nn.transformer',
-           'fixed_head.nn.bert', 'fixed_head.accounting', 'fixed_head.theory',
+           'fixed_head.nn.bert', 'fixed_head.nn.flash_attention', 'fixed_head.accounting',
+           'fixed_head.theory',
            'fixed_head.paper', 'fixed_head.metrics', 'fixed_head.sampling')
 OUTSIDE = ('fixed_head.train', 'fixed_head.data', 'fixed_head.tasks', 'fixed_head.evaluators',
            'grain', 'tensorflow_datasets', 'ml_collections')  # (flax itself loads optax, orbax)
