@@ -82,7 +82,7 @@ _CASES = [
 ]
 
 
-@pytest.mark.parametrize('seed, case', enumerate(_CASES), ids=[c[0] for c in _CASES])
+@pytest.mark.parametrize('seed, case', list(enumerate(_CASES)), ids=[c[0] for c in _CASES])
 def test_matches_xla_reference_forward_and_gradients(seed, case):
   """Output and d/dq, d/dk, d/dv of a random linear functional equal the XLA reference's."""
   _, b, q_len, kv_len, h, d, causal, seg_q, seg_kv, block_q, block_k = case
