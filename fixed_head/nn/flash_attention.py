@@ -126,6 +126,22 @@ def _scores(cfg: _Config, q: Array, k: Array, q_start, k_start, seg_q, seg_kv):
   return s, mask
 
 
+def _kv_block(cfg: _Config, kv_block, k_ref, v_ref, skv_ref):
+  """Key block ``kv_block`` of a kernel's whole-sequence refs: (its first position, k, v
+  [block_k, D], its segment ids [block_k] or None)."""
+  k_start = pl.multiple_of(kv_block * cfg.block_k, cfg.block_k)
+  k_slice = pl.ds(k_start, cfg.block_k)
+  seg_kv = None if skv_ref is None else skv_ref[k_slice]
+  return k_start, k_ref[k_slice, :], v_ref[k_slice, :], seg_kv
+
+
+def _recomputed_probabilities(cfg: _Config, q, k, q_start, k_start, seg_q, seg_kv, lse):
+  """P = exp(S - lse) for one [block_q, block_k] tile in the backward pass, masked entries 0."""
+  s, mask = _scores(cfg, q, k, q_start, k_start, seg_q, seg_kv)
+  p = jnp.exp(s - lse[:, None])
+  return p if mask is None else jnp.where(mask, p, 0.0)
+
+
 def _causal_kv_blocks(cfg: _Config, q_block, num_kv_blocks: int):
   """Number of key blocks query block q_block needs: all of them, or up to the diagonal."""
   if not cfg.causal:
@@ -171,11 +187,7 @@ def _forward_kernel(*refs, cfg: _Config):
 
   def body(kv_block, carry):
     acc, m, l = carry
-    k_start = pl.multiple_of(kv_block * cfg.block_k, cfg.block_k)
-    k_slice = pl.ds(k_start, cfg.block_k)
-    k = k_ref[k_slice, :]
-    v = v_ref[k_slice, :]
-    seg_kv = None if skv_ref is None else skv_ref[k_slice]
+    k_start, k, v, seg_kv = _kv_block(cfg, kv_block, k_ref, v_ref, skv_ref)
     s, mask = _scores(cfg, q, k, q_start, k_start, seg_q, seg_kv)
     m_new = jnp.maximum(m, jnp.max(s, axis=1))
     correction = jnp.exp(m - m_new)
@@ -251,10 +263,7 @@ def _dkdv_kernel(*refs, cfg: _Config):
     lse = lse_ref[q_slice]
     delta = delta_ref[q_slice]
     seg_q = None if sq_ref is None else sq_ref[q_slice]
-    s, mask = _scores(cfg, q, k, q_start, k_start, seg_q, seg_kv)
-    p = jnp.exp(s - lse[:, None])  # [block_q, block_k]
-    if mask is not None:
-      p = jnp.where(mask, p, 0.0)
+    p = _recomputed_probabilities(cfg, q, k, q_start, k_start, seg_q, seg_kv, lse)
     dv = dv + _dot(p.astype(do.dtype), do, (0, 0))  # p^T dO
     dp = _dot(do, v, (1, 1))  # dO V^T
     ds = p * (dp - delta[:, None])
@@ -284,15 +293,8 @@ def _dq_kernel(*refs, cfg: _Config):
   num_kv_blocks = k_ref.shape[0] // cfg.block_k
 
   def body(kv_block, dq):
-    k_start = pl.multiple_of(kv_block * cfg.block_k, cfg.block_k)
-    k_slice = pl.ds(k_start, cfg.block_k)
-    k = k_ref[k_slice, :]
-    v = v_ref[k_slice, :]
-    seg_kv = None if skv_ref is None else skv_ref[k_slice]
-    s, mask = _scores(cfg, q, k, q_start, k_start, seg_q, seg_kv)
-    p = jnp.exp(s - lse[:, None])
-    if mask is not None:
-      p = jnp.where(mask, p, 0.0)
+    k_start, k, v, seg_kv = _kv_block(cfg, kv_block, k_ref, v_ref, skv_ref)
+    p = _recomputed_probabilities(cfg, q, k, q_start, k_start, seg_q, seg_kv, lse)
     dp = _dot(do, v, (1, 1))
     ds = p * (dp - delta[:, None])
     return dq + _dot(ds.astype(k.dtype), k, (1, 0))  # dS K
