@@ -158,18 +158,13 @@ def _jax_attention(query, key, value, mask, dropout_rate, dropout_rng, precision
   ('cudnn': GPU, bfloat16/float16, d_p <= 128 and a multiple of 8). A ``SegmentMask``'s causal
   order goes in as ``is_causal``, its segments as a dense mask."""
   del dropout_rng
-  name = 'cudnn' if implementation == 'cudnn' else 'jax'
-  if dropout_rate > 0.0:
-    raise ValueError(
-        f"attention_impl={name!r} does not support attention dropout; set "
-        "attention_dropout_rate=0 or use attention_impl='xla'.")
-  if precision is not None:
-    raise ValueError(f"attention_impl={name!r} does not take a precision; use 'xla'.")
+  _refuse_dropout_and_precision('cudnn' if implementation == 'cudnn' else 'jax', dropout_rate,
+                                precision)
   is_causal = False
   if isinstance(mask, SegmentMask):
     is_causal = mask.causal and query.shape[1] == key.shape[1]
-    mask = (SegmentMask(mask.segment_ids_q, mask.segment_ids_kv) if is_causal else mask).dense(
-        query.shape[1], key.shape[1])
+    mask = SegmentMask(mask.segment_ids_q, mask.segment_ids_kv,
+                       causal=mask.causal and not is_causal).dense(query.shape[1], key.shape[1])
   if mask is not None:
     mask = jnp.broadcast_to(
         mask, (query.shape[0], mask.shape[1], query.shape[1], key.shape[1]))
@@ -181,18 +176,24 @@ def _pallas_attention(query, key, value, mask, dropout_rate, dropout_rng, precis
   """The fused Pallas kernel (``fixed_head.nn.flash_attention``): masks as a SegmentMask."""
   del dropout_rng
   from fixed_head.nn import flash_attention  # pylint: disable=g-import-not-at-top
-  if dropout_rate > 0.0:
-    raise ValueError("attention_impl='pallas' does not support attention dropout; set "
-                     "attention_dropout_rate=0 or use attention_impl='xla'.")
-  if precision is not None:
-    raise ValueError("attention_impl='pallas' does not take a precision; use 'xla'.")
+  _refuse_dropout_and_precision('pallas', dropout_rate, precision)
   if mask is not None and not isinstance(mask, SegmentMask):
     raise ValueError("attention_impl='pallas' takes a SegmentMask (causal order and segment "
                      "ids), not a dense mask array; use attention_impl='xla' for those.")
   mask = mask or SegmentMask()
-  return flash_attention.flash_attention(
+  return flash_attention.flash_attention(  # which defaults the key ids to the query's
       query, key, value, causal=mask.causal, segment_ids_q=mask.segment_ids_q,
-      segment_ids_kv=mask.kv_ids if mask.segment_ids_q is not None else None)
+      segment_ids_kv=None if mask.segment_ids_q is None else mask.segment_ids_kv)
+
+
+def _refuse_dropout_and_precision(name: str, dropout_rate: float, precision) -> None:
+  """The fused implementations have neither attention dropout nor a precision argument."""
+  if dropout_rate > 0.0:
+    raise ValueError(
+        f"attention_impl={name!r} does not support attention dropout; set "
+        "attention_dropout_rate=0 or use attention_impl='xla'.")
+  if precision is not None:
+    raise ValueError(f"attention_impl={name!r} does not take a precision; use 'xla'.")
 
 
 def _as_4d_mask(mask: Array, shape: tuple[int, int, int, int]) -> Array:
