@@ -10,8 +10,8 @@ Array = jax.Array
 
 def is_argmax(logits: Array, labels: Array) -> Array:
   """bool [...]: whether ``labels`` [...] is ``jnp.argmax(logits [..., C], -1)``, ties going
-  to the lowest index as argmax's do. Computed from the row max and the label's logit:
-  XLA's CPU argmax over a 32k vocabulary costs as much as the output layer's matmul."""
+  to the lowest index as argmax's do. Computed from the row max and the label's logit: on
+  [2048, 32000] logits XLA's CPU argmax alone took 4x as long (BENCHMARKS.md)."""
   label_logit = jnp.take_along_axis(logits, labels[..., None], axis=-1)
   best = jnp.max(logits, axis=-1, keepdims=True)
   earlier_tie = (logits == best) & (jnp.arange(logits.shape[-1]) < labels[..., None])

@@ -20,7 +20,6 @@ continues exactly where an uninterrupted one would be.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
