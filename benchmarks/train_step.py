@@ -51,7 +51,7 @@ flags.DEFINE_bool('quick', False, 'Tiny models, 1 repeat, fast compilation (a sm
 
 def load_config(spec: str):
   """The run config of ``file.py[:arg]``, ready to build (init_from placeholders cleared)."""
-  path, _, arg = spec.partition(':')
+  path, arg = sweeps.split_arg(spec)
   path = path if os.path.isabs(path) else os.path.join(REPO, path)
   module = sweeps.load_module(path)
   config = module.get_config(arg) if arg else module.get_config()
