@@ -9,7 +9,12 @@ import sys
 import jax
 import pytest
 
+from fixed_head.experiments import sweeps
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# The rows (lists of cells) of the Markdown table whose header row starts with a given text:
+# the parser benchmarks/headline.py reads the scripts' outputs with.
+table = sweeps.load_module(str(ROOT / 'benchmarks' / 'headline.py')).table
 
 
 def run_benchmark(script, *args) -> str:
@@ -19,18 +24,6 @@ def run_benchmark(script, *args) -> str:
                           env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
-
-
-def table(stdout, head):
-  """The rows (lists of cells) of the Markdown table whose header row starts with ``head``."""
-  lines = stdout.splitlines()
-  start = next(i for i, line in enumerate(lines) if line.startswith(head))
-  rows = []
-  for line in lines[start + 2:]:
-    if not line.startswith('|'):
-      break
-    rows.append([cell.strip() for cell in line.strip('|').split('|')])
-  return rows
 
 
 def check_header(stdout, script):
