@@ -112,11 +112,12 @@ def test_train_step_mfu_and_profile():
                                      '(step wall time, untraced)']
     ms = {r[0]: float(r[1].replace(',', '')) for r in parts}
     assert all(ms[s] > 0 for s in ('attention', 'feed_forward', 'output', 'loss', 'optimizer'))
-    assert abs(sum(ms[s] for s in list(ms)[:6]) - ms['all traced operations']) < 0.2
-    # each scope's matmul + other time is its total
+    # the table prints ms to 0.1, so each printed number is off by at most 0.05: six scopes and
+    # their total may disagree by 7 * 0.05, a scope's matmul + other and its total by 3 * 0.05
+    assert abs(sum(ms[s] for s in list(ms)[:6]) - ms['all traced operations']) <= 0.35 + 1e-9
     for row in parts[:7]:
       assert abs(float(row[3].replace(',', '')) + float(row[4].replace(',', ''))
-                 - float(row[1].replace(',', ''))) < 0.2, row
+                 - float(row[1].replace(',', ''))) <= 0.15 + 1e-9, row
 
 
 def test_bert_train_steps(gpu_outputs):
