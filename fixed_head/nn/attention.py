@@ -136,8 +136,8 @@ def dropout(x: Array, rate: float, rng: Array) -> Array:
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
 
 
-def _xla_attention(query, key, value, mask, dropout_rate, dropout_rng, precision):
-  """Plain einsum implementation; the reference every other implementation must match."""
+def _einsum_attention(query, key, value, mask, dropout_rate, dropout_rng, precision):
+  """softmax(Q K^T / sqrt(d_p)) V as written: the reference every implementation must match."""
   head_size = query.shape[-1]
   query = query / jnp.sqrt(head_size).astype(query.dtype)
   logits = jnp.einsum('bqhd,bkhd->bhqk', query, key, precision=precision)
@@ -150,6 +150,37 @@ def _xla_attention(query, key, value, mask, dropout_rate, dropout_rng, precision
     weights = dropout(weights, dropout_rate, dropout_rng)
   weights = weights.astype(value.dtype)
   return jnp.einsum('bhqk,bkhd->bqhd', weights, value, precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 6))
+def _xla_attention(query, key, value, mask, dropout_rate, dropout_rng, precision):
+  """The einsum reference, ``_einsum_attention``; differentiated, exactly its graph.
+
+  Forward only (eval, sampling), the same operations run under a vmap over a unit axis of
+  query heads, as ``jax.nn.dot_product_attention`` runs them. That leaves the softmax its own
+  fusion: in the plain graph XLA's CPU compiler fuses it into the P V matmul and recomputes
+  it per tile, which made the forward up to 2.2x slower than Flax's at small d_p
+  (BENCHMARKS.md, section 2). The outputs agree to float rounding.
+  """
+  grouped = jax.vmap(_einsum_attention, in_axes=(3, None, None, None, None, None, None),
+                     out_axes=3)
+  return grouped(query[:, :, :, None], key, value, mask, dropout_rate, dropout_rng,
+                 precision)[:, :, :, 0]
+
+
+def _xla_attention_forward(query, key, value, mask, dropout_rate, dropout_rng, precision):
+  out, backward = jax.vjp(
+      lambda q, k, v: _einsum_attention(q, k, v, mask, dropout_rate, dropout_rng, precision),
+      query, key, value)
+  return out, backward
+
+
+def _xla_attention_backward(dropout_rate, precision, backward, cotangent):
+  del dropout_rate, precision
+  return (*backward(cotangent), None, None)
+
+
+_xla_attention.defvjp(_xla_attention_forward, _xla_attention_backward)
 
 
 def _jax_attention(query, key, value, mask, dropout_rate, dropout_rng, precision,
