@@ -52,16 +52,18 @@ def round_robin(fns: Mapping[str, Callable[[], Any]], *, repeats: int, warmup: i
                 ) -> dict[str, list[float]]:
   """Seconds of each function over ``repeats`` rounds, after ``warmup`` untimed calls each
   (compilation). The functions take turns within a round, so a burst of load from other
-  processes hits all of them alike."""
+  processes hits all of them alike, and each round starts one function later than the last,
+  so each follows every other equally often (what ran just before changes the caches)."""
   if repeats < 1:
     raise ValueError(f'repeats={repeats} must be at least 1.')
   for fn in fns.values():
     for _ in range(warmup):
       jax.block_until_ready(fn())
   times: dict[str, list[float]] = {name: [] for name in fns}
-  for _ in range(repeats):
-    for name, fn in fns.items():
-      times[name].append(seconds(fn))
+  names = list(fns)
+  for r in range(repeats):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      times[name].append(seconds(fns[name]))
   return times
 
 
