@@ -15,6 +15,10 @@ HARMLESS: dict[str, str] = {
     # datasets (downloads/, extracted archives, other tools' files) have no metadata.
     'Variant folder %s has no %s': 'a folder in data_dir that is not a prepared dataset',
     'Skipping invalid variant directory': 'a folder in data_dir that is not a version',
+    # gcsfs, opening a gs:// path without credentials for Storage Control (a local
+    # emulator, or a bucket readable anonymously): it asks whether the bucket has a
+    # hierarchical namespace and, not told, uses the plain bucket API, which is what we use.
+    'Could not determine bucket type for bucket name': 'gcsfs uses the plain bucket API',
 }
 
 
@@ -28,8 +32,9 @@ _FILTER = _DropHarmless()
 
 
 def install() -> None:
-  """Drops the ``HARMLESS`` messages from the absl logger (Orbax and TFDS log there).
-  Idempotent."""
-  logger = logging.getLogger('absl')
-  if _FILTER not in logger.filters:
-    logger.addFilter(_FILTER)
+  """Drops the ``HARMLESS`` messages from the absl logger (Orbax and TFDS log there) and
+  gcsfs's. Idempotent."""
+  for name in ('absl', 'gcsfs'):
+    logger = logging.getLogger(name)
+    if _FILTER not in logger.filters:
+      logger.addFilter(_FILTER)

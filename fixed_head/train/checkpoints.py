@@ -23,18 +23,18 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from fixed_head import quiet_logs
+from fixed_head import files, quiet_logs
 from fixed_head.errors import CheckpointError
 
 quiet_logs.install()
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+  return files.join(files.absolute(workdir), 'checkpoints')
 
 
 def set_aside_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), 'checkpoints_set_aside')
+  return files.join(files.absolute(workdir), 'checkpoints_set_aside')
 
 
 def make_manager(workdir: str, *, max_to_keep: int = 3, async_save: bool = True,
@@ -50,7 +50,7 @@ def make_manager(workdir: str, *, max_to_keep: int = 3, async_save: bool = True,
 
 
 def _step_path(manager: ocp.CheckpointManager, step: int) -> str:
-  return os.path.join(os.fspath(manager.directory), str(step))
+  return files.join(os.fspath(manager.directory), str(step))
 
 
 def _short(error: BaseException) -> str:
@@ -145,11 +145,12 @@ def unreadable(manager: ocp.CheckpointManager, step: int,
 
 def set_aside(workdir: str, step: int) -> str:
   """Moves checkpoint ``step`` to ``set_aside_dir(workdir)/<step>-<time>`` (process 0;
-  the others wait); deletes nothing. Returns the new path."""
-  target = os.path.join(set_aside_dir(workdir), f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+  the others wait); deletes nothing (in a bucket: copies, then deletes the original).
+  Returns the new path."""
+  target = files.join(set_aside_dir(workdir), f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
   if jax.process_index() == 0:
-    os.makedirs(set_aside_dir(workdir), exist_ok=True)
-    os.rename(os.path.join(checkpoint_dir(workdir), str(step)), target)
+    files.make_dirs(set_aside_dir(workdir))
+    files.move_tree(files.join(checkpoint_dir(workdir), str(step)), target)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f'set_aside:{step}')
   return target

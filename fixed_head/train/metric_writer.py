@@ -9,7 +9,6 @@ so the steps trained again are not counted twice.
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any
 
@@ -26,11 +25,10 @@ def format_duration(seconds: float) -> str:
 
 def drop_rows_after(path: str, step: int) -> int:
   """Rewrites the JSON-lines file ``path`` without its rows of steps after ``step``
-  (atomically: a temporary file renamed over it). Returns how many rows were dropped."""
-  if not os.path.exists(path):
+  (``files.write_atomically``). Returns how many rows were dropped."""
+  if not files.exists(path):
     return 0
-  with open(path, encoding='utf-8') as f:
-    lines = [line for line in f if line.strip()]
+  lines = [line for line in files.read_text(path).splitlines(keepends=True) if line.strip()]
   kept = []
   for line in lines:
     try:
@@ -58,10 +56,10 @@ class MetricWriter:
     if not enabled:
       return
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    path = os.path.join(workdir, 'metrics.jsonl')
+    path = files.join(workdir, 'metrics.jsonl')
     drop_rows_after(path, start_step)
-    self._jsonl = open(path, 'a', encoding='utf-8')
-    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
+    self._jsonl = files.LineLog(path)
+    self._tb = SummaryWriter(files.join(workdir, 'tensorboard'),
                              purge_step=start_step + 1 if start_step else None)
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:
@@ -81,7 +79,7 @@ class MetricWriter:
     """Appends the pending row to metrics.jsonl and flushes TensorBoard."""
     if not self.enabled or self._row is None:
       return
-    self._jsonl.write(json.dumps(self._row) + '\n')
+    self._jsonl.write(json.dumps(self._row))
     self._jsonl.flush()
     self._tb.flush()
     self._row = None

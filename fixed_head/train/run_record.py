@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from typing import Any
 
@@ -96,12 +95,11 @@ def check_resume(saved: dict[str, Any], config: ml_collections.ConfigDict,
 
 def load(workdir: str) -> dict[str, Any] | None:
   """The saved config.json of ``workdir`` as a dict, or None."""
-  path = os.path.join(workdir, CONFIG)
-  if not os.path.exists(path):
+  path = files.join(workdir, CONFIG)
+  if not files.exists(path):
     return None
   try:
-    with open(path, encoding='utf-8') as f:
-      saved = json.load(f)
+    saved = json.loads(files.read_text(path))
   except (OSError, ValueError) as e:
     raise UsageError(f'{path} cannot be read ({e}); restore it from a backup or use a new '
                      '--workdir.') from None
@@ -118,7 +116,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The run config saved in ``workdir`` (what eval.py uses without --config)."""
   saved = load(workdir)
   if saved is None:
-    raise UsageError(f'{os.path.join(workdir, CONFIG)} does not exist: {workdir} is not the '
+    raise UsageError(f'{files.join(workdir, CONFIG)} does not exist: {workdir} is not the '
                      'workdir of a training run (give --config=... to evaluate anyway).')
   return ml_collections.ConfigDict(saved)
 
@@ -134,19 +132,19 @@ def record(config: ml_collections.ConfigDict, workdir: str, saved: dict[str, Any
   if changes:
     line = {'step': step, 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
             'changes': {k: {'saved': a, 'now': b} for k, (a, b) in changes.items()}}
-    with open(os.path.join(workdir, HISTORY), 'a', encoding='utf-8') as f:
-      f.write(json.dumps(line, default=str) + '\n')
-  write_json_atomic(os.path.join(workdir, CONFIG), current, indent=2, sort_keys=True)
+    log = files.LineLog(files.join(workdir, HISTORY))
+    log.write(json.dumps(line, default=str))
+    log.close()
+  write_json_atomic(files.join(workdir, CONFIG), current, indent=2, sort_keys=True)
   return changes
 
 
 def history(workdir: str) -> list[dict[str, Any]]:
   """The accepted changes, oldest first: [{'step', 'time', 'changes'}]."""
-  path = os.path.join(workdir, HISTORY)
-  if not os.path.exists(path):
+  path = files.join(workdir, HISTORY)
+  if not files.exists(path):
     return []
-  with open(path, encoding='utf-8') as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()]
 
 
 def eval_target(config: ml_collections.ConfigDict, workdir: str, *,

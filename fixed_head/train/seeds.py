@@ -7,14 +7,13 @@ for the run's own data, else the last row of ``metrics.jsonl`` that holds evalua
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
 from collections.abc import Sequence
 from typing import Any
 
-from fixed_head import metrics
+from fixed_head import files, metrics
 from fixed_head.errors import UsageError
 
 COUNTS = ('num_tokens', 'num_rows', 'num_questions', 'num_predictions')
@@ -23,28 +22,25 @@ COUNTS = ('num_tokens', 'num_rows', 'num_questions', 'num_predictions')
 def final_evals(workdir: str) -> tuple[int, dict[str, float]]:
   """(step, {'evaluator/metric': value}) of the run's last evaluation."""
   results = {}
-  for path in glob.glob(os.path.join(workdir, 'eval', 'step_*.json')):
+  for path in files.glob(files.join(workdir, 'eval'), 'step_*.json'):
     match = re.fullmatch(r'step_(\d+)\.json', os.path.basename(path))
     if match:
       results[int(match.group(1))] = path
   if results:
     step = max(results)
-    with open(results[step], encoding='utf-8') as f:
-      evals = json.load(f)['evals']
+    evals = json.loads(files.read_text(results[step]))['evals']
     return step, {f'{name}/{k}': v for name, result in evals.items()
                   for k, v in result.items()}
-  path = os.path.join(workdir, 'metrics.jsonl')
+  path = files.join(workdir, 'metrics.jsonl')
   last = None
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      for line in f:
-        try:
-          row = json.loads(line)
-        except ValueError:
-          continue
-        evals = {k: v for k, v in row.items() if k != 'step' and not k.startswith('train/')}
-        if evals:
-          last = row['step'], evals
+  for line in files.read_text(path).splitlines() if files.exists(path) else []:
+    try:
+      row = json.loads(line)
+    except ValueError:
+      continue
+    evals = {k: v for k, v in row.items() if k != 'step' and not k.startswith('train/')}
+    if evals:
+      last = row['step'], evals
   if last is None:
     raise UsageError(f'{workdir}: no evaluation found (no eval/step_<N>.json and no evaluation '
                      'in metrics.jsonl); train it to the end or run eval.py on it first.')
@@ -60,10 +56,9 @@ def summarize(workdirs: Sequence[str]) -> dict[str, Any]:
   for workdir in workdirs:
     step, evals = final_evals(workdir)
     seed = None
-    config_path = os.path.join(workdir, 'config.json')
-    if os.path.exists(config_path):
-      with open(config_path, encoding='utf-8') as f:
-        seed = json.load(f).get('seed')
+    config_path = files.join(workdir, 'config.json')
+    if files.exists(config_path):
+      seed = json.loads(files.read_text(config_path)).get('seed')
     runs.append({'workdir': workdir, 'step': step, 'seed': seed})
     results.append({k: v for k, v in evals.items() if k.rsplit('/', 1)[-1] not in COUNTS})
   seeds = [r['seed'] for r in runs]

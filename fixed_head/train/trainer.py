@@ -34,6 +34,7 @@ from jax.sharding import Mesh
 
 from fixed_head.train import checkpoints
 from fixed_head import data as data_lib
+from fixed_head import files
 from fixed_head import evaluators as evaluators_lib
 from fixed_head import tasks as tasks_lib
 from fixed_head.config import ModelConfig
@@ -171,12 +172,14 @@ def make_train_step(setup: Setup, batch_example: dict[str, np.ndarray]) -> Calla
 
 
 def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
-  """The workdir's saved config (None for a new run), after refusing a URL or a saved run
-  that this config cannot continue truthfully (other shapes, optimizer or data)."""
-  if '://' in workdir:
-    raise UsageError(f'workdir {workdir}: URLs are not supported yet (files are written with '
-                     'the local file API); mount the bucket (e.g. gcsfuse) and give the '
-                     'mounted path.')
+  """The workdir's saved config (None for a new run), after refusing a bucket that cannot
+  be written (before anything is) or a saved run that this config cannot continue
+  truthfully (other shapes, optimizer or data)."""
+  if files.is_url(workdir) and jax.process_index() == 0:
+    try:
+      files.check_url_writable(workdir)
+    except OSError as e:
+      raise UsageError(f'--workdir={workdir}: {e}.') from None
   saved = run_record.load(workdir)
   if saved is not None:
     run_record.check_resume(saved, config, workdir)
@@ -185,7 +188,7 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
 
 def _make_workdir(workdir: str) -> None:
   """Creates ``workdir`` (process 0), or says why it cannot be written."""
-  if jax.process_index() != 0:
+  if jax.process_index() != 0 or files.is_url(workdir):  # a bucket: checked already
     return
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -218,7 +221,7 @@ def check_init_from(config: ml_collections.ConfigDict, model_config: ModelConfig
   it is a training run whose model has this model's shapes; UsageError naming the field
   otherwise. Checked before anything is built or written."""
   source_dir = config.init_from
-  saved = run_record.load(source_dir) if os.path.isdir(source_dir) else None
+  saved = run_record.load(source_dir) if files.is_dir(source_dir) else None
   if saved is None:
     raise UsageError(f'config.init_from={source_dir!r}: no training run there (no '
                      f'{run_record.CONFIG}); give the workdir of a pre-training run.')
@@ -523,11 +526,11 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   manager.close()
   evaluators = _build_evaluators(setup, workdir)
   results = {name: evaluator(params) for name, evaluator in evaluators.items()}
-  path = os.path.join(workdir, 'eval', target.format(step=step))
+  path = files.join(workdir, 'eval', target.format(step=step))
   if jax.process_index() == 0:
     for name, result in results.items():
       print(_eval_line(name, step, result), flush=True)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    files.make_dirs(os.path.dirname(path))
     record = {'step': step, 'evals': results}
     if target != 'step_{step}.json':  # other data or evaluators: say which
       used = run_record.as_dict(config)
