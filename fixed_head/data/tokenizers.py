@@ -100,11 +100,12 @@ class SentencePieceTokenizer:
     """Loads ``model_path``; checks its vocabulary size against ``expected_vocab_size``."""
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
     model_path = os.fspath(model_path)
-    if not os.path.isfile(model_path):
+    if not files.exists(model_path) or files.is_dir(model_path):
       raise UsageError(
           f'SentencePiece model {model_path!r} does not exist: train it with '
           'SentencePieceTokenizer.train / load_or_train, or fix the path.')
-    processor = spm.SentencePieceProcessor(model_file=model_path)
+    # read as bytes, so a gs:// model loads like a local one
+    processor = spm.SentencePieceProcessor(model_proto=files.read_bytes(model_path))
     tokenizer = cls(processor, model_path)
     if expected_vocab_size is not None and tokenizer.vocab_size != expected_vocab_size:
       raise UsageError(
@@ -140,8 +141,7 @@ class SentencePieceTokenizer:
     if not sample:
       raise UsageError(f'No non-empty text to train SentencePiece model {model_path!r}: '
                        'check the texts passed to train().')
-    directory = os.path.dirname(os.path.abspath(model_path))
-    os.makedirs(directory, exist_ok=True)
+    files.make_dirs(os.path.dirname(files.absolute(model_path)))
     spm.set_random_generator_seed(seed)
     proto = io.BytesIO()
     try:
@@ -169,15 +169,14 @@ def load_or_train(model_path: str, texts_fn: Callable[[], Iterable[str]], vocab_
                   **train_kwargs) -> SentencePieceTokenizer:
   """Loads ``model_path`` if it exists (checking ``vocab_size``), else trains it on
   ``texts_fn()`` (called only when training) with ``SentencePieceTokenizer.train``."""
-  if os.path.isfile(os.fspath(model_path)):
+  if files.exists(model_path) and not files.is_dir(model_path):
     return SentencePieceTokenizer.load(model_path, expected_vocab_size=vocab_size)
   return SentencePieceTokenizer.train(texts_fn(), model_path, vocab_size, **train_kwargs)
 
 
 def default_model_path(workdir: str, vocab_size: int) -> str:
   """Where a run keeps the SentencePiece model it trains: ``workdir/tokenizer/``."""
-  return os.path.join(os.path.abspath(os.path.expanduser(workdir)), 'tokenizer',
-                      f'sentencepiece_{vocab_size}.model')
+  return files.join(files.absolute(workdir), 'tokenizer', f'sentencepiece_{vocab_size}.model')
 
 
 def for_run(kind: str, vocab_size: int, *, model_path: str | None = None,
@@ -200,7 +199,7 @@ def for_run(kind: str, vocab_size: int, *, model_path: str | None = None,
       raise UsageError("data.tokenizer='sentencepiece' needs data.tokenizer_path (the model "
                        'file, read or trained on first use) when no workdir is given.')
     model_path = default_model_path(workdir, vocab_size)
-  model_path = os.path.expanduser(model_path)
+  model_path = files.absolute(model_path)
   tokenizer = files.on_process_zero(
       lambda: load_or_train(model_path, texts_fn, vocab_size, max_sentences=max_sentences),
       f'sentencepiece:{model_path}')

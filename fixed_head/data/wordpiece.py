@@ -141,13 +141,12 @@ class WordPieceTokenizer:
   @classmethod
   def load(cls, path: str, *, lower_case: bool = True) -> 'WordPieceTokenizer':
     """Reads a BERT ``vocab.txt``: one token per line (surrounding whitespace stripped)."""
-    path = os.path.expanduser(os.fspath(path))
-    if not os.path.isfile(path):
+    path = os.fspath(path) if files.is_url(path) else os.path.expanduser(os.fspath(path))
+    if not files.exists(path) or files.is_dir(path):
       raise UsageError(f'data.vocab={path!r} does not exist: give the path of a BERT '
                        'vocab.txt, or leave data.vocab unset to train one in the workdir.')
     try:
-      with open(path, encoding='utf-8') as f:
-        tokens = [line.strip() for line in f.read().splitlines()]
+      tokens = [line.strip() for line in files.read_text(path).splitlines()]
     except UnicodeDecodeError as e:
       raise UsageError(f'data.vocab={path!r} is not valid UTF-8 (byte {e.start}: {e.reason}); '
                        'give a BERT vocab.txt.') from None
@@ -157,8 +156,8 @@ class WordPieceTokenizer:
 
   def save(self, path: str) -> None:
     """Writes ``vocab.txt`` (one token a line) atomically: temp file, then ``os.replace``."""
-    path = os.path.expanduser(os.fspath(path))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    path = files.absolute(path)
+    files.make_dirs(os.path.dirname(path))
     files.write_atomically(path, _vocab_text(self._tokens))
     self.path = path
 
@@ -384,19 +383,18 @@ def for_run(*, vocab: str | None, vocab_size: int, workdir: str | None,
   read the file (so the workdir must be on a file system all processes see).
   """
   if vocab:
-    path = os.path.expanduser(vocab)
-    if not os.path.isfile(path):
+    path = files.absolute(vocab)
+    if not files.exists(path) or files.is_dir(path):
       raise UsageError(f'data.vocab={vocab!r} does not exist: give the path of a BERT '
                        'vocab.txt, or leave data.vocab unset to train one in the workdir.')
   else:
-    candidates = [os.path.join(os.path.expanduser(d), VOCAB_FILE)
-                  for d in (init_from, workdir) if d]
-    path = next((p for p in candidates if os.path.isfile(p)), None)
+    candidates = [files.join(files.absolute(d), VOCAB_FILE) for d in (init_from, workdir) if d]
+    path = next((p for p in candidates if files.exists(p) and not files.is_dir(p)), None)
   if path is None:
     if not workdir:
       raise UsageError('data.vocab is unset and there is no workdir to train one in: set '
                        'data.vocab to a BERT vocab.txt.')
-    path = os.path.join(os.path.abspath(os.path.expanduser(workdir)), VOCAB_FILE)
+    path = files.join(files.absolute(workdir), VOCAB_FILE)
 
     def train():
       read = itertools.count()
@@ -423,9 +421,9 @@ def _keep_copy(tokenizer: WordPieceTokenizer, path: str, workdir: str | None) ->
   if not workdir:
     return
   import jax  # pylint: disable=g-import-not-at-top
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  copy = os.path.join(workdir, VOCAB_FILE)
-  if jax.process_index() != 0 or os.path.exists(copy) or os.path.abspath(path) == copy:
+  workdir = files.absolute(workdir)
+  copy = files.join(workdir, VOCAB_FILE)
+  if jax.process_index() != 0 or files.exists(copy) or files.absolute(path) == copy:
     return
-  os.makedirs(workdir, exist_ok=True)
+  files.make_dirs(workdir)
   files.write_atomically(copy, _vocab_text(tokenizer.vocab))
