@@ -370,3 +370,9 @@ def test_eval_keeps_its_own_path(corpus):
   with pytest.raises(UsageError, match='holds no pre-packed copy'):
     build_source(config, 'train')
   assert build_source(config, 'eval').prepacked is None and len(build_source(config, 'eval'))
+
+
+def test_a_prepacked_dir_in_a_bucket_is_refused_in_one_line(corpus):
+  with pytest.raises(UsageError, match=r"^data.prepacked_dir='gs://b/packed': the pre-packed "
+                     r'copy is read with the local file API; copy it to a local disk'):
+    build_source(dict(data_config(corpus), prepacked_dir='gs://b/packed'), 'train')

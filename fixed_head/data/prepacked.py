@@ -40,6 +40,7 @@ from typing import Any
 
 import grain
 import numpy as np
+from etils import epath
 
 from fixed_head import files
 from fixed_head.errors import UsageError
@@ -71,8 +72,9 @@ def file_name(index: int) -> str:
 
 
 def sha256_of(path: str) -> str:
+  """The file's sha256 (a tokenizer model, which may be in a gs:// workdir)."""
   digest = hashlib.sha256()
-  with open(path, 'rb') as f:
+  with epath.Path(path).open('rb') as f:
     for block in iter(lambda: f.read(1 << 20), b''):
       digest.update(block)
   return digest.hexdigest()

@@ -41,7 +41,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from fixed_head import quiet_logs
+from fixed_head import files, quiet_logs
 from fixed_head.data import packing, tokenizers
 from fixed_head.errors import UsageError
 
@@ -410,6 +410,10 @@ class TfdsTextLM:
     self.prepacked: prepacked.PrepackedRows | None = None
     if split == 'train' and prepacked_dir:  # the config's fields first: before any training
       prepacked = _prepacked()
+      if files.is_url(prepacked_dir):
+        raise UsageError(f'data.prepacked_dir={prepacked_dir!r}: the pre-packed copy is read '
+                         'with the local file API; copy it to a local disk of each host and '
+                         'give that path.')
       self.prepacked_dir = os.path.abspath(os.path.expanduser(prepacked_dir))
       metadata = prepacked.read_metadata(self.prepacked_dir, workdir)
       prepacked.check_identity(metadata, self.prepacked_identity(full=False),
