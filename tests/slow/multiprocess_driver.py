@@ -19,6 +19,7 @@ import jax
 from absl import app, flags
 
 from fixed_head import data as data_lib
+from fixed_head import files
 from fixed_head.train import launch
 from fixed_head.train import trainer
 
@@ -63,8 +64,7 @@ def main(argv):
                                                  stop_after=flags.FLAGS.stop_after)
   train.main(argv)
   name = f'rows_{flags.FLAGS.stop_after}_{jax.process_index()}.json'
-  with open(os.path.join(flags.FLAGS.workdir, name), 'w', encoding='utf-8') as f:
-    json.dump(read, f)
+  files.write_atomically(files.join(flags.FLAGS.workdir, name), json.dumps(read))
 
 
 if __name__ == '__main__':

@@ -62,6 +62,11 @@ def errors(stderr: str) -> list[str]:
           if 'Using GOOGLE_AUTH_TOKEN_FOR_TESTING' not in line]
 
 
+def losses(metrics_text: str) -> list[float]:
+  rows = [json.loads(line) for line in metrics_text.splitlines()]
+  return [r['train/loss'] for r in rows if 'train/loss' in r]
+
+
 def logged_steps(metrics_text: str) -> list[int]:
   return [json.loads(line)['step'] for line in metrics_text.splitlines()]
 
@@ -175,3 +180,19 @@ def test_no_credentials_is_one_line_and_exit_2(gcs, tmp_path):
   assert 'no Google Cloud credentials' in got.stderr
   assert 'gcloud auth application-default login' in got.stderr
   assert not epath.Path(f'gs://{BUCKET}/other').exists()
+
+
+def test_two_processes_share_a_bucket_workdir_like_one_process(gcs, tmp_path):
+  """Two train.py processes (mesh (1, 2, 2): each writes its half of every checkpoint) into
+  one bucket run, against one process with four devices on a local disk."""
+  import test_multiprocess as mp  # pylint: disable=g-import-not-at-top
+  workdir = f'gs://{BUCKET}/two_processes'
+  mp.train_one_process(tmp_path / 'one', mp.STOP)
+  mp.train_two_processes(workdir, mp.STOP)
+  local_losses = losses(open(tmp_path / 'one' / 'metrics.jsonl', encoding='utf-8').read())
+  assert losses(epath.Path(workdir, 'metrics.jsonl').read_text()) == local_losses
+  assert len(local_losses) == mp.STOP
+  mp.assert_same_params(workdir, tmp_path / 'one')
+  rows = [json.loads(epath.Path(workdir, f'rows_{mp.STOP}_{i}.json').read_text())
+          for i in range(2)]
+  assert sorted(rows[0] + rows[1]) == list(range(mp.STOP * mp.BATCH))
