@@ -11,6 +11,8 @@ runs finish.
 
 from absl import app, flags
 
+from fixed_head import files
+from fixed_head.errors import UsageError
 from fixed_head.experiments import report
 from fixed_head.train import launch
 
@@ -22,7 +24,12 @@ flags.mark_flags_as_required(['workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
-  report.write_report(flags.FLAGS.workdir, flags.FLAGS.output)
+  sweep_dir = flags.FLAGS.workdir
+  if files.is_url(sweep_dir):
+    raise UsageError(f'--workdir={sweep_dir}: a sweep directory must be local (its markers, '
+                     'attempt log and report are written with the local file API); give a '
+                     'local path, or train into a bucket run by run with train.py.')
+  report.write_report(sweep_dir, flags.FLAGS.output)
 
 
 if __name__ == '__main__':

@@ -10,12 +10,12 @@ model's n = max_len positions unless --num_tokens says fewer. fixed_head.samplin
 the work (see the notebook for runs on token ids, such as the synthetic language).
 """
 
-import os
 
 import jax
 import numpy as np
 from absl import app, flags
 
+from fixed_head import files
 from fixed_head.data import tokenizers
 from fixed_head.errors import UsageError
 from fixed_head.sampling import sample
@@ -33,7 +33,7 @@ flags.mark_flags_as_required(['workdir', 'prompt'])
 
 def run_tokenizer(workdir: str):
   """The tokenizer the run trained with, loaded (never trained) from its config."""
-  if not os.path.isfile(os.path.join(workdir, run_record.CONFIG)):
+  if not files.exists(files.join(workdir, run_record.CONFIG)):
     raise UsageError(f'--workdir={workdir} holds no {run_record.CONFIG}: not the workdir of a '
                      'training run.')
   data = run_record.load_config(workdir).data
@@ -42,7 +42,7 @@ def run_tokenizer(workdir: str):
     raise UsageError(f'{workdir}: its data ({data.name!r}) has no text tokenizer; sample '
                      'token ids with fixed_head.sampling.sample (see notebooks/).')
   path = data.get('tokenizer_path') or tokenizers.default_model_path(workdir, data.vocab_size)
-  if kind == 'sentencepiece' and not os.path.isfile(os.path.expanduser(path)):
+  if kind == 'sentencepiece' and not files.exists(files.absolute(path)):
     raise UsageError(f'{path}: the run\'s SentencePiece model is missing.')
   return tokenizers.build_tokenizer(kind, vocab_size=data.vocab_size, model_path=path)
 

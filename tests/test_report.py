@@ -151,6 +151,12 @@ def test_not_a_sweep_directory_is_one_line_and_exit_2(tmp_path):
   assert done.returncode == 2
   assert done.stderr.strip().count('\n') == 0 and 'not a sweep directory' in done.stderr
   assert os.listdir(tmp_path) == []  # nothing written
+  in_bucket = subprocess.run([sys.executable, os.path.join(REPO, 'report.py'),
+                              '--workdir=gs://b/sweep'], capture_output=True, text=True,
+                             check=False, cwd=tmp_path)
+  assert in_bucket.returncode == 2 and in_bucket.stderr.count('\n') == 1
+  assert 'a sweep directory must be local' in in_bucket.stderr
+  assert os.listdir(tmp_path) == []  # no local 'gs:' folder
 
 
 def test_figures_come_from_the_sweep_plan_as_it_is_now(sweep_dir, tmp_path):

@@ -244,6 +244,10 @@ def test_sweep_py_lists_runs_and_refuses_a_bad_config_in_one_line(finished, tmp_
                         ':two, :typo, :invalid or :same_name.')]:
     refused = _sweep_py(f'--config={bad}', f'--workdir={tmp_path / "bad"}', '--list')
     assert (refused.returncode, refused.stderr.splitlines()) == (2, [message]), refused.stderr
+  in_bucket = _sweep_py(f'--config={config}', '--workdir=gs://b/sweep')
+  assert in_bucket.returncode == 2 and in_bucket.stderr.startswith(
+      'error: --workdir=gs://b/sweep: a sweep directory must be local'), in_bucket.stderr
+  assert in_bucket.stderr.count('\n') == 1
   assert sorted(os.listdir(tmp_path)) == []  # --list writes nothing
 
 
