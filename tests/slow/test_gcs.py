@@ -26,6 +26,7 @@ from test_kill_resume import CONFIG, REPO, TIMEOUT, finish, wait_for_step
 from test_train import final_params
 
 BUCKET = 'fixed-head-test'
+READ_ONLY = 'fixed-head-read-only'  # uploads refused with 403, as without objects.create
 STEPS = 12
 # kill_config's run, shortened: each checkpoint is ~50 requests to a one-thread emulator.
 OVERRIDES = [f'--config.num_train_steps={STEPS}', '--config.checkpoint.every_steps=3']
@@ -75,7 +76,7 @@ def logged_steps(metrics_text: str) -> list[int]:
 def gcs():
   """The emulator, with this process pointed at it too (final_params reads the bucket
   through Orbax here). Yields the environment for child processes."""
-  with gcs_emulator.running(BUCKET) as env:
+  with gcs_emulator.running(BUCKET, read_only=(READ_ONLY,)) as env:
     yield dict(env, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
 
 
@@ -167,6 +168,17 @@ def test_a_bucket_that_does_not_exist_is_one_line_and_exit_2(gcs):
   assert 'bucket gs://no-such-bucket does not exist' in got.stderr
   assert 'gcloud storage buckets create gs://no-such-bucket' in got.stderr
   assert not epath.Path('gs://no-such-bucket').exists()
+
+
+def test_no_permission_to_write_is_one_line_and_exit_2(gcs):
+  got = run(command('train.py', f'gs://{READ_ONLY}/run', f'--config={CONFIG}', *OVERRIDES),
+            gcs)
+  assert got.returncode == 2, got.stderr[-2000:]
+  assert len(errors(got.stderr)) == 1, got.stderr[-2000:]
+  assert f'--workdir=gs://{READ_ONLY}/run: gs://{READ_ONLY}/run cannot be written' in got.stderr
+  assert 'Forbidden' in got.stderr
+  assert f'roles/storage.objectAdmin on gs://{READ_ONLY}' in got.stderr
+  assert not list(epath.Path(f'gs://{READ_ONLY}').iterdir())  # nothing written
 
 
 def test_no_credentials_is_one_line_and_exit_2(gcs, tmp_path):
