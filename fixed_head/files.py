@@ -18,6 +18,10 @@ from typing import TypeVar
 
 from etils import epath
 
+from fixed_head import quiet_logs
+
+quiet_logs.install()  # gcsfs's harmless bucket-type warning, on every gs:// path
+
 T = TypeVar('T')
 
 
@@ -51,6 +55,10 @@ def exists(path: str | os.PathLike) -> bool:
 
 def is_dir(path: str | os.PathLike) -> bool:
   return epath.Path(path).is_dir()
+
+
+def is_file(path: str | os.PathLike) -> bool:
+  return epath.Path(path).is_file()
 
 
 def read_text(path: str | os.PathLike) -> str:

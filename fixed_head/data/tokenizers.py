@@ -100,7 +100,7 @@ class SentencePieceTokenizer:
     """Loads ``model_path``; checks its vocabulary size against ``expected_vocab_size``."""
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
     model_path = os.fspath(model_path)
-    if not files.exists(model_path) or files.is_dir(model_path):
+    if not files.is_file(model_path):
       raise UsageError(
           f'SentencePiece model {model_path!r} does not exist: train it with '
           'SentencePieceTokenizer.train / load_or_train, or fix the path.')
@@ -169,7 +169,7 @@ def load_or_train(model_path: str, texts_fn: Callable[[], Iterable[str]], vocab_
                   **train_kwargs) -> SentencePieceTokenizer:
   """Loads ``model_path`` if it exists (checking ``vocab_size``), else trains it on
   ``texts_fn()`` (called only when training) with ``SentencePieceTokenizer.train``."""
-  if files.exists(model_path) and not files.is_dir(model_path):
+  if files.is_file(model_path):
     return SentencePieceTokenizer.load(model_path, expected_vocab_size=vocab_size)
   return SentencePieceTokenizer.train(texts_fn(), model_path, vocab_size, **train_kwargs)
 

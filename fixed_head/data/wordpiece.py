@@ -142,7 +142,7 @@ class WordPieceTokenizer:
   def load(cls, path: str, *, lower_case: bool = True) -> 'WordPieceTokenizer':
     """Reads a BERT ``vocab.txt``: one token per line (surrounding whitespace stripped)."""
     path = os.fspath(path) if files.is_url(path) else os.path.expanduser(os.fspath(path))
-    if not files.exists(path) or files.is_dir(path):
+    if not files.is_file(path):
       raise UsageError(f'data.vocab={path!r} does not exist: give the path of a BERT '
                        'vocab.txt, or leave data.vocab unset to train one in the workdir.')
     try:
@@ -384,12 +384,12 @@ def for_run(*, vocab: str | None, vocab_size: int, workdir: str | None,
   """
   if vocab:
     path = files.absolute(vocab)
-    if not files.exists(path) or files.is_dir(path):
+    if not files.is_file(path):
       raise UsageError(f'data.vocab={vocab!r} does not exist: give the path of a BERT '
                        'vocab.txt, or leave data.vocab unset to train one in the workdir.')
   else:
     candidates = [files.join(files.absolute(d), VOCAB_FILE) for d in (init_from, workdir) if d]
-    path = next((p for p in candidates if files.exists(p) and not files.is_dir(p)), None)
+    path = next((p for p in candidates if files.is_file(p)), None)
   if path is None:
     if not workdir:
       raise UsageError('data.vocab is unset and there is no workdir to train one in: set '
