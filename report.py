@@ -11,9 +11,7 @@ runs finish.
 
 from absl import app, flags
 
-from fixed_head import files
-from fixed_head.errors import UsageError
-from fixed_head.experiments import report
+from fixed_head.experiments import report, sweeps
 from fixed_head.train import launch
 
 flags.DEFINE_string('workdir', None, 'Sweep directory (the --workdir given to sweep.py).')
@@ -24,12 +22,8 @@ flags.mark_flags_as_required(['workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
-  sweep_dir = flags.FLAGS.workdir
-  if files.is_url(sweep_dir):
-    raise UsageError(f'--workdir={sweep_dir}: a sweep directory must be local (its markers, '
-                     'attempt log and report are written with the local file API); give a '
-                     'local path, or train into a bucket run by run with train.py.')
-  report.write_report(sweep_dir, flags.FLAGS.output)
+  sweeps.check_local(flags.FLAGS.workdir)
+  report.write_report(flags.FLAGS.workdir, flags.FLAGS.output)
 
 
 if __name__ == '__main__':

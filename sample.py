@@ -10,7 +10,6 @@ model's n = max_len positions unless --num_tokens says fewer. fixed_head.samplin
 the work (see the notebook for runs on token ids, such as the synthetic language).
 """
 
-
 import jax
 import numpy as np
 from absl import app, flags

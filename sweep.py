@@ -14,8 +14,6 @@ import sys
 
 from absl import app, flags
 
-from fixed_head import files
-from fixed_head.errors import UsageError
 from fixed_head.experiments import sweeps
 from fixed_head.train import launch, run_config, trainer
 
@@ -29,10 +27,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
   config_arg, sweep_dir = flags.FLAGS.config, flags.FLAGS.workdir
-  if files.is_url(sweep_dir):
-    raise UsageError(f'--workdir={sweep_dir}: a sweep directory must be local (its markers, '
-                     'attempt log and report are written with the local file API); give a '
-                     'local path, or train into a bucket run by run with train.py.')
+  sweeps.check_local(sweep_dir)
   launch.quiet_library_logs()
   if flags.FLAGS.list:
     _, runs = sweeps.plan(config_arg)

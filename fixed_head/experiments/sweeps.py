@@ -177,6 +177,14 @@ def config_of(module, r: Run) -> ml_collections.ConfigDict:
   return config
 
 
+def check_local(sweep_dir: str) -> None:
+  """Refuses a URL (gs://...) as the sweep directory of sweep.py and report.py."""
+  if files.is_url(sweep_dir):
+    raise UsageError(f'--workdir={sweep_dir}: a sweep directory must be local (its markers, '
+                     'attempt log and report are written with the local file API); give a '
+                     'local path, or train into a bucket run by run with train.py.')
+
+
 def is_done(workdir: str) -> bool:
   return os.path.exists(os.path.join(workdir, DONE))
 
