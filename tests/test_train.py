@@ -16,6 +16,7 @@ from fixed_head.train import run_config
 from fixed_head.train import sharding
 from fixed_head.train import trainer
 from fixed_head import data as data_lib
+from fixed_head import files
 from fixed_head.errors import UsageError
 
 import repo_configs
@@ -44,8 +45,9 @@ def tiny_config(steps=8, **model):
 
 
 def losses(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [r['train/loss'] for r in map(json.loads, f) if 'train/loss' in r]
+  """train/loss of every logged step, from metrics.jsonl (a local or gs:// workdir)."""
+  rows = files.read_text(files.join(workdir, 'metrics.jsonl')).splitlines()
+  return [r['train/loss'] for r in map(json.loads, rows) if 'train/loss' in r]
 
 
 def final_params(workdir, config):

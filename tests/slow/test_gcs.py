@@ -10,7 +10,6 @@ that does not exist, or no credentials, is one line and exit 2.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,10 +19,12 @@ import numpy as np
 import pytest
 from etils import epath
 
+from fixed_head import files
+
 import gcs_emulator
 import kill_config
-from test_kill_resume import CONFIG, REPO, TIMEOUT, finish, wait_for_step
-from test_train import final_params
+from test_kill_resume import CONFIG, REPO, TIMEOUT, finish, logged_steps, wait_for_step
+from test_train import final_params, losses
 
 BUCKET = 'fixed-head-test'
 READ_ONLY = 'fixed-head-read-only'  # uploads refused with 403, as without objects.create
@@ -61,15 +62,6 @@ def errors(stderr: str) -> list[str]:
   """stderr's lines, less TensorStore's note that it uses the emulator's test token."""
   return [line for line in stderr.strip().splitlines()
           if 'Using GOOGLE_AUTH_TOKEN_FOR_TESTING' not in line]
-
-
-def losses(metrics_text: str) -> list[float]:
-  rows = [json.loads(line) for line in metrics_text.splitlines()]
-  return [r['train/loss'] for r in rows if 'train/loss' in r]
-
-
-def logged_steps(metrics_text: str) -> list[int]:
-  return [json.loads(line)['step'] for line in metrics_text.splitlines()]
 
 
 @pytest.fixture(scope='module')
@@ -121,11 +113,9 @@ def test_a_run_in_a_bucket_resumes_bit_identical_to_a_local_one(gcs, local, stop
                final_params(local[0], config()))
   run_dir = epath.Path(workdir)
   # one row per step, though metrics.jsonl was rewritten (not appended) at every flush
-  assert logged_steps((run_dir / 'metrics.jsonl').read_text()) == list(range(1, STEPS + 1))
-  assert logged_steps((run_dir / 'metrics.jsonl').read_text()) == logged_steps(
-      open(os.path.join(local[0], 'metrics.jsonl'), encoding='utf-8').read())
-  assert json.loads((run_dir / 'config.json').read_text()) == json.loads(
-      open(os.path.join(local[0], 'config.json'), encoding='utf-8').read())
+  assert logged_steps(workdir) == list(range(1, STEPS + 1)) == logged_steps(local[0])
+  config_json = lambda d: json.loads(files.read_text(files.join(d, 'config.json')))
+  assert config_json(workdir) == config_json(local[0])
   assert any(p.name.startswith('events.out.tfevents') for p in (run_dir / 'tensorboard').iterdir())
   assert not (run_dir / '.write_check').exists()
   assert not [p for p in (run_dir / 'checkpoints').iterdir() if 'tmp' in p.name]
@@ -201,9 +191,8 @@ def test_two_processes_share_a_bucket_workdir_like_one_process(gcs, tmp_path):
   workdir = f'gs://{BUCKET}/two_processes'
   mp.train_one_process(tmp_path / 'one', mp.STOP)
   mp.train_two_processes(workdir, mp.STOP)
-  local_losses = losses(open(tmp_path / 'one' / 'metrics.jsonl', encoding='utf-8').read())
-  assert losses(epath.Path(workdir, 'metrics.jsonl').read_text()) == local_losses
-  assert len(local_losses) == mp.STOP
+  assert losses(workdir) == losses(tmp_path / 'one')
+  assert len(losses(workdir)) == mp.STOP
   mp.assert_same_params(workdir, tmp_path / 'one')
   rows = [json.loads(epath.Path(workdir, f'rows_{mp.STOP}_{i}.json').read_text())
           for i in range(2)]

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from fixed_head import errors
+from fixed_head import errors, files
 from fixed_head.train import checkpoints
 
 # Test helpers: pytest puts tests/ (conftest.py's folder) and tests/slow on sys.path.
@@ -113,8 +113,9 @@ def test_sigkill_at_random_points_then_restart_is_bit_identical(tmp_path, refere
 
 
 def logged_steps(workdir) -> list[int]:
-  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
-    return [json.loads(line)['step'] for line in f]
+  """The step of every row of metrics.jsonl (a local or gs:// workdir)."""
+  rows = files.read_text(files.join(workdir, 'metrics.jsonl')).splitlines()
+  return [json.loads(line)['step'] for line in rows]
 
 
 @pytest.mark.parametrize('signum,code,said', [
