@@ -1,17 +1,53 @@
 """The trainer's train step as benchmarks/memory.py and cost_growth.py measure it: a run
 config with a given batch and model, compiled once (``trainer.make_train_step``) on a
-synthetic batch, its XLA memory plan, and a call that runs one step."""
+synthetic batch, its XLA memory plan, and a call that runs one step; and the flags both
+scripts take for the run config and the model's shape."""
+
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
+from ml_collections import config_flags
 
 from fixed_head.experiments import timing
 from fixed_head.train import trainer
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 # What a --quick smoke test compiles with: the optimisations of XLA's CPU code generator off.
 # XLA compiles the same program with the same memory plan about 4x faster; the code is slower.
 FAST_COMPILE = {'xla_backend_optimization_level': 0}
+# The model of a --quick smoke test.
+QUICK_MODEL = dict(num_layers=1, emb_dim=32, num_heads=4, mlp_dim=64, vocab_size=128)
+MODEL_FLAGS = tuple(QUICK_MODEL)
+
+
+def define_model_flags(config: str, *, num_layers: int, emb_dim: int, num_heads: int,
+                       mlp_dim: int, vocab_size: int) -> None:
+  """--config (configs/``config`` by default: the run whose recipe is measured) and the
+  model's shape, with these defaults."""
+  config_flags.DEFINE_config_file('config', os.path.join(REPO, 'configs', config),
+                                  'Run config whose train step is measured (its recipe: '
+                                  'optimizer, norm, dropout); the flags below set the shapes.')
+  flags.DEFINE_integer('num_layers', num_layers, 'L.')
+  flags.DEFINE_integer('emb_dim', emb_dim, 'd.')
+  flags.DEFINE_integer('num_heads', num_heads, 'h.')
+  flags.DEFINE_integer('mlp_dim', mlp_dim, 'Feed-forward width.')
+  flags.DEFINE_integer('vocab_size', vocab_size, 'Vocabulary.')
+
+
+def model_fields(f) -> dict[str, int]:
+  """The model-shape flags' values, as ModelConfig fields."""
+  return {name: getattr(f, name) for name in MODEL_FLAGS}
+
+
+def apply_quick(f, **more) -> None:
+  """With --quick, sets the model flags to QUICK_MODEL and the others to ``more``."""
+  if f.quick:
+    for name, value in {**QUICK_MODEL, **more}.items():
+      setattr(f, name, value)
 
 
 def run_config(base, batch_size: int, seq_len: int, **model):

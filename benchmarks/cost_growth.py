@@ -17,7 +17,6 @@ round-robin in this process) beside the FLOPs ratio that the accounting predicts
 import os
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 import compiled_step  # benchmarks/compiled_step.py
 from fixed_head import accounting
@@ -25,16 +24,8 @@ from fixed_head.config import ModelConfig
 from fixed_head.experiments import figures, timing
 from fixed_head.files import write_atomically
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-config_flags.DEFINE_config_file('config', os.path.join(REPO, 'configs', 'lm1b.py:baseline'),
-                                'Run config whose train step is measured (its recipe: '
-                                'optimizer, norm, dropout); the flags below set the shapes.')
-flags.DEFINE_integer('num_layers', 2, 'L.')
-flags.DEFINE_integer('emb_dim', 256, 'd.')
-flags.DEFINE_integer('num_heads', 8, 'h.')
-flags.DEFINE_integer('mlp_dim', 1024, 'Feed-forward width.')
-flags.DEFINE_integer('vocab_size', 8000, 'Vocabulary.')
+compiled_step.define_model_flags('lm1b.py:baseline', num_layers=2, emb_dim=256, num_heads=8,
+                                 mlp_dim=1024, vocab_size=8000)
 flags.DEFINE_list('seq_lens', ['64', '128', '256', '512', '1024'], 'Sequence lengths n.')
 flags.DEFINE_list('head_sizes', ['base', '32', '128', 'n'],
                   "Head sizes d_p: 'base' (d / h, the reference of the ratios), integers, 'n'.")
@@ -45,8 +36,7 @@ flags.DEFINE_string('output', None, 'Directory for cost_growth.png (step time an
 flags.DEFINE_bool('quick', False, 'A smoke test: d=32, h=4, L=1, mlp 64, vocab 128, n 16 and '
                   '32, 64 tokens; LLVM unoptimised (see memory.py --quick).')
 
-QUICK = dict(num_layers=1, emb_dim=32, num_heads=4, mlp_dim=64, vocab_size=128,
-             seq_lens=['16', '32'], tokens=64)
+QUICK = dict(seq_lens=['16', '32'], tokens=64)  # with compiled_step.QUICK_MODEL
 
 
 def head_size(spec: str, n: int, f) -> int:
@@ -71,9 +61,8 @@ def measure(base_config, n: int, f) -> list[dict]:
   steps, configs = {}, {}
   for dp in head_sizes(n, f):
     config = compiled_step.run_config(
-        base_config, rows_per_step, n, num_layers=f.num_layers, emb_dim=f.emb_dim,
-        num_heads=f.num_heads, head_size=None if dp == d_over_h else dp, mlp_dim=f.mlp_dim,
-        vocab_size=f.vocab_size)
+        base_config, rows_per_step, n, **compiled_step.model_fields(f),
+        head_size=None if dp == d_over_h else dp)
     configs[dp] = ModelConfig.from_mapping(config.model)
     steps[dp] = compiled_step.TrainStep(config, compiler_options=(
         compiled_step.FAST_COMPILE if f.quick else None))
@@ -132,9 +121,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)
   f = flags.FLAGS
-  if f.quick:
-    for name, value in QUICK.items():
-      setattr(f, name, value)
+  compiled_step.apply_quick(f, **QUICK)
   print(timing.header(), flush=True)
   base = f.config
   shape = (f'LM d={f.emb_dim} h={f.num_heads} L={f.num_layers} mlp={f.mlp_dim} '

@@ -18,32 +18,22 @@ its compile time grows with depth; the scanned one holds one block.
   python benchmarks/memory.py --quick          # a CI smoke test: tiny shapes, seconds
 """
 
-import os
 import time
 
 import jax
 import jax.numpy as jnp
 from absl import app, flags, logging
 from flax import nnx
-from ml_collections import config_flags
 
 import compiled_step  # benchmarks/compiled_step.py
 from fixed_head.config import REMAT_POLICIES, ModelConfig
 from fixed_head.experiments import timing
 from fixed_head.nn import build_model
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-config_flags.DEFINE_config_file('config', os.path.join(REPO, 'configs', 'lm1b.py:fixed'),
-                                'Run config whose train step is measured (its recipe: '
-                                'optimizer, norm, dropout); the flags below set the shapes.')
-flags.DEFINE_integer('num_layers', 6, 'L.')
-flags.DEFINE_integer('emb_dim', 256, 'd.')
-flags.DEFINE_integer('num_heads', 16, 'h.')
+compiled_step.define_model_flags('lm1b.py:fixed', num_layers=6, emb_dim=256, num_heads=16,
+                                 mlp_dim=1024, vocab_size=32_000)
 flags.DEFINE_integer('head_size', 32, 'd_p (0: the baseline d / h).')
-flags.DEFINE_integer('mlp_dim', 1024, 'Feed-forward width.')
 flags.DEFINE_integer('seq_len', 256, 'n (also max_len).')
-flags.DEFINE_integer('vocab_size', 32_000, 'Vocabulary.')
 flags.DEFINE_integer('batch_size', 8, 'Rows per step.')
 flags.DEFINE_integer('repeats', 3, 'Timed steps (or compilations) per row; the median is shown.')
 flags.DEFINE_list('depths', ['2', '4', '8', '16'], 'Depths of the compile-time table.')
@@ -52,8 +42,7 @@ flags.DEFINE_bool('quick', False, 'A smoke test: 1 layer, d=32, h=4, d_p=8, mlp 
                   'vocab 128, batch 2; depths 1 and 2; LLVM unoptimised (XLA compiles the '
                   'same program with the same memory plan, 4x faster; slower code).')
 
-QUICK = dict(num_layers=1, emb_dim=32, num_heads=4, head_size=8, mlp_dim=64, seq_len=32,
-             vocab_size=128, batch_size=2, depths=['1', '2'])
+QUICK = dict(head_size=8, seq_len=32, batch_size=2, depths=['1', '2'])  # + QUICK_MODEL
 
 
 def compiler_options() -> dict | None:
@@ -64,9 +53,13 @@ def ratio(value, reference) -> str:
   return '-' if value is None or not reference else f'{value / reference:.2f}'
 
 
+def model_fields(f) -> dict:
+  """The model the flags describe, as ModelConfig fields."""
+  return dict(compiled_step.model_fields(f), head_size=f.head_size or None)
+
+
 def memory_table(base, f) -> str:
-  model = dict(num_layers=f.num_layers, emb_dim=f.emb_dim, num_heads=f.num_heads,
-               head_size=f.head_size or None, mlp_dim=f.mlp_dim, vocab_size=f.vocab_size)
+  model = model_fields(f)
   steps = {}
   for scan in (False, True):
     for remat in REMAT_POLICIES:
@@ -140,9 +133,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)
   f = flags.FLAGS
-  if f.quick:
-    for name, value in QUICK.items():
-      setattr(f, name, value)
+  compiled_step.apply_quick(f, **QUICK)
   print(timing.header(), flush=True)
   base = f.config
   shape = (f'LM d={f.emb_dim} h={f.num_heads} d_p={f.head_size or "d/h"} L={f.num_layers} '
@@ -153,10 +144,8 @@ def main(argv):
   print(memory_table(base, f), flush=True)
   if not f.compile:
     return
-  model_config = compiled_step.run_config(base, f.batch_size, f.seq_len, emb_dim=f.emb_dim,
-                            num_heads=f.num_heads, head_size=f.head_size or None,
-                            mlp_dim=f.mlp_dim, vocab_size=f.vocab_size).model
-  model_config = ModelConfig.from_mapping(model_config)
+  model_config = ModelConfig.from_mapping(  # its depth is set per row of the table
+      compiled_step.run_config(base, f.batch_size, f.seq_len, **model_fields(f)).model)
   print(f'\nCompile time of jit(value_and_grad(loss)) with dropout, same width, depth L; wall '
         f'seconds (and CPU seconds of this process), median of {f.repeats}\n', flush=True)
   print(compile_table(model_config, f))
