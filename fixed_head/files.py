@@ -7,6 +7,11 @@ Every path the project reads or writes goes through here, as a local path or a U
 gcsfs. Local files are written to a temporary file and renamed; an object store has no
 rename, but an object appears whole or not at all, so a URL is written as one object.
 Object stores cannot append either: ``LineLog`` rewrites a URL's whole object at each flush.
+
+Where TensorFlow is installed (requirements-prepare.txt, or a TPU VM image that ships it),
+epath would send every URL through ``tf.io.gfile`` instead, importing TensorFlow into the run;
+``EPATH_USE_TF=false`` (set at import, unless the environment sets it) keeps gcsfs, the
+backend that is tested, and TensorFlow out.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from etils import epath
+os.environ.setdefault('EPATH_USE_TF', 'false')  # before epath picks a backend (cached)
+from etils import epath  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from fixed_head import quiet_logs
 
