@@ -17,7 +17,7 @@ import fixed_head
 import repo_configs
 
 REPO = repo_configs.REPO
-EXTRAS = ('test', 'tensorboard')
+EXTRAS = ('test', 'prepare', 'tensorboard')
 
 
 def _pyproject() -> dict:
@@ -79,3 +79,28 @@ def test_pinned_dependencies_are_the_installed_versions():
   assert {'jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint'} <= set(pinned)
   installed = {name: importlib.metadata.version(name) for name in pinned}
   assert installed == pinned, 'pip install -r requirements.txt installs the pinned versions'
+
+
+def _pins(extra: str) -> dict[str, str]:
+  """{canonical name: version} of an extra's exact (==) pins."""
+  pins = {}
+  for line in _pyproject()['optional-dependencies'][extra]:
+    requirement = Requirement(line)
+    if [s.operator for s in requirement.specifier] == ['==']:
+      pins[canonicalize_name(requirement.name)] = next(iter(requirement.specifier)).version
+  return pins
+
+
+def test_the_prepare_extra_is_installed_at_its_pins():
+  pins = _pins('prepare')
+  assert {'tensorflow-cpu', 'apache-beam'} <= set(pins)
+  assert {name: importlib.metadata.version(name) for name in pins} == pins
+
+
+def test_the_tensorboard_pin_is_one_that_tensorflow_accepts():
+  """The tensorboard and prepare extras install together: tensorflow-cpu requires a
+  tensorboard range (~=2.20.0 for 2.20), which the tensorboard extra's pin must be in."""
+  tensorboard = _pins('tensorboard')['tensorboard']
+  wanted = [Requirement(r) for r in importlib.metadata.requires('tensorflow-cpu')
+            if canonicalize_name(Requirement(r).name) == 'tensorboard']
+  assert wanted and all(r.specifier.contains(tensorboard) for r in wanted), (tensorboard, wanted)

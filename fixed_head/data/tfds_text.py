@@ -24,7 +24,7 @@ Eval (and ``get_batch`` / ``len`` on any split): one pass in stored order, packe
 
 Prepare a dataset once (this needs TensorFlow; see requirements-prepare.txt, README "LM1B"):
 
-  tfds build lm1b --file_format=array_record --data_dir=DIR
+  python -m fixed_head.data.prepare lm1b --data_dir=DIR
 """
 
 from __future__ import annotations
@@ -54,9 +54,17 @@ Row = dict[str, np.ndarray]
 
 
 def prepare_command(dataset: str, data_dir: str | None) -> str:
-  """The shell command that prepares ``dataset`` for ``tfds.data_source``."""
-  return (f'tfds build {dataset} --file_format=array_record'
+  """The shell command that prepares ``dataset`` for ``tfds.data_source``
+  (``fixed_head.data.prepare``; TFDS's own ``tfds build`` needs apache-beam to start)."""
+  return (f'python -m fixed_head.data.prepare {dataset}'
           + (f' --data_dir={data_dir}' if data_dir else ''))
+
+
+def prepared_format(builder) -> str:
+  """The file format a prepared builder's records are in ('array_record', 'tfrecord', ...),
+  or '' when its info does not say."""
+  file_format = getattr(builder.info, 'file_format', None)
+  return str(getattr(file_format, 'value', file_format or ''))
 
 
 def _data_dir_field(data_dir: str | None) -> str:
@@ -66,7 +74,7 @@ def _data_dir_field(data_dir: str | None) -> str:
 
 def _how_to_prepare(dataset: str, data_dir: str | None) -> str:
   return (f'prepare it once with `{prepare_command(dataset, data_dir)}` (needs '
-          '`pip install -r requirements-prepare.txt`; see README.md, "LM1B"), or set '
+          '`pip install -r requirements-prepare.txt`; see README.md, "Preparing TFDS datasets"), or set '
           'data.data_dir to the directory where it is prepared')
 
 
@@ -114,8 +122,8 @@ def open_split(dataset: str, split: str, *, data_dir: str | None = None,
       raise UsageError(f'{split_field}={split!r}: {dataset} in {where} has the splits {splits}; '
                        f'set {split_field} to one of them (a slice such as '
                        f"'{splits[0]}[:1%]' works too).") from None
-    file_format = str(getattr(builder.info, 'file_format', '') or '')
-    if file_format and 'array_record' not in file_format and 'parquet' not in file_format:
+    file_format = prepared_format(builder)
+    if file_format and file_format not in ('array_record', 'parquet'):
       raise UsageError(f'data.dataset={dataset!r} in {where} is prepared as {file_format}, which '
                        'cannot be read by index; prepare it again with '
                        f'`{prepare_command(dataset, "ANOTHER_DIR")}` and set data.data_dir, or '
