@@ -5,10 +5,11 @@ r"""The paper's LM1B language-modelling setup (docs/paper.md, "LM1B language mod
   python train.py --config=configs/lm1b.py:fixed,h=64 --workdir=DIR
   python train.py --config=configs/lm1b.py:baseline,d=512,h=16 --workdir=DIR
   python train.py --config=configs/lm1b.py:fixed,recipe=t2t --workdir=DIR
+  python train.py --config=configs/lm1b.py:fixed,runlocal --workdir=DIR   # a minute on a CPU
 
 The argument is the variant ('fixed' or 'baseline') followed by optional comma-separated
-``d=`` (emb_dim), ``h=`` (num_heads), for 'fixed' ``dp=`` (head_size), and ``recipe=``
-('ours', the default, or 't2t'). The paper compares d = 256..512 baselines (d_p = d / h) with
+``d=`` (emb_dim), ``h=`` (num_heads), for 'fixed' ``dp=`` (head_size), ``recipe=``
+('ours', the default, or 't2t') and ``runlocal``. The paper compares d = 256..512 baselines (d_p = d / h) with
 d = 256 fixed-head models of d_p = 32 and h = 4..70.
 
 What the paper states, in both recipes: 6 layers, feed-forward 1024, n = 256, 250k steps,
@@ -46,8 +47,8 @@ the token embedding (``shared_embedding_and_softmax_weights``) are common to bot
 counts follow the recipe (no position table and no attention biases in 't2t').
 
 Data: LM1B from TFDS through Grain (``data.name='tfds'``, fixed_head/data/tfds_text.py),
-read from a prepared ArrayRecord copy (README "LM1B": ``tfds build lm1b
---file_format=array_record --data_dir=DIR`` once, with requirements-prepare.txt). Sentences
+read from a prepared ArrayRecord copy (``python -m fixed_head.data.prepare lm1b
+--data_dir=DIR`` once, with requirements-prepare.txt; README "Preparing TFDS datasets"). Sentences
 get bos/eos and are packed into rows of n = 256 with segment ids; the 32k SentencePiece
 vocabulary is trained on the first 1M train sentences the first time and kept in
 ``WORKDIR/tokenizer/``. Evaluation scores the whole 'test' split (LM1B's held-out set) and
@@ -55,6 +56,12 @@ reports how many tokens it scored. Point at the data with ``--config.data.data_d
 (default: $TFDS_DATA_DIR, else ~/tensorflow_datasets). ``--config.data.prepacked_dir=DIR``
 trains from a copy of the packed train rows made once with ``python -m
 fixed_head.data.prepacked`` (README "LM1B"), several times faster to read.
+
+runlocal: the same code at toy size, to check a setup end to end in a minute on a CPU (the
+numbers mean nothing), e.g. on an LM1B prepared from fake sources (``python -m
+fixed_head.data.prepare lm1b --fake_sources --data_dir=DIR``): every width divided by 4
+(d, d_p, feed-forward; h kept), 2 layers, n = 64, a 512-piece SentencePiece vocabulary, 8 rows
+a step for 40 steps with 10 of warm-up, and 64 rows of the test split evaluated every 20.
 """
 
 from fixed_head.train import run_config
@@ -65,15 +72,20 @@ SEQ_LEN = 256  # n: T2T's max_length for LM1B
 TOKENS_PER_CORE = 4096  # the paper's "batch 4096": T2T's batch_size, tokens per core
 ROWS_PER_CORE = TOKENS_PER_CORE // SEQ_LEN  # T2T tpu_batch_size_per_shard: 16 rows of 256
 CORES = 8  # 4 TPUv2 chips x 2 cores
+RUNLOCAL = dict(shrink=4, layers=2, seq_len=64, vocab_size=512, batch_size=8, steps=40)
 
 
 def parse_arg(arg: str) -> tuple[str, dict]:
-  """'fixed,h=64,recipe=t2t' -> ('fixed', {'d': 256, 'h': 64, 'dp': 32, 'recipe': 't2t'})."""
+  """'fixed,h=64,recipe=t2t' -> ('fixed', {'d': 256, 'h': 64, 'dp': 32, 'recipe': 't2t',
+  'runlocal': False})."""
   variant, *pairs = arg.split(',')
   if variant not in VARIANTS:
     raise ValueError(f"configs/lm1b.py:{arg}: the variant must be 'fixed' or 'baseline'.")
-  sizes = dict(VARIANTS[variant], recipe='ours')
+  sizes = dict(VARIANTS[variant], recipe='ours', runlocal=False)
   for pair in pairs:
+    if pair == 'runlocal':
+      sizes['runlocal'] = True
+      continue
     key, _, value = pair.partition('=')
     if key == 'recipe':
       if value not in RECIPES:
@@ -81,8 +93,8 @@ def parse_arg(arg: str) -> tuple[str, dict]:
       sizes['recipe'] = value
       continue
     if key not in ('d', 'h', 'dp') or not value.isdigit():
-      raise ValueError(f"configs/lm1b.py:{arg}: '{pair}' is not d=<int>, h=<int>, dp=<int> or "
-                       'recipe=ours|t2t.')
+      raise ValueError(f"configs/lm1b.py:{arg}: '{pair}' is not d=<int>, h=<int>, dp=<int>, "
+                       'recipe=ours|t2t or runlocal.')
     if key == 'dp' and variant == 'baseline':
       raise ValueError(f'configs/lm1b.py:{arg}: a baseline head size is d / h; use '
                        "the 'fixed' variant to choose dp.")
@@ -159,4 +171,24 @@ def get_config(arg: str = 'fixed'):
         name='adam', b1=0.9, b2=0.997, eps=1e-9,  # T2T transformer_base optimizer_adam_*
         weight_decay_mode='l2'))  # T2T: weight_decay * sum(l2_loss) in the loss, no biases
     c.label_smoothing = 0.1  # T2T transformer_base label_smoothing
+  if sizes['runlocal']:
+    _runlocal(c)
   return c
+
+
+def _runlocal(c) -> None:
+  """The toy-size run of the module docstring, in place."""
+  shrink, m = RUNLOCAL['shrink'], c.model
+  m.emb_dim //= shrink
+  m.mlp_dim //= shrink
+  if m.head_size is not None:
+    m.head_size //= shrink
+  m.num_layers = RUNLOCAL['layers']
+  m.max_len = c.data.seq_len = RUNLOCAL['seq_len']
+  m.vocab_size = c.data.vocab_size = RUNLOCAL['vocab_size']
+  c.batch_tokens = None
+  c.batch_size = RUNLOCAL['batch_size']
+  c.num_train_steps = RUNLOCAL['steps']
+  c.optimizer.warmup_steps = RUNLOCAL['steps'] // 4
+  c.log_every_steps = c.eval_every_steps = c.checkpoint.every_steps = RUNLOCAL['steps'] // 2
+  c.evals.valid.update(dict(num_examples=64, batch_size=RUNLOCAL['batch_size']))
