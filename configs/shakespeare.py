@@ -18,11 +18,12 @@ about an hour and a half on a 2-core CPU):
 
 from fixed_head import accounting
 from fixed_head.config import ModelConfig
+from fixed_head.data import shakespeare
 from fixed_head.experiments import sweeps
 from fixed_head.train import run_config
 
 SEQ_LEN = 64  # n
-FILES = '/tmp/shakespeare/*.txt'
+FILES = shakespeare.DEFAULT_FILES  # '/tmp/shakespeare/*.txt'
 
 
 def get_config(variant: str = 'fixed'):

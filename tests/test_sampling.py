@@ -153,7 +153,7 @@ def test_load_model_restores_the_trained_parameters(trained):
 
 
 def test_load_model_names_what_is_missing(trained, tmp_path):
-  with pytest.raises(UsageError, match='config.json does not exist'):
+  with pytest.raises(UsageError, match='holds no config.json: it is not the workdir'):
     trainer.load_model(str(tmp_path))
   with pytest.raises(UsageError, match=r'step=3: no checkpoint of that step .*available: \[4, 8\]'):
     trainer.load_model(trained[1], step=3)

