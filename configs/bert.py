@@ -73,9 +73,9 @@ rows of held-out documents, in batches of 256.
 Pre-training data (``data.name='bert_pretraining'``, fixed_head/data/bert_pretraining.py).
 ``data.dataset`` is a list of TFDS names, by default ['wikipedia/20230601.en'] (English
 Wikipedia, 1 June 2023), whose only split is 'train': we train on 'train[:99%]' and hold out
-'train[99%:]' (``data.train_split`` / ``data.eval_split``). Prepare it once with
-``tfds build wikipedia/20230601.en --file_format=array_record`` (a Beam dataset: it also needs
-apache-beam and mwparserfromhell, and some 20 GB of download); point at it with
+'train[99%:]' (``data.train_split`` / ``data.eval_split``). Prepare it once with ``python -m
+fixed_head.data.prepare wikipedia/20230601.en`` (a Beam pipeline: apache-beam, mwparserfromhell
+and mwxml come with requirements-prepare.txt; some 20 GB of download); point at it with
 ``--config.data.data_dir=DIR`` (default: $TFDS_DATA_DIR, else ~/tensorflow_datasets).
 BooksCorpus is not in tensorflow-datasets 4.9.10, so the default reads Wikipedia only. To add
 a local copy, write Wikipedia and the books as text in Google's format (one sentence a line,
@@ -117,19 +117,19 @@ many; the loop above runs five. ``seed`` sets the head's initialisation and drop
 ``data.seed`` the order of the training examples. ``python summarize.py WORKDIR...``
 prints the mean and sample standard deviation of each evaluation metric over the workdirs.
 
-runlocal: the same code in a minute or two on a CPU, to check a setup end to end (the
-numbers mean nothing). The model keeps the column's h and its d / h / d_p relations, every
-width divided by 8 (d / 8; d_p / 8, or d / h for a baseline), with 2 layers, feed-forward 4 d,
+runlocal: the same code in a minute or two on a CPU, to check a setup end to end (the numbers
+mean nothing). The model keeps the column's h and its d / h / d_p relations, every width
+divided by 8 (d / 8; d_p / 8, or d / h for a baseline), with 2 layers, feed-forward 4 d,
 max_len 64 and a 512-token vocabulary: under 2M parameters. Batch 16, learning rate 1e-3 (a
-tiny model learns little in 200 steps at the full runs' 1e-4 to 2e-5), 10% warm-up.
-Pre-training reads this repository's README.md and docs/*.md (always in a clone; a
-vocabulary is trained on them, and a fifth of their paragraphs is held out): stage 1 at
-n = 32 for 200 steps, stage 2 at n = 64 for 100. MNLI and SQuAD read small slices
-of their TFDS datasets (prepared as above: ``tfds build glue/mnli`` / ``tfds build squad``
-with ``--file_format=array_record``): 2,000 training examples (questions for SQuAD, n = 64,
-stride 32, questions cut to 16 tokens), 500 validation pairs each for MNLI and 300 questions
-for SQuAD, 200 steps. Chain them as the full runs, with ``,runlocal`` added to each
-``--config`` and ``--config.init_from`` pointing at the runlocal workdirs.
+tiny model learns little in 200 steps at the full runs' 1e-4 to 2e-5), 10% warm-up. Pre-
+training reads this repository's README.md and docs/*.md (always in a clone; a vocabulary is
+trained on them, and a fifth of their paragraphs is held out): stage 1 at n = 32 for 200 steps,
+stage 2 at n = 64 for 100. MNLI and SQuAD read small slices of their TFDS datasets (prepared as
+above: ``python -m fixed_head.data.prepare glue/mnli squad``, or with ``--fake_sources`` for an
+offline check): 2,000 training examples (questions for SQuAD, n = 64, stride 32, questions cut
+to 16 tokens), 500 validation pairs each for MNLI and 300 questions for SQuAD, 200 steps. Chain
+them as the full runs, with ``,runlocal`` added to each ``--config`` and ``--config.init_from``
+pointing at the runlocal workdirs.
 """
 
 import math

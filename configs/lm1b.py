@@ -7,10 +7,10 @@ r"""The paper's LM1B language-modelling setup (docs/paper.md, "LM1B language mod
   python train.py --config=configs/lm1b.py:fixed,recipe=t2t --workdir=DIR
   python train.py --config=configs/lm1b.py:fixed,runlocal --workdir=DIR   # a minute on a CPU
 
-The argument is the variant ('fixed' or 'baseline') followed by optional comma-separated
-``d=`` (emb_dim), ``h=`` (num_heads), for 'fixed' ``dp=`` (head_size), ``recipe=``
-('ours', the default, or 't2t') and ``runlocal``. The paper compares d = 256..512 baselines (d_p = d / h) with
-d = 256 fixed-head models of d_p = 32 and h = 4..70.
+The argument is the variant ('fixed' or 'baseline') followed by optional comma-separated ``d=``
+(emb_dim), ``h=`` (num_heads), for 'fixed' ``dp=`` (head_size), ``recipe=`` ('ours', the
+default, or 't2t') and ``runlocal``. The paper compares d = 256..512 baselines (d_p = d / h)
+with d = 256 fixed-head models of d_p = 32 and h = 4..70.
 
 What the paper states, in both recipes: 6 layers, feed-forward 1024, n = 256, 250k steps,
 Adam, learning rate 0.1 with 10k linear warm-up steps then inverse-square-root decay, weight

@@ -56,3 +56,17 @@ def test_relative_links_in_the_markdown_files_resolve():
       if not (page.parent / target.split('#')[0]).exists():
         broken.append(f'{page.relative_to(ROOT)}: {target}')
   assert not broken, broken
+
+
+def test_readme_contents_link_to_its_headings():
+  text = (ROOT / 'README.md').read_text()
+  slugs = {re.sub(r'[^\w\- ]', '', line[3:].strip().lower()).replace(' ', '-')
+           for line in text.splitlines() if line.startswith('## ')}
+  anchors = re.findall(r'\]\(#([^)]+)\)', text)
+  assert len(anchors) >= 10 and set(anchors) <= slugs, set(anchors) - slugs
+
+
+def test_a_virtual_environment_in_the_clone_is_ignored_by_git():
+  for path in ('.venv/bin/python', 'venv/lib/x.py'):
+    done = subprocess.run(['git', 'check-ignore', '-q', path], cwd=ROOT, check=False)
+    assert done.returncode == 0, f'{path} would be committed by git add -A'

@@ -104,3 +104,16 @@ def test_the_tensorboard_pin_is_one_that_tensorflow_accepts():
   wanted = [Requirement(r) for r in importlib.metadata.requires('tensorflow-cpu')
             if canonicalize_name(Requirement(r).name) == 'tensorboard']
   assert wanted and all(r.specifier.contains(tensorboard) for r in wanted), (tensorboard, wanted)
+
+
+def test_requires_python_is_what_the_pinned_dependencies_require():
+  """pyproject's requires-python admits no Python that a pinned dependency refuses (jax
+  0.10.2 needs 3.11: a 3.10 host would otherwise fail deep inside the install)."""
+  from packaging.specifiers import SpecifierSet  # pylint: disable=g-import-not-at-top
+  ours = SpecifierSet(_pyproject()['requires-python'])
+  lowest = min(int(s.version.split('.')[1]) for s in ours if s.operator == '>=')
+  for line in _pyproject()['dependencies']:
+    name = Requirement(line).name
+    theirs = importlib.metadata.metadata(name)['Requires-Python']
+    if theirs:
+      assert SpecifierSet(theirs).contains(f'3.{lowest}'), (name, theirs, str(ours))

@@ -117,10 +117,10 @@ def prepare(dataset: str, data_dir: str | None = None, *, download_dir: str | No
   if builder.is_prepared():
     file_format = tfds_text.prepared_format(builder)
     if file_format != FILE_FORMAT:
+      again = tfds_text.prepare_command(dataset, 'ANOTHER_DIR')
       raise UsageError(f'{dataset} is already prepared in {where} as {file_format}, which '
-                       f'cannot be read by index; run `{tfds_text.prepare_command(dataset, "ANOTHER_DIR")}` and '
-                       'give training --config.data.data_dir=ANOTHER_DIR, or delete '
-                       f'{where} first.')
+                       f'cannot be read by index; run `{again}` and give training '
+                       f'--config.data.data_dir=ANOTHER_DIR, or delete {where} first.')
     _check_data_dir(root, fake)
     log(f'{dataset}: already prepared in {where}.')
     return _splits(builder)

@@ -1,9 +1,10 @@
 """Training output: ``metrics.jsonl``, TensorBoard event files, and a console progress line.
 
-Only process 0 writes; the other processes keep silent. ``metrics.jsonl`` holds one row per
-logged step: a run resumed from step S first drops the rows after S that the interrupted
-run had written (rewriting the file atomically), and TensorBoard purges its events after S,
-so the steps trained again are not counted twice.
+Only process 0 writes; the other processes keep silent. ``metrics.jsonl`` holds one row for
+each step that logs (every ``log_every_steps``) or evaluates (every ``eval_every_steps``, and
+the last step), its train metrics and evals together: a run resumed from step S first drops the
+rows after S that the interrupted run had written (rewriting the file atomically), and
+TensorBoard purges its events after S, so the steps trained again are not counted twice.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def drop_rows_after(path: str, step: int) -> int:
 
 
 class MetricWriter:
-  """Appends one JSON object per logged step to ``workdir/metrics.jsonl`` and mirrors the
-  scalars to TensorBoard (``workdir/tensorboard``)."""
+  """Appends one JSON row per logging or evaluating step to ``workdir/metrics.jsonl`` and
+  mirrors the scalars to TensorBoard (``workdir/tensorboard``)."""
 
   def __init__(self, workdir: str, *, num_train_steps: int, start_step: int,
                enabled: bool = True):
