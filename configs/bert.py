@@ -121,15 +121,15 @@ runlocal: the same code in a minute or two on a CPU, to check a setup end to end
 mean nothing). The model keeps the column's h and its d / h / d_p relations, every width
 divided by 8 (d / 8; d_p / 8, or d / h for a baseline), with 2 layers, feed-forward 4 d,
 max_len 64 and a 512-token vocabulary: under 2M parameters. Batch 16, learning rate 1e-3 (a
-tiny model learns little in 200 steps at the full runs' 1e-4 to 2e-5), 10% warm-up. Pre-
-training reads this repository's README.md and docs/*.md (always in a clone; a vocabulary is
-trained on them, and a fifth of their paragraphs is held out): stage 1 at n = 32 for 200 steps,
-stage 2 at n = 64 for 100. MNLI and SQuAD read small slices of their TFDS datasets (prepared as
-above: ``python -m fixed_head.data.prepare glue/mnli squad``, or with ``--fake_sources`` for an
-offline check): 2,000 training examples (questions for SQuAD, n = 64, stride 32, questions cut
-to 16 tokens), 500 validation pairs each for MNLI and 300 questions for SQuAD, 200 steps. Chain
-them as the full runs, with ``,runlocal`` added to each ``--config`` and ``--config.init_from``
-pointing at the runlocal workdirs.
+tiny model learns little in 200 steps at the full runs' 1e-4 to 2e-5), 10% warm-up.
+Pre-training reads this repository's README.md and docs/*.md (always in a clone; a vocabulary
+is trained on them, and a fifth of their paragraphs is held out): stage 1 at n = 32 for 200
+steps, stage 2 at n = 64 for 100. MNLI and SQuAD read small slices of their TFDS datasets
+(prepared as above: ``python -m fixed_head.data.prepare glue/mnli squad``, or with
+``--fake_sources`` for an offline check): 2,000 training examples (questions for SQuAD, n = 64,
+stride 32, questions cut to 16 tokens), 500 validation pairs each for MNLI and 300 questions
+for SQuAD, 200 steps. Chain them as the full runs, with ``,runlocal`` added to each
+``--config`` and ``--config.init_from`` pointing at the runlocal workdirs.
 """
 
 import math
