@@ -130,17 +130,28 @@ def test_fake_and_real_data_never_share_a_directory(prepared, tmp_path):
 
 @pytest.mark.parametrize('args, message', [
     ((), 'usage: python -m fixed_head.data.prepare NAME'),
-    (('no_such_corpus',), "'no_such_corpus': tensorflow-datasets 4.9.10 knows no dataset"),
-    (('lm1b', '--fake_sources'), '--fake_sources needs a --data_dir of its own'),
-    (('glue/cola', '--fake_sources', '--data_dir=DIR'), "no stand-in for 'glue/cola'"),
+    (('no_such_corpus', '--data_dir=DIR'), "'no_such_corpus': tensorflow-datasets 4.9.10 knows "
+     'no dataset'),
     (('lm1b', '--no_such_flag'), 'Unknown command line flag'),
 ])
-def test_mistakes_are_one_line_and_exit_2(args, message, tmp_path):
+def test_mistakes_on_the_command_line_are_one_line_and_exit_2(args, message, tmp_path):
   args = tuple(a.replace('DIR', str(tmp_path / 'd')) for a in args)
   result = prepare_cli(*args)
   assert result.returncode == 2, result.stderr
   assert result.stderr.count('\n') == 1 and message in result.stderr
-  assert not os.path.exists(tmp_path / 'd' / 'glue')
+  assert not os.path.exists(tmp_path / 'd')  # nothing written
+
+
+@pytest.mark.parametrize('name, data_dir, message', [
+    ('lm1b', None, '--fake_sources needs a --data_dir of its own'),
+    ('glue/cola', 'DIR', "no stand-in for 'glue/cola'"),
+])
+def test_fake_sources_refuse_what_they_cannot_do_before_writing(name, data_dir, message,
+                                                                 tmp_path):
+  data_dir = data_dir and str(tmp_path / 'd')
+  with pytest.raises(UsageError, match=message):
+    prepare.prepare(name, data_dir, fake=True)
+  assert not os.path.exists(tmp_path / 'd')
 
 
 def test_a_missing_package_names_the_install_command(monkeypatch):

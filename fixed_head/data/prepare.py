@@ -29,13 +29,14 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
-from fixed_head import files
+from fixed_head import errors, files
 from fixed_head.data import fake_sources, tfds_text
 from fixed_head.errors import UsageError
 from fixed_head.train import launch
@@ -127,18 +128,19 @@ def prepare(dataset: str, data_dir: str | None = None, *, download_dir: str | No
   check_installed(dataset)
   _check_data_dir(root, fake)
   size = builder.info.download_size
-  log(f'{dataset}: preparing in {where} from '
-      + ('fake sources (fixed_head/data/fake_sources.py)' if fake else
-         f'its source ({size} to download)' if size else 'its source'), )
   start = time.perf_counter()
   with contextlib.ExitStack() as stack:
     if fake:
+      scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix='fake_sources_'))
+      sources = fake_sources.write(dataset, scratch)  # refuses a name it has no stand-in for
       files.make_dirs(root)
       files.write_atomically(files.join(root, FAKE_MARKER),
                              'Prepared by python -m fixed_head.data.prepare --fake_sources: '
                              'small stand-ins of the source files, not the real datasets.\n')
-      scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix='fake_sources_'))
-      stack.enter_context(fake_sources.redirect_downloads(fake_sources.write(dataset, scratch)))
+      stack.enter_context(fake_sources.redirect_downloads(sources))
+    log(f'{dataset}: preparing in {where} from '
+        + ('fake sources (fixed_head/data/fake_sources.py)' if fake else
+           f'its source ({size} to download)' if size else 'its source'))
     builder.download_and_prepare(file_format=FILE_FORMAT, download_dir=download_dir,
                                  download_config=_download_config(builder, num_workers))
   splits = _splits(builder)
@@ -170,8 +172,14 @@ def main(argv: Sequence[str]) -> None:
                      '[--data_dir=DIR] [--fake_sources]; NAME as TFDS spells it: lm1b, '
                      'glue/mnli, squad, wikipedia/20230601.en.')
   for name in names:
-    prepare(name, _DATA_DIR.value, download_dir=_DOWNLOAD_DIR.value, fake=_FAKE.value,
-            num_workers=_NUM_WORKERS.value)
+    try:
+      prepare(name, _DATA_DIR.value, download_dir=_DOWNLOAD_DIR.value, fake=_FAKE.value,
+              num_workers=_NUM_WORKERS.value)
+    except KeyboardInterrupt:
+      # TFDS writes into an incomplete.* directory and renames it when done.
+      print(f'interrupted: {name} is not prepared (nothing of it is marked done); the same '
+            'command starts it again.', file=sys.stderr, flush=True)
+      sys.exit(errors.Interrupted.exit_code)
   data_dir = _DATA_DIR.value
   print('train on ' + ('them' if len(names) > 1 else 'it') + ' with '
         + (f'--config.data.data_dir={data_dir}' if data_dir else
