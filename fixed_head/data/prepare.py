@@ -5,9 +5,9 @@ r"""Prepares TFDS datasets once, as the ArrayRecord files that training reads by
 
 Each NAME goes through its TFDS builder's Python API,
 ``tfds.builder(NAME, data_dir).download_and_prepare(file_format='array_record')``: download,
-extract, generate the splits. TFDS's ``tfds build`` command line cannot be used for this with
-tensorflow-datasets 4.9.10 unless apache-beam is installed: it imports Beam while starting,
-before any dataset code runs. The builders use TensorFlow's file API (``tf.io.gfile``) to
+extract, generate the splits. TFDS's ``tfds build`` command line does not start in
+tensorflow-datasets 4.9.10 without apache-beam and mlcroissant: it imports its format converter
+and its Croissant builder while loading, before any dataset code runs. The builders use TensorFlow's file API (``tf.io.gfile``) to
 find and extract the downloads, so preparing needs TensorFlow (requirements-prepare.txt);
 training and evaluation never import it. Wikipedia's builder is a Beam pipeline (apache-beam,
 mwparserfromhell and mwxml, also in requirements-prepare.txt), run here on Beam's

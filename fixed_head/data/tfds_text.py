@@ -55,7 +55,8 @@ Row = dict[str, np.ndarray]
 
 def prepare_command(dataset: str, data_dir: str | None) -> str:
   """The shell command that prepares ``dataset`` for ``tfds.data_source``
-  (``fixed_head.data.prepare``; TFDS's own ``tfds build`` needs apache-beam to start)."""
+  (``fixed_head.data.prepare``; TFDS's ``tfds build`` needs apache-beam and mlcroissant
+  to start)."""
   return (f'python -m fixed_head.data.prepare {dataset}'
           + (f' --data_dir={data_dir}' if data_dir else ''))
 
