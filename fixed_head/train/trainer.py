@@ -508,9 +508,10 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   of other evaluator settings) go to ``eval/step_<N>.<tag>.json``, never over the run's own
   ``eval/step_<N>.json`` (see ``fixed_head.train.run_record``).
   """
-  run_record.check_run_dir(workdir)
   if config is None:
-    config = run_record.load_config(workdir)
+    config = run_record.load_config(workdir)  # which checks the workdir first
+  else:
+    run_record.check_run_dir(workdir)
   config = run_config.resolve(config)
   setup = build_setup(config, devices)
   target = run_record.eval_target(config, workdir, other_data=other_data)
