@@ -33,9 +33,9 @@ SPLITS = {'lm1b': {'test': 200, 'train': 3000},
 ONE = jax.devices()[:1]
 
 
-def prepare_cli(*args, env=None):
+def prepare_cli(*args):
   return subprocess.run([sys.executable, '-m', 'fixed_head.data.prepare', *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=600, env=env)
+                        capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(name='prepared', scope='module')

@@ -22,7 +22,8 @@ of rows each epoch, with no Python per sentence.
 Eval (and ``get_batch`` / ``len`` on any split): one pass in stored order, packed; the first
 ``num_examples`` rows are held in memory (read from the pre-packed copy when there is one).
 
-Prepare a dataset once (this needs TensorFlow; see requirements-prepare.txt, README "LM1B"):
+Prepare a dataset once (this needs TensorFlow; see requirements-prepare.txt, README
+"Preparing TFDS datasets"):
 
   python -m fixed_head.data.prepare lm1b --data_dir=DIR
 """
