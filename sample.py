@@ -49,7 +49,7 @@ def run_tokenizer(workdir: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
-  launch.quiet_library_logs()
+  launch.quiet_start()
   f = flags.FLAGS
   if f.num_samples < 1:
     raise UsageError(f'--num_samples={f.num_samples}: must be at least 1.')

@@ -28,7 +28,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
   config_arg, sweep_dir = flags.FLAGS.config, flags.FLAGS.workdir
   sweeps.check_local(sweep_dir)
-  launch.quiet_library_logs()
+  launch.quiet_start()
   if flags.FLAGS.list:
     _, runs = sweeps.plan(config_arg)
     try:

@@ -26,7 +26,7 @@ flags.mark_flags_as_required(['output'])
 def main(argv):
   if len(argv) > 1:
     raise UsageError(f'unexpected arguments {argv[1:]}; the only input is --output=DIR.')
-  launch.quiet_library_logs()
+  launch.quiet_start()
   f = flags.FLAGS
   theory_figures.make_figures(f.output, quick=f.quick, overwrite=f.overwrite,
                               command=shlex.join(['python', *sys.argv]),

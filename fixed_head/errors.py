@@ -5,6 +5,8 @@
   2   UsageError: a bad config, workdir, input or checkpoint; the message names the fix
   3   NonFiniteLoss: the loss or gradients became NaN/Inf; nothing after the last good
       checkpoint was written
+  3   DoesNotFit (compile.py): the config's steps do not fit the slice's HBM; the line
+      names the remedies that apply
   75  Preempted: SIGTERM (or a preemption notice) was received; a checkpoint of the current
       step was written and is durable; run the same command again to continue
   130 Interrupted: Ctrl-C (SIGINT). The first one stops like SIGTERM, after a durable
@@ -33,6 +35,12 @@ class NonFiniteLoss(RuntimeError):
   exit_code = 3
 
 
+class DoesNotFit(Exception):
+  """compile.py: the compiled steps need more HBM than a device of the slice has (exit 3)."""
+
+  exit_code = 3
+
+
 class Preempted(Exception):
   """Training stopped early on a preemption signal, after a durable checkpoint (exit 75)."""
 
@@ -50,5 +58,6 @@ class Interrupted(Preempted):
 
 
 EXIT_CODES = {'finished': 0, 'unexpected error': 1, 'usage error': UsageError.exit_code,
-              'non-finite loss': NonFiniteLoss.exit_code, 'preempted': Preempted.exit_code,
+              'non-finite loss': NonFiniteLoss.exit_code, 'does not fit': DoesNotFit.exit_code,
+              'preempted': Preempted.exit_code,
               'interrupted': Interrupted.exit_code}

@@ -64,6 +64,52 @@ SOURCES: dict[str, Callable[..., Any]] = {
 }
 
 
+_LM_ROWS = ('tokens', 'segment_ids', 'positions')
+_BERT_INPUTS = ('tokens', 'token_types', 'input_mask')
+# What each source's rows hold, known without reading one: {key: (kind, dtype)}, where a
+# 'seq' value is [n], a 'row' value a scalar and a 'predictions' value [max_predictions].
+_ROW_LAYOUTS: dict[str, dict[str, tuple[str, Any]]] = {
+    'synthetic': {'tokens': ('seq', np.int32), 'optimal_nll': ('seq', np.float32)},
+    'text': {k: ('seq', np.int32) for k in _LM_ROWS},
+    'tfds': {k: ('seq', np.int32) for k in _LM_ROWS},
+    'bert_pretraining': {**{k: ('seq', np.int32) for k in _BERT_INPUTS},
+                         'masked_positions': ('predictions', np.int32),
+                         'masked_ids': ('predictions', np.int32),
+                         'masked_weights': ('predictions', np.float32),
+                         'nsp_label': ('row', np.int32), 'weight': ('row', np.float32)},
+    'glue': {**{k: ('seq', np.int32) for k in _BERT_INPUTS}, 'label': ('row', np.int32),
+             'weight': ('row', np.float32)},
+    'squad': {**{k: ('seq', np.int32) for k in _BERT_INPUTS},
+              'start_position': ('row', np.int32), 'end_position': ('row', np.int32),
+              'feature_index': ('row', np.int32), 'weight': ('row', np.float32)},
+}
+
+
+def batch_spec(data_config: Mapping[str, Any], batch_size: int
+               ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """{key: (shape, dtype)} of a global batch of ``batch_size`` rows of source
+  ``data_config.name``, known from the config alone (no data is read): what the train step
+  is compiled for before the first batch, and what ``compile.py`` compiles without data."""
+  name = data_config.get('name')
+  if name not in _ROW_LAYOUTS:
+    raise UsageError(f'data.name={name!r} is not one of {sorted(SOURCES)}.')
+  sizes = {'seq': (int(data_config['seq_len']),), 'row': ()}
+  if name == 'bert_pretraining':
+    sizes['predictions'] = (int(data_config['max_predictions_per_seq']),)
+  return {key: ((batch_size, *sizes[kind]), np.dtype(dtype))
+          for key, (kind, dtype) in _ROW_LAYOUTS[name].items()}
+
+
+def check_batch_spec(batch: Mapping[str, np.ndarray],
+                     spec: Mapping[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+  """Raises ValueError (a bug in a source, not a user error) when a batch's keys, shapes
+  or dtypes are not those ``batch_spec`` promised."""
+  got = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in batch.items()}
+  if got != dict(spec):
+    raise ValueError(f'the source gave a batch {got}, not the layout batch_spec promised '
+                     f'{dict(spec)}: fix data.batch_spec or the source.')
+
+
 def build_source(data_config: Mapping[str, Any], split: str,
                  num_examples: int | None = None, *, workdir: str | None = None,
                  init_from: str | None = None):

@@ -441,7 +441,7 @@ def main(argv: Sequence[str]) -> None:
   from fixed_head.train import launch  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
-  launch.quiet_library_logs()
+  launch.quiet_start()
   f = flags.FLAGS
   data = f.config.data.to_dict()
   if data.get('name') != 'tfds':

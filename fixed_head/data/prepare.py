@@ -165,7 +165,7 @@ _NUM_WORKERS = flags.DEFINE_integer(
 
 
 def main(argv: Sequence[str]) -> None:
-  launch.quiet_library_logs()
+  launch.quiet_start()
   names = list(argv[1:])
   if not names:
     raise UsageError('usage: python -m fixed_head.data.prepare NAME [NAME ...] '

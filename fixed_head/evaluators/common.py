@@ -8,6 +8,7 @@ over it, so MNLI's two validation sets are two evaluators that differ in
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -95,8 +96,11 @@ class TaskEvaluator:
 
   def __call__(self, params) -> dict[str, float]:
     totals: dict[str, float] = {}
-    for local in self.batches():
-      add_sums(totals, self._stats(params, self.put_batch(local)))
+    mesh = getattr(self.replicated, 'mesh', None)  # for kernels in shard_map (TPU attention)
+    with (jax.sharding.use_abstract_mesh(mesh.abstract_mesh) if mesh is not None else
+          contextlib.nullcontext()):
+      for local in self.batches():
+        add_sums(totals, self._stats(params, self.put_batch(local)))
     if not totals:
       raise UsageError(f'evaluator on split {self.split!r}: the split holds no rows.')
     result = self.task.eval_metrics(totals)

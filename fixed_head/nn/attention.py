@@ -21,15 +21,17 @@ zeros (never NaN).
 The product itself has several implementations (``ATTENTION_IMPLEMENTATIONS``): 'xla' (the
 einsum reference), 'jax' (``jax.nn.dot_product_attention``), 'cudnn' (its cuDNN fused
 kernel, GPU), 'pallas' (``fixed_head.nn.flash_attention``, any head size, memory linear in
-n). 'auto' picks per call from the backend, dtype, head size, dropout and mask
+n), 'tpu_flash' (JAX's Pallas TPU kernel, ``fixed_head.nn.tpu_attention``). 'auto' picks per call from the backend, dtype, head size, dropout and mask
 (``choose_implementation``) and logs the choice and its reason once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from absl import logging
 
@@ -217,6 +219,24 @@ def _pallas_attention(query, key, value, mask, dropout_rate, dropout_rng, precis
       segment_ids_kv=None if mask.segment_ids_q is None else mask.segment_ids_kv)
 
 
+def _tpu_flash_attention(query, key, value, mask, dropout_rate, dropout_rng, precision):
+  """JAX's Pallas TPU FlashAttention (``fixed_head.nn.tpu_attention``), in shard_map over
+  the mesh in context; masks as a SegmentMask."""
+  del dropout_rng
+  from fixed_head.nn import tpu_attention  # pylint: disable=g-import-not-at-top
+  _refuse_dropout_and_precision('tpu_flash', dropout_rate, precision)
+  if mask is not None and not isinstance(mask, SegmentMask):
+    raise ValueError("attention_impl='tpu_flash' takes a SegmentMask (causal order and "
+                     "segment ids), not a dense mask array; use attention_impl='xla' for those.")
+  why_not = tpu_attention.applies(query.shape[-1], max(query.shape[1], key.shape[1]))
+  if why_not:
+    raise ValueError(f"attention_impl='tpu_flash': {why_not}; use 'xla' (or 'auto').")
+  mask = mask or SegmentMask()
+  return tpu_attention.flash_attention(
+      query, key, value, causal=mask.causal, segment_ids_q=mask.segment_ids_q,
+      segment_ids_kv=None if mask.segment_ids_q is None else mask.segment_ids_kv)
+
+
 def _refuse_dropout_and_precision(name: str, dropout_rate: float, precision) -> None:
   """The fused implementations have neither attention dropout nor a precision argument."""
   if dropout_rate > 0.0:
@@ -242,24 +262,56 @@ ATTENTION_IMPLEMENTATIONS: dict[str, Callable[..., Array]] = {
     'jax': _jax_attention,
     'cudnn': functools.partial(_jax_attention, implementation='cudnn'),
     'pallas': _pallas_attention,
+    'tpu_flash': _tpu_flash_attention,
 }
 AUTO = 'auto'  # choose_implementation's choice
 # Take a SegmentMask as it is; the others get its dense array.
-_STRUCTURED_MASKS = ('jax', 'cudnn', 'pallas')
+_STRUCTURED_MASKS = ('jax', 'cudnn', 'pallas', 'tpu_flash')
 _CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 _logged: set[tuple[str, str]] = set()
+# The platform 'auto' chooses for: the default backend, or the target of a compile for other
+# devices (``compiling_for``); and the lists ``recorded_choices`` fills while tracing.
+_target_platform: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    'attention_target_platform', default=None)
+_recorders: list[list[dict]] = []
+
+
+@contextlib.contextmanager
+def compiling_for(platform: str) -> Iterator[None]:
+  """'auto' chooses for ``platform`` ('tpu', 'gpu', 'cpu') while models are traced inside,
+  whatever this process's default backend is: for compiling ahead of time for other devices
+  (``compile.py`` compiles for TPU topologies on a CPU)."""
+  token = _target_platform.set(platform)
+  try:
+    yield
+  finally:
+    _target_platform.reset(token)
+
+
+@contextlib.contextmanager
+def recorded_choices() -> Iterator[list[dict]]:
+  """Yields a list that receives, for every attention call traced inside, a dict
+  {'implementation', 'reason', 'head_size', 'dtype', 'requested'}."""
+  calls: list[dict] = []
+  _recorders.append(calls)
+  try:
+    yield calls
+  finally:
+    _recorders.remove(calls)
 
 
 def choose_implementation(head_size: int, dtype, *, dropout: bool, dense_mask: bool,
-                          backend: str | None = None) -> tuple[str, str]:
+                          backend: str | None = None, seq_len: int | None = None
+                          ) -> tuple[str, str]:
   """What 'auto' runs, and why: (implementation, reason).
 
   GPU: cuDNN's fused kernel where it applies (bfloat16/float16, d_p <= 128 and a multiple of
   8, no dropout); else the Pallas kernel for the head sizes cuDNN leaves out (no dropout, and
-  the mask a SegmentMask); else 'xla'. TPU: 'xla' (the slot for a TPU kernel). CPU: 'xla',
-  the fastest there.
+  the mask a SegmentMask); else 'xla'. TPU: 'tpu_flash' (JAX's Pallas TPU kernel) where d_p and
+  n are multiples of 128, there is no attention dropout and the mask is a SegmentMask; else
+  'xla'. CPU: 'xla', the fastest there.
   """
-  backend = backend or jax.default_backend()
+  backend = backend or _target_platform.get() or jax.default_backend()
   dtype = jnp.dtype(dtype)
   if backend == 'gpu':
     if dropout:
@@ -272,21 +324,37 @@ def choose_implementation(head_size: int, dtype, *, dropout: bool, dense_mask: b
       return 'xla', outside + ', and the Pallas kernel takes no dense mask'
     return 'pallas', outside
   if backend == 'tpu':
-    return 'xla', 'no TPU attention kernel is registered yet'
+    from fixed_head.nn import tpu_attention  # pylint: disable=g-import-not-at-top
+    if dropout:
+      return 'xla', ('attention dropout on TPU, which the fused TPU kernel does not implement '
+                     '(set attention_dropout_rate=0 to use it)')
+    if dense_mask:
+      return 'xla', 'a dense mask on TPU, which the fused TPU kernel does not take'
+    why_not = tpu_attention.applies(head_size, seq_len or tpu_attention.BLOCK)
+    if why_not:
+      return 'xla', f'{why_not}, outside the fused TPU kernel'
+    return 'tpu_flash', f'TPU, d_p = {head_size}, n = {seq_len}: the fused TPU kernel applies'
   return 'xla', f'the einsum path is the fastest on {backend}'
 
 
-def _resolve(implementation: str, query: Array, mask, dropout_rate: float) -> str:
-  if implementation != AUTO:
-    return implementation
-  name, why = choose_implementation(
-      query.shape[-1], query.dtype, dropout=dropout_rate > 0.0,
-      dense_mask=mask is not None and not isinstance(mask, SegmentMask))
-  if (name, why) not in _logged:  # once per choice, not once per layer and trace
-    _logged.add((name, why))
-    log = logging.warning if jax.default_backend() == 'gpu' and name == 'xla' else logging.info
-    log("attention_impl='auto': %s (%s)", name, why)
-  return name
+def _resolve(implementation: str, query: Array, key: Array, mask, dropout_rate: float) -> str:
+  requested = implementation
+  if implementation == AUTO:
+    implementation, why = choose_implementation(
+        query.shape[-1], query.dtype, dropout=dropout_rate > 0.0,
+        dense_mask=mask is not None and not isinstance(mask, SegmentMask),
+        seq_len=max(query.shape[1], key.shape[1]))
+    if (implementation, why) not in _logged:  # once per choice, not once per layer and trace
+      _logged.add((implementation, why))
+      platform = _target_platform.get() or jax.default_backend()
+      log = logging.warning if platform == 'gpu' and implementation == 'xla' else logging.info
+      log("attention_impl='auto': %s (%s)", implementation, why)
+  else:
+    why = 'chosen by the config'
+  for calls in _recorders:
+    calls.append({'implementation': implementation, 'reason': why, 'requested': requested,
+                  'head_size': query.shape[-1], 'dtype': jnp.dtype(query.dtype).name})
+  return implementation
 
 
 def dot_product_attention(
@@ -318,7 +386,7 @@ def dot_product_attention(
                      f'{[AUTO, *sorted(ATTENTION_IMPLEMENTATIONS)]}.')
   if dropout_rate > 0.0 and dropout_rng is None:
     raise ValueError('dropout_rate > 0 needs a dropout_rng (or run deterministically).')
-  implementation = _resolve(implementation, query, mask, dropout_rate)
+  implementation = _resolve(implementation, query, key, mask, dropout_rate)
   b, q_len, h, _ = query.shape
   kv_len = key.shape[1]
   structured = mask if isinstance(mask, SegmentMask) else None
@@ -326,7 +394,7 @@ def dot_product_attention(
     dense = structured.dense(q_len, kv_len)
     if implementation not in _STRUCTURED_MASKS:
       mask = dense
-    if implementation == 'pallas' or structured.segment_ids_q is None:
+    if implementation in ('pallas', 'tpu_flash') or structured.segment_ids_q is None:
       # The kernel zeroes empty rows itself; causal order alone leaves none (key 0).
       dense = None
   elif mask is not None:

@@ -16,6 +16,7 @@ import jax
 from absl import flags, logging
 
 from fixed_head import errors
+from fixed_head.train import tpu
 
 USAGE_ERROR = errors.UsageError.exit_code  # a bad config, workdir, input or checkpoint
 
@@ -29,17 +30,20 @@ def define_multiprocess_flags() -> None:
   flags.DEFINE_integer('process_id', None, 'This process index, 0..num_processes-1.')
 
 
-def quiet_library_logs() -> None:
+def quiet_start() -> None:
   """Library INFO logs (Orbax logs every file it writes, jax its backends) off, unless
-  --verbosity is given: app.run itself sets INFO."""
+  --verbosity is given (app.run itself sets INFO); and on a machine without a TPU, JAX kept
+  from opening one (and libtpu, if installed, from printing why it cannot)."""
   if not any(a.startswith(('--verbosity', '-v')) for a in sys.argv[1:]):
     logging.set_verbosity(logging.WARNING)
+  tpu.skip_absent_tpu()
 
 
 def initialize() -> None:
-  """Quiets library INFO logs and joins the processes of a multi-process run."""
+  """Quiets library INFO logs, keeps JAX off a TPU this machine does not have (libtpu
+  installed for compile.py), and joins the processes of a multi-process run."""
   f = flags.FLAGS
-  quiet_library_logs()
+  quiet_start()
   if f.multiprocess or f.coordinator_address:
     jax.distributed.initialize(coordinator_address=f.coordinator_address,
                                num_processes=f.num_processes, process_id=f.process_id)
@@ -62,13 +66,16 @@ def _override_error(error: BaseException, argv: Sequence[str]) -> str | None:
   or AttributeError with its 'Did you mean' suggestion), or None for anything else."""
   text = str(error).strip('\'"').replace('\\n', '\n').replace("\\'", "'")
   key = text.split('\n')[0].strip('\'"')
-  override = next((a.split('=')[0] for a in argv[1:]
-                   if a.startswith('--config.') and a.split('=')[0].endswith(f'.{key}')), None)
+  # The override naming the missing field, as its last part or a parent (--config.modle.x).
+  override = next((a.split('=')[0] for a in argv[1:] if a.startswith('--config.')
+                   and key in a.split('=')[0].split('.')[1:]), None)
   if override is None:
     return None
+  parts = override.split('.')
+  at = len(parts) - 1 - parts[::-1].index(key)
   suggestion = re.search(r'Did you mean "([^"]+)"', text)
-  hint = (f'; did you mean {override.rsplit(".", 1)[0]}.{suggestion.group(1)}?' if suggestion
-          else '; see fixed_head/train/run_config.py defaults() for the fields')
+  hint = (f'; did you mean {".".join([*parts[:at], suggestion.group(1), *parts[at + 1:]])}?'
+          if suggestion else '; see fixed_head/train/run_config.py defaults() for the fields')
   return f'error: {override}: the config has no field {key!r}{hint}'
 
 
@@ -114,6 +121,8 @@ def user_errors(main):
       _exit(f'stopped: {e}; run the same command again to continue.', e.exit_code)
     except errors.NonFiniteLoss as e:
       _exit(f'error: {e}', e.exit_code)
+    except errors.DoesNotFit as e:
+      _exit(str(e), e.exit_code)
     except errors.UsageError as e:
       _exit(f'error: {e}', e.exit_code)
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ import numpy as np
 
 from fixed_head.errors import UsageError
 from flax import nnx
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
@@ -61,10 +62,14 @@ def resolve_mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tupl
 
 def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[Any] | None = None) -> Mesh:
   """A ('data', 'fsdp', 'tensor') mesh over ``devices`` (default: all), checked with
-  ``check_batch_feed``."""
+  ``check_batch_feed``. TPU devices are laid out along the chips' interconnect
+  (``mesh_utils.create_device_mesh``); others in list order."""
   devices = jax.devices() if devices is None else list(devices)
   shape = resolve_mesh_shape(mesh_config, len(devices))
-  device_array = np.asarray(devices).reshape(shape)
+  if devices[0].platform == 'tpu':  # neighbours on the mesh are neighbours on the ICI
+    device_array = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+  else:
+    device_array = np.asarray(devices).reshape(shape)
   check_batch_feed(np.vectorize(lambda d: d.process_index, otypes=[int])(device_array))
   return Mesh(device_array, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -93,8 +94,10 @@ def build_setup(config: ml_collections.ConfigDict,
                 devices: Sequence[jax.Device] | None = None) -> Setup:
   """Validates ``config`` against the devices and derives the mesh, model and shardings."""
   devices = jax.devices() if devices is None else list(devices)
+  # The processes the devices belong to: this run's, or those of a slice compiled for.
+  num_processes = len({d.process_index for d in devices})
   model_config = run_config.validate(config, num_devices=len(devices),
-                                     num_processes=jax.process_count())
+                                     num_processes=num_processes)
   task = tasks_lib.build_task(config, model_config)
   mesh = sharding.make_mesh(config.mesh, devices)
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps,
@@ -135,8 +138,28 @@ def init_state(setup: Setup) -> State:
   return jax.jit(init, out_shardings=setup.state_shardings)(_keys(setup.config.seed)[0])
 
 
-def make_train_step(setup: Setup, batch_example: dict[str, np.ndarray]) -> Callable:
-  """The compiled ``train_step(state, batch) -> (state, metrics)``."""
+def batch_spec(setup: Setup) -> dict[str, jax.ShapeDtypeStruct]:
+  """The global training batch, from the config alone: what the step is compiled for."""
+  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding.batch_sharding(
+      setup.mesh, len(shape))) for k, (shape, dtype) in
+          data_lib.batch_spec(setup.config.data, setup.config.batch_size).items()}
+
+
+def compile_train_step(setup: Setup) -> tuple[Any, float]:
+  """(the train step compiled ahead of time for ``batch_spec(setup)``, seconds it took).
+  ``train.py`` runs it before reading data; ``compile.py`` compiles it for a TPU slice."""
+  start = time.perf_counter()
+  spec = batch_spec(setup)
+  setup.task.check_batch(spec)  # a source made for another task: one line, before compiling
+  # The mesh a kernel in shard_map (TPU attention) is traced for.
+  with jax.sharding.use_abstract_mesh(setup.mesh.abstract_mesh):
+    compiled = make_train_step(setup, spec).lower(setup.abstract_state, spec).compile()
+  return compiled, time.perf_counter() - start
+
+
+def make_train_step(setup: Setup, batch_example: dict[str, Any]) -> Callable:
+  """The jitted ``train_step(state, batch) -> (state, metrics)`` for batches shaped like
+  ``batch_example`` (arrays or ShapeDtypeStructs)."""
   dropout_base = _keys(setup.config.seed)[1]
   tx, schedule, task = setup.tx, setup.schedule, setup.task
   l2 = optim.loss_weight_decay(setup.config.optimizer)
@@ -444,7 +467,10 @@ def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, mana
                 writer: MetricWriter, watcher: preemption.PreemptionWatcher, start_step: int,
                 end_step: int, seq_len: int) -> dict[str, Any]:
   """Steps start_step + 1 .. end_step; see train_and_evaluate."""
-  train_step = None
+  train_step, seconds = compile_train_step(setup)
+  writer.log(f'Compiled the train step in {seconds:.1f} s.')
+  local_spec = {k: ((v.shape[0] // jax.process_count(), *v.shape[1:]), v.dtype)
+                for k, v in batch_spec(setup).items()}
   train_metrics: dict[str, float] = {}
   eval_results: dict[str, dict[str, float]] = {}
   tokens_per_step = config.batch_size * seq_len
@@ -454,9 +480,8 @@ def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, mana
   nonfinite = _no_nonfinite()
   for step in range(start_step + 1, end_step + 1):
     local = next(train_iter)
-    if train_step is None:
-      setup.task.check_batch(local)
-      train_step = make_train_step(setup, local)
+    if step == start_step + 1:
+      data_lib.check_batch_spec(local, local_spec)
     state, metrics = train_step(state, setup.put_batch(local))
     nonfinite = _first_nonfinite(nonfinite, step, metrics)
 

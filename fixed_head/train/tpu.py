@@ -1,0 +1,98 @@
+"""TPU topologies without a TPU: compile-only devices from libtpu, and a quiet CPU start.
+
+With ``libtpu`` installed (``pip install -e ".[tpu]"``), JAX compiles for a TPU slice on any
+machine: ``topology_devices('v5e:2x2')`` gives the slice's devices (compile-only: they run
+nothing), laid out as on the real interconnect, and ``jax.jit(...).lower(...).compile()``
+for them is the compile a TPU VM would do, Mosaic kernels included. ``compile.py`` uses it.
+
+libtpu also changes an ordinary CPU run: JAX then tries to open a TPU at start-up, and
+libtpu prints half a dozen lines of errors about the missing accelerator. ``skip_absent_tpu``
+(called by the entry points' start-up) tells JAX not to try where no TPU chip is attached.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import re
+
+import jax
+
+from fixed_head.errors import UsageError
+
+_GOOGLE_PCI_VENDOR = '0x1ae0'  # what a TPU chip shows in /sys/bus/pci/devices/*/vendor
+
+# Per-chip HBM in GiB, by jax's device_kind, from Google Cloud's TPU pages (v4: 32 GiB,
+# v5e: 16, v5p: 95, v6e: 32). v4 and v5p run as one device a chip (megacore).
+HBM_GIB = {'TPU v4': 32.0, 'TPU v5 lite': 16.0, 'TPU v5': 95.0, 'TPU v6 lite': 32.0}
+# Topology names: generation, then the chip grid ('v5e:4x4', 'v4:2x2x1').
+_NAME = re.compile(r'^(v4|v5e|v5p|v6e):\d+x\d+(x\d+)?$')
+EXAMPLES = ('v4:2x2x1', 'v4:2x2x2', 'v5e:2x2', 'v5e:4x4', 'v5e:8x8', 'v5p:2x2x1', 'v5p:2x2x2',
+            'v6e:2x2', 'v6e:4x4')
+
+
+def libtpu_installed() -> bool:
+  return importlib.util.find_spec('libtpu') is not None
+
+
+def has_tpu_chip() -> bool:
+  """Whether a TPU chip is attached to this machine (what libtpu would open)."""
+  for path in glob.glob('/sys/bus/pci/devices/*/vendor'):
+    try:
+      with open(path) as f:
+        if f.read().strip() == _GOOGLE_PCI_VENDOR:
+          return True
+    except OSError:
+      continue
+  return False
+
+
+def skip_absent_tpu() -> None:
+  """With libtpu installed but no TPU chip here (and no JAX_PLATFORMS chosen), run on the
+  CPU without JAX trying, and libtpu complaining about, a TPU. Call before JAX starts its
+  backends. A machine with an NVIDIA GPU is left to JAX's own choice."""
+  if os.environ.get('JAX_PLATFORMS') or jax.config.jax_platforms:
+    return
+  if not libtpu_installed() or has_tpu_chip() or glob.glob('/dev/nvidia[0-9]*'):
+    return
+  jax.config.update('jax_platforms', 'cpu')
+
+
+def _compile_only_environment() -> None:
+  """libtpu's start-up for compile-only use: no TPU to open, no metadata server to ask, one
+  host, and several processes may load it at once (it otherwise holds /tmp/libtpu_lockfile)."""
+  for key, value in (('ALLOW_MULTIPLE_LIBTPU_LOAD', '1'), ('TPU_SKIP_MDS_QUERY', '1'),
+                     ('TPU_WORKER_HOSTNAMES', 'localhost'), ('TPU_WORKER_ID', '0'),
+                     ('TPU_HOST_BOUNDS', '1,1,1')):
+    os.environ.setdefault(key, value)
+  if not (os.environ.get('JAX_PLATFORMS') or jax.config.jax_platforms):
+    jax.config.update('jax_platforms', 'cpu')  # the host runs nothing but the compiler
+
+
+def topology_devices(name: str) -> list[jax.Device]:
+  """The compile-only devices of the TPU slice ``name`` ('v5e:2x2', 'v4:2x2x1', ...: the
+  generation and the chip grid, as ``jax.experimental.topologies`` spells it); one device a
+  chip (v4 as megacore). UsageError, in one line, for a missing libtpu or a bad name."""
+  if not libtpu_installed():
+    raise UsageError('--topology needs libtpu, which is not installed: pip install -e ".[tpu]" '
+                     '(it compiles for TPUs on this machine; no TPU is needed).')
+  if not _NAME.match(name):
+    raise UsageError(f'--topology={name!r}: not a TPU topology name; give the generation and '
+                     f'the chip grid, e.g. {", ".join(EXAMPLES)}.')
+  _compile_only_environment()
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  extra = {'chip_config_name': 'megacore'} if name.startswith('v4:') else {}
+  try:
+    return list(topologies.get_topology_desc(topology_name=name, platform='tpu',
+                                             **extra).devices)
+  except Exception as e:  # pylint: disable=broad-except  (libtpu's own error types)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise UsageError(f'--topology={name!r}: libtpu does not know this slice ({first}); '
+                     f'examples that work: {", ".join(EXAMPLES)}.') from None
+
+
+def hbm_bytes(device: jax.Device) -> int | None:
+  """HBM of one device of ``device``'s kind (None for a kind not in HBM_GIB)."""
+  gib = HBM_GIB.get(device.device_kind)
+  return None if gib is None else int(gib * 2**30)
