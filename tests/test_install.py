@@ -17,7 +17,7 @@ import fixed_head
 import repo_configs
 
 REPO = repo_configs.REPO
-EXTRAS = ('test', 'prepare', 'tensorboard')
+EXTRAS = ('test', 'prepare', 'tpu', 'tensorboard')
 
 
 def _pyproject() -> dict:
