@@ -29,6 +29,10 @@ def _masks(n, kind):
   return attention.SegmentMask(jnp.asarray(valid))
 
 
+def _max_abs(x) -> float:
+  return float(jnp.max(jnp.abs(x.astype(jnp.float32))))
+
+
 def _forward_and_grads(implementation, mask, q, k, v):
   """(output, q/k/v gradients of a weighted sum of it), from one trace."""
   out, vjp = jax.vjp(lambda q, k, v: attention.dot_product_attention(
@@ -47,10 +51,9 @@ def test_matches_einsum_forward_and_gradients(head_size, dtype, tol, kind):
   with pltpu.force_tpu_interpret_mode():
     out, grads = _forward_and_grads('tpu_flash', mask, q, k, v)
   expected, ref_grads = _forward_and_grads('xla', mask, q, k, v)
-  scale = lambda x: float(jnp.max(jnp.abs(x.astype(jnp.float32)))) + 1e-6  # pylint: disable=unnecessary-lambda-assignment
-  assert float(jnp.max(jnp.abs((out - expected).astype(jnp.float32)))) <= tol * scale(expected)
+  assert _max_abs(out - expected) <= tol * (_max_abs(expected) + 1e-6)
   for g, r in zip(grads, ref_grads):
-    assert float(jnp.max(jnp.abs((g - r).astype(jnp.float32)))) <= tol * scale(r) * 2
+    assert _max_abs(g - r) <= 2 * tol * (_max_abs(r) + 1e-6)
   if kind == 'lm':  # the padded tail outputs exactly zero, as on every path
     assert not np.any(np.asarray(out[1, 3 * n // 4:], np.float32))
 
@@ -66,8 +69,9 @@ def test_several_blocks_causal():
 
 
 def test_auto_on_tpu_chooses_by_shape_dropout_and_mask():
-  choose = lambda **kw: attention.choose_implementation(  # pylint: disable=unnecessary-lambda-assignment
-      backend='tpu', **{'dropout': False, 'dense_mask': False, 'seq_len': 512, **kw})
+  def choose(**kw):
+    return attention.choose_implementation(
+        backend='tpu', **{'dropout': False, 'dense_mask': False, 'seq_len': 512, **kw})
   assert choose(head_size=512, dtype=jnp.bfloat16)[0] == 'tpu_flash'
   assert choose(head_size=128, dtype=jnp.float32, seq_len=128)[0] == 'tpu_flash'
   name, why = choose(head_size=64, dtype=jnp.bfloat16)  # the baseline's d/h

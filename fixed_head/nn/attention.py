@@ -21,7 +21,8 @@ zeros (never NaN).
 The product itself has several implementations (``ATTENTION_IMPLEMENTATIONS``): 'xla' (the
 einsum reference), 'jax' (``jax.nn.dot_product_attention``), 'cudnn' (its cuDNN fused
 kernel, GPU), 'pallas' (``fixed_head.nn.flash_attention``, any head size, memory linear in
-n), 'tpu_flash' (JAX's Pallas TPU kernel, ``fixed_head.nn.tpu_attention``). 'auto' picks per call from the backend, dtype, head size, dropout and mask
+n), 'tpu_flash' (JAX's Pallas TPU kernel, ``fixed_head.nn.tpu_attention``). 'auto' picks
+per call from the backend, dtype, head size, sequence length, dropout and mask
 (``choose_implementation``) and logs the choice and its reason once.
 """
 

@@ -16,6 +16,7 @@ width: d_p = 128, 256, 512). No attention dropout, no dense masks.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -69,8 +70,9 @@ def flash_attention(query: Array, key: Array, value: Array, *, causal: bool = Fa
   if segment_ids_q is not None and segment_ids_kv is None:
     segment_ids_kv = segment_ids_q
   if segment_ids_q is not None:
-    segment_ids_q, segment_ids_kv = (x.astype(jnp.int32) for x in (segment_ids_q, segment_ids_kv))
-  local = lambda *a: _local(*a, causal=causal)  # pylint: disable=unnecessary-lambda-assignment
+    segment_ids_q = segment_ids_q.astype(jnp.int32)
+    segment_ids_kv = segment_ids_kv.astype(jnp.int32)
+  local = functools.partial(_local, causal=causal)
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or mesh.size == 1:
     return local(query, key, value, segment_ids_q, segment_ids_kv)
@@ -78,7 +80,8 @@ def flash_attention(query: Array, key: Array, value: Array, *, causal: bool = Fa
   batch_ways = math.prod(mesh.shape[a] for a in batch)
   if query.shape[0] % batch_ways:
     batch = None  # a batch that does not split: every device holds all of it
-  heads = HEAD_AXIS if HEAD_AXIS in mesh.shape and query.shape[2] % mesh.shape[HEAD_AXIS] == 0 else None
+  heads = HEAD_AXIS if query.shape[2] % mesh.shape.get(HEAD_AXIS, 1) == 0 else None
+  heads = heads if HEAD_AXIS in mesh.shape else None
   x_spec, ids_spec = P(batch, None, heads, None), P(batch, None)
   if segment_ids_q is None:
     return jax.shard_map(lambda q, k, v: local(q, k, v, None, None), mesh=mesh,

@@ -4,7 +4,7 @@
 the devices of a slice (``fixed_head.train.tpu.topology_devices``: compile-only devices, no
 TPU needed), compiles the train step exactly as ``train.py`` does before its first batch
 (``trainer.compile_train_step``) and the task's evaluation step, and reads XLA's memory and
-cost analyses of both. ``compile.py`` prints the result; ``benchmarks/tpu_fit.py`` tables it.
+cost analyses of both. ``compile.py`` prints the result.
 
 Memory is per device: arguments (parameters, optimizer state and the batch), temporaries
 (activations kept for the backward pass, and scratch), outputs, less what the outputs alias
@@ -25,10 +25,9 @@ import jax
 import ml_collections
 
 from fixed_head import accounting
-from fixed_head import data as data_lib
 from fixed_head.evaluators.common import evaluator_data
 from fixed_head.nn import attention
-from fixed_head.train import run_config, sharding, trainer, tpu
+from fixed_head.train import run_config, trainer, tpu
 
 GiB = 2**30
 
@@ -124,9 +123,7 @@ def _eval_rows(config: ml_collections.ConfigDict) -> tuple[int, dict[str, Any]]:
 
 def _eval_step(setup: trainer.Setup, rows: int, data_config) -> Any:
   """The evaluators' step (``TaskEvaluator``: the task's stats of a batch), compiled."""
-  spec = {k: jax.ShapeDtypeStruct(shape, dtype,
-                                  sharding=sharding.batch_sharding(setup.mesh, len(shape)))
-          for k, (shape, dtype) in data_lib.batch_spec(data_config, rows).items()}
+  spec = trainer.batch_spec(setup, data_config, rows)
   step = jax.jit(lambda params, batch: setup.task.stats(setup.model_of(params), batch))
   with jax.sharding.use_abstract_mesh(setup.mesh.abstract_mesh):
     return step.lower(setup.abstract_state['params'], spec).compile()

@@ -138,11 +138,16 @@ def init_state(setup: Setup) -> State:
   return jax.jit(init, out_shardings=setup.state_shardings)(_keys(setup.config.seed)[0])
 
 
-def batch_spec(setup: Setup) -> dict[str, jax.ShapeDtypeStruct]:
-  """The global training batch, from the config alone: what the step is compiled for."""
-  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding.batch_sharding(
-      setup.mesh, len(shape))) for k, (shape, dtype) in
-          data_lib.batch_spec(setup.config.data, setup.config.batch_size).items()}
+def batch_spec(setup: Setup, data_config=None, rows: int | None = None
+               ) -> dict[str, jax.ShapeDtypeStruct]:
+  """A global batch of ``rows`` (default: the training batch) of ``data_config`` (default:
+  config.data), sharded over ('data', 'fsdp'), from the config alone: what a step is
+  compiled for."""
+  data_config = setup.config.data if data_config is None else data_config
+  rows = setup.config.batch_size if rows is None else rows
+  return {k: jax.ShapeDtypeStruct(shape, dtype,
+                                  sharding=sharding.batch_sharding(setup.mesh, len(shape)))
+          for k, (shape, dtype) in data_lib.batch_spec(data_config, rows).items()}
 
 
 def compile_train_step(setup: Setup) -> tuple[Any, float]:
