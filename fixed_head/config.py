@@ -20,7 +20,7 @@ POSITION_EMBEDDINGS = ('learned', 'sinusoidal')
 INITIALIZERS = ('xavier_uniform', 'normal', 'truncated_normal')
 # Kept in step with ``fixed_head.nn.attention.ATTENTION_IMPLEMENTATIONS`` (checked by a test);
 # spelled out here so that validating a config imports no model code.
-ATTENTION_IMPLEMENTATIONS = ('xla', 'jax', 'cudnn', 'pallas')
+ATTENTION_IMPLEMENTATIONS = ('xla', 'jax', 'cudnn', 'pallas', 'tpu_flash')
 # 'auto': chosen per call from backend, dtype, head size, dropout and mask (attention.py).
 ATTENTION_CHOICES = ('auto', *ATTENTION_IMPLEMENTATIONS)
 # What the backward pass recomputes instead of keeping from the forward pass.

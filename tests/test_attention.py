@@ -176,7 +176,11 @@ def test_segment_mask_is_the_dense_masks_it_stands_for():
     ('gpu', 'bfloat16', 100, False, False, 'pallas'),  # not a multiple of 8
     ('gpu', 'bfloat16', 256, False, True, 'xla'),
     ('gpu', 'bfloat16', 64, True, False, 'xla'),
-    ('tpu', 'bfloat16', 128, False, False, 'xla'),
+    ('tpu', 'bfloat16', 128, False, False, 'tpu_flash'),  # JAX's Pallas TPU kernel
+    ('tpu', 'float32', 512, False, False, 'tpu_flash'),
+    ('tpu', 'bfloat16', 64, False, False, 'xla'),  # not a multiple of 128
+    ('tpu', 'bfloat16', 256, True, False, 'xla'),  # attention dropout
+    ('tpu', 'bfloat16', 256, False, True, 'xla'),  # a dense mask
     ('cpu', 'float32', 32, False, False, 'xla'),
 ])
 def test_auto_chooses_by_backend_dtype_head_size_dropout_and_mask(backend, dtype, head_size,
