@@ -61,8 +61,8 @@ class ModelConfig:
   kernel_init_std: float = 0.02  # std of a 'normal' or 'truncated_normal' kernel_init
   dtype: str = 'float32'  # compute dtype
   param_dtype: str = 'float32'  # storage dtype of the parameters
-  # 'auto' (cuDNN / Pallas kernel on a GPU where they apply, else the einsum 'xla'), or one
-  # of fixed_head.nn.attention.ATTENTION_IMPLEMENTATIONS
+  # 'auto' (cuDNN / Pallas kernel on a GPU, JAX's Pallas TPU kernel on a TPU, where they
+  # apply; else the einsum 'xla'), or one of fixed_head.nn.attention.ATTENTION_IMPLEMENTATIONS
   attention_impl: str = 'auto'
   # run the blocks under nnx.scan: parameters stacked on a leading 'layers' axis; compile
   # time independent of depth
