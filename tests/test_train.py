@@ -330,3 +330,23 @@ def test_command_lines(tmp_path):
   assert bad.returncode == 2
   assert bad.stderr.strip().splitlines()[-1].startswith('error: model.num_heads=7 does not')
   assert 'Traceback' not in bad.stderr
+
+
+def test_profile_steps_traces_and_changes_nothing(tmp_path):
+  """config.profile_steps: a jax.profiler trace of steps 2..3 in WORKDIR/profile, and the
+  same losses and parameters as a run without it."""
+  config = tiny_config(steps=4)
+  trainer.train_and_evaluate(config, str(tmp_path / 'plain'), devices=jax.devices()[:1])
+  profiled = copy.deepcopy(config)
+  profiled.profile_steps = 2
+  trainer.train_and_evaluate(profiled, str(tmp_path / 'traced'), devices=jax.devices()[:1])
+  traces = list((tmp_path / 'traced' / 'profile').rglob('*.xplane.pb'))
+  assert len(traces) == 1
+  assert losses(tmp_path / 'plain') == losses(tmp_path / 'traced')
+  jax.tree.map(np.testing.assert_array_equal, final_params(tmp_path / 'plain', config),
+               final_params(tmp_path / 'traced', config))
+  bad = copy.deepcopy(config)
+  bad.profile_steps = -1
+  with pytest.raises(UsageError, match=r'config.profile_steps=-1: must be an integer >= 0'):
+    trainer.train_and_evaluate(bad, str(tmp_path / 'bad'), devices=jax.devices()[:1])
+  assert not (tmp_path / 'bad').exists()

@@ -80,6 +80,8 @@ def defaults() -> ml_collections.ConfigDict:
 
   c.log_every_steps = 50
   c.eval_every_steps = 500  # 0: evaluate only at the end
+  # Trace this many steps with jax.profiler into WORKDIR/profile (fixed_head/train/profiling.py).
+  c.profile_steps = 0
   # Named evaluators, run during training and by eval.py: {name: {type: ..., options}}.
   c.evals = ml_collections.ConfigDict()
   c.evals.valid = dict(type='lm', split='eval', num_examples=1024, batch_size=64)
@@ -144,6 +146,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   for field in ('num_train_steps', 'batch_size', 'log_every_steps'):
     if not isinstance(config[field], int) or config[field] <= 0:
       raise UsageError(f'config.{field}={config[field]!r}: must be a positive integer.')
+  profile = config.get('profile_steps', 0)
+  if isinstance(profile, bool) or not isinstance(profile, int) or profile < 0:
+    raise UsageError(f'config.profile_steps={profile!r}: must be an integer >= 0 (the steps '
+                     'to trace; 0: none).')
   if not isinstance(config.eval_every_steps, int) or config.eval_every_steps < 0:
     raise UsageError(f'config.eval_every_steps={config.eval_every_steps!r}: must be an '
                      'integer >= 0.')

@@ -109,6 +109,7 @@ def load(workdir: str) -> dict[str, Any] | None:
   saved.setdefault('task', {'name': 'lm'})
   saved.setdefault('init_from', None)
   saved.setdefault('init_step', None)
+  saved.setdefault('profile_steps', 0)
   return saved
 
 

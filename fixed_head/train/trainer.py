@@ -41,7 +41,7 @@ from fixed_head import tasks as tasks_lib
 from fixed_head.config import ModelConfig
 from fixed_head.errors import (CheckpointError, Interrupted, NonFiniteLoss, Preempted,
                                UsageError)
-from fixed_head.train import optim, preemption, run_config, run_record, sharding
+from fixed_head.train import optim, preemption, profiling, run_config, run_record, sharding
 from fixed_head.train.metric_writer import MetricWriter
 
 State = dict[str, Any]
@@ -413,7 +413,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   manager = checkpoints.make_manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
                                      async_save=config.checkpoint.async_save)
-  writer = None
+  writer = profiler = None
   finished = False
   try:
     start_step, restored, data_state = _restore_latest(config, workdir, manager, setup, log)
@@ -451,11 +451,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                f'd_p={mc.resolved_head_size} ({"fixed" if mc.is_fixed_head else "baseline d/h"})'
                f', mesh {dict(setup.mesh.shape)}, workdir {workdir}')
     evaluators = _build_evaluators(setup, workdir)
+    profiler = profiling.StepProfiler(config.get('profile_steps', 0), workdir, start_step,
+                                      end_step, writer.log)
     with preemption.PreemptionWatcher() as watcher:
       result = _train_loop(config, setup, state, train_iter, evaluators, manager, writer,
-                           watcher, start_step, end_step, source.seq_len)
+                           watcher, start_step, end_step, source.seq_len, profiler)
     finished = True
   finally:
+    if profiler is not None:
+      profiler.stop()
     # On the way out of an error, a save still in flight may finish (a good checkpoint
     # stays good) or fail too; the first error is the one reported.
     try:
@@ -470,7 +474,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, manager,
                 writer: MetricWriter, watcher: preemption.PreemptionWatcher, start_step: int,
-                end_step: int, seq_len: int) -> dict[str, Any]:
+                end_step: int, seq_len: int,
+                profiler: profiling.StepProfiler) -> dict[str, Any]:
   """Steps start_step + 1 .. end_step; see train_and_evaluate."""
   train_step, seconds = compile_train_step(setup)
   writer.log(f'Compiled the train step in {seconds:.1f} s.')
@@ -487,7 +492,9 @@ def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, mana
     local = next(train_iter)
     if step == start_step + 1:
       data_lib.check_batch_spec(local, local_spec)
+    profiler.before(step)
     state, metrics = train_step(state, setup.put_batch(local))
+    profiler.after(step, (state, metrics))
     nonfinite = _first_nonfinite(nonfinite, step, metrics)
 
     last = step == config.num_train_steps
