@@ -31,10 +31,11 @@ def main(argv):
   f = flags.FLAGS
   devices = tpu.topology_devices(f.topology)
   report = compile_check.check(f.config, devices, f.topology)
-  lines = compile_check.describe(report)
-  print('\n'.join(lines[:-1 if not report.fits else None]), flush=True)
-  if not report.fits:
-    raise errors.DoesNotFit(lines[-1])
+  *lines, verdict = compile_check.describe(report)
+  print('\n'.join(lines), flush=True)
+  if not report.fits:  # the verdict goes to stderr, as every error's one line does
+    raise errors.DoesNotFit(verdict)
+  print(verdict, flush=True)
 
 
 if __name__ == '__main__':

@@ -32,6 +32,11 @@ def add_sums(totals: dict[str, float], stats: Mapping[str, Any]) -> None:
     totals[key] = totals.get(key, 0.0) + float(value)
 
 
+def stats_step(task, model_of: Callable) -> Callable:
+  """The jitted evaluation step ``(params, batch) -> the task's stats (sums)``."""
+  return jax.jit(lambda params, batch: task.stats(model_of(params), batch))
+
+
 class TaskEvaluator:
   """The task's metrics (``Task.eval_metrics``) on one deterministic pass over a split.
 
@@ -83,7 +88,7 @@ class TaskEvaluator:
     self.model_of = model_of
     self.replicated = replicated
     self.process_index, self.process_count = process_index, process_count
-    self._stats = jax.jit(lambda params, batch: task.stats(model_of(params), batch))
+    self._stats = stats_step(task, model_of)
 
   def batches(self):
     """This process's part of each evaluation batch, the first checked against the task."""

@@ -206,18 +206,25 @@ def _jax_attention(query, key, value, mask, dropout_rate, dropout_rng, precision
                                       implementation=implementation)
 
 
+def _kernel_mask_args(name: str, mask, dropout_rate: float, precision) -> dict:
+  """The arguments of a fused kernel that reads masks by structure ('pallas', 'tpu_flash'):
+  causal and the segment ids (the key ids None: the kernel takes the query's), after
+  refusing what such a kernel cannot do (dropout, a precision, a dense mask)."""
+  _refuse_dropout_and_precision(name, dropout_rate, precision)
+  if mask is not None and not isinstance(mask, SegmentMask):
+    raise ValueError(f"attention_impl={name!r} takes a SegmentMask (causal order and segment "
+                     "ids), not a dense mask array; use attention_impl='xla' for those.")
+  mask = mask or SegmentMask()
+  return dict(causal=mask.causal, segment_ids_q=mask.segment_ids_q,
+              segment_ids_kv=None if mask.segment_ids_q is None else mask.segment_ids_kv)
+
+
 def _pallas_attention(query, key, value, mask, dropout_rate, dropout_rng, precision):
   """The fused Pallas kernel (``fixed_head.nn.flash_attention``): masks as a SegmentMask."""
   del dropout_rng
   from fixed_head.nn import flash_attention  # pylint: disable=g-import-not-at-top
-  _refuse_dropout_and_precision('pallas', dropout_rate, precision)
-  if mask is not None and not isinstance(mask, SegmentMask):
-    raise ValueError("attention_impl='pallas' takes a SegmentMask (causal order and segment "
-                     "ids), not a dense mask array; use attention_impl='xla' for those.")
-  mask = mask or SegmentMask()
-  return flash_attention.flash_attention(  # which defaults the key ids to the query's
-      query, key, value, causal=mask.causal, segment_ids_q=mask.segment_ids_q,
-      segment_ids_kv=None if mask.segment_ids_q is None else mask.segment_ids_kv)
+  return flash_attention.flash_attention(
+      query, key, value, **_kernel_mask_args('pallas', mask, dropout_rate, precision))
 
 
 def _tpu_flash_attention(query, key, value, mask, dropout_rate, dropout_rng, precision):
@@ -225,17 +232,11 @@ def _tpu_flash_attention(query, key, value, mask, dropout_rate, dropout_rng, pre
   the mesh in context; masks as a SegmentMask."""
   del dropout_rng
   from fixed_head.nn import tpu_attention  # pylint: disable=g-import-not-at-top
-  _refuse_dropout_and_precision('tpu_flash', dropout_rate, precision)
-  if mask is not None and not isinstance(mask, SegmentMask):
-    raise ValueError("attention_impl='tpu_flash' takes a SegmentMask (causal order and "
-                     "segment ids), not a dense mask array; use attention_impl='xla' for those.")
+  args = _kernel_mask_args('tpu_flash', mask, dropout_rate, precision)
   why_not = tpu_attention.applies(query.shape[-1], max(query.shape[1], key.shape[1]))
   if why_not:
     raise ValueError(f"attention_impl='tpu_flash': {why_not}; use 'xla' (or 'auto').")
-  mask = mask or SegmentMask()
-  return tpu_attention.flash_attention(
-      query, key, value, causal=mask.causal, segment_ids_q=mask.segment_ids_q,
-      segment_ids_kv=None if mask.segment_ids_q is None else mask.segment_ids_kv)
+  return tpu_attention.flash_attention(query, key, value, **args)
 
 
 def _refuse_dropout_and_precision(name: str, dropout_rate: float, precision) -> None:
@@ -268,6 +269,8 @@ ATTENTION_IMPLEMENTATIONS: dict[str, Callable[..., Array]] = {
 AUTO = 'auto'  # choose_implementation's choice
 # Take a SegmentMask as it is; the others get its dense array.
 _STRUCTURED_MASKS = ('jax', 'cudnn', 'pallas', 'tpu_flash')
+# Kernels that zero a query row with no allowed key themselves.
+_ZERO_EMPTY_ROWS = ('pallas', 'tpu_flash')
 _CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 _logged: set[tuple[str, str]] = set()
 # The platform 'auto' chooses for: the default backend, or the target of a compile for other
@@ -292,7 +295,7 @@ def compiling_for(platform: str) -> Iterator[None]:
 @contextlib.contextmanager
 def recorded_choices() -> Iterator[list[dict]]:
   """Yields a list that receives, for every attention call traced inside, a dict
-  {'implementation', 'reason', 'head_size', 'dtype', 'requested'}."""
+  {'implementation', 'reason', 'head_size', 'dtype'}."""
   calls: list[dict] = []
   _recorders.append(calls)
   try:
@@ -339,7 +342,6 @@ def choose_implementation(head_size: int, dtype, *, dropout: bool, dense_mask: b
 
 
 def _resolve(implementation: str, query: Array, key: Array, mask, dropout_rate: float) -> str:
-  requested = implementation
   if implementation == AUTO:
     implementation, why = choose_implementation(
         query.shape[-1], query.dtype, dropout=dropout_rate > 0.0,
@@ -353,7 +355,7 @@ def _resolve(implementation: str, query: Array, key: Array, mask, dropout_rate: 
   else:
     why = 'chosen by the config'
   for calls in _recorders:
-    calls.append({'implementation': implementation, 'reason': why, 'requested': requested,
+    calls.append({'implementation': implementation, 'reason': why,
                   'head_size': query.shape[-1], 'dtype': jnp.dtype(query.dtype).name})
   return implementation
 
@@ -395,7 +397,7 @@ def dot_product_attention(
     dense = structured.dense(q_len, kv_len)
     if implementation not in _STRUCTURED_MASKS:
       mask = dense
-    if implementation in ('pallas', 'tpu_flash') or structured.segment_ids_q is None:
+    if implementation in _ZERO_EMPTY_ROWS or structured.segment_ids_q is None:
       # The kernel zeroes empty rows itself; causal order alone leaves none (key 0).
       dense = None
   elif mask is not None:

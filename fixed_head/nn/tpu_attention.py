@@ -4,8 +4,9 @@
 V block by block, with causal order and segment ids, forward and backward, never holding the
 [b, h, n, n] scores: the memory that the paper's large heads at n = 512 need for the
 backward pass of every layer. A Mosaic kernel is not partitioned by XLA, so it runs inside
-``jax.shard_map`` over the mesh in context (``jax.set_mesh``; the trainer sets it): the batch
-split over ('data', 'fsdp'), heads over 'tensor', each device attending its own rows.
+``jax.shard_map`` over the abstract mesh in context (``jax.sharding.use_abstract_mesh``,
+which the trainer, the evaluators and compile.py set while tracing): the batch split over
+('data', 'fsdp'), heads over 'tensor', each device attending its own rows.
 
 Semantics are those of ``attention.dot_product_attention`` with a ``SegmentMask``: query i
 may attend key j iff (not causal or j <= i) and their segment ids are equal and > 0; a query
@@ -49,8 +50,10 @@ def _block_sizes(q_len: int, kv_len: int) -> tpu_flash.BlockSizes:
       block_k_major_dq=bk, block_k_dq=bk, block_q_dq=bq)
 
 
-def _local(query, key, value, ids_q, ids_kv, *, causal: bool):
-  """One device's rows: [b, n, h, d_p] in and out; ids [b, n] or None."""
+def _local(query, key, value, *ids, causal: bool):
+  """One device's rows: [b, n, h, d_p] in and out; ``ids``: (query ids, key ids), int [b, n]
+  each, or nothing."""
+  ids_q, ids_kv = ids or (None, None)
   scale = 1.0 / math.sqrt(query.shape[-1])
   q, k, v = (jnp.swapaxes(x, 1, 2) for x in (query, key, value))  # [b, h, n, d_p]
   segments = None if ids_q is None else tpu_flash.SegmentIds(q=ids_q, kv=ids_kv)
@@ -67,26 +70,20 @@ def flash_attention(query: Array, key: Array, value: Array, *, causal: bool = Fa
                     ) -> Array:
   """query [b, q_len, h, d_p], key / value [b, kv_len, h, d_p], ids int [b, len] -> like
   query. Inside ``shard_map`` over the mesh in context, if there is one."""
-  if segment_ids_q is not None and segment_ids_kv is None:
-    segment_ids_kv = segment_ids_q
+  ids = ()
   if segment_ids_q is not None:
-    segment_ids_q = segment_ids_q.astype(jnp.int32)
-    segment_ids_kv = segment_ids_kv.astype(jnp.int32)
+    kv = segment_ids_q if segment_ids_kv is None else segment_ids_kv
+    ids = (segment_ids_q.astype(jnp.int32), kv.astype(jnp.int32))
   local = functools.partial(_local, causal=causal)
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or mesh.size == 1:
-    return local(query, key, value, segment_ids_q, segment_ids_kv)
+    return local(query, key, value, *ids)
   batch = tuple(a for a in BATCH_AXES if a in mesh.shape)
-  batch_ways = math.prod(mesh.shape[a] for a in batch)
-  if query.shape[0] % batch_ways:
+  if query.shape[0] % math.prod(mesh.shape[a] for a in batch):
     batch = None  # a batch that does not split: every device holds all of it
-  heads = HEAD_AXIS if query.shape[2] % mesh.shape.get(HEAD_AXIS, 1) == 0 else None
-  heads = heads if HEAD_AXIS in mesh.shape else None
+  heads = HEAD_AXIS if HEAD_AXIS in mesh.shape else None
+  if heads and query.shape[2] % mesh.shape[heads]:
+    heads = None  # heads that do not split: every device computes all of them
   x_spec, ids_spec = P(batch, None, heads, None), P(batch, None)
-  if segment_ids_q is None:
-    return jax.shard_map(lambda q, k, v: local(q, k, v, None, None), mesh=mesh,
-                         in_specs=(x_spec,) * 3, out_specs=x_spec, check_vma=False)(
-                             query, key, value)
-  return jax.shard_map(local, mesh=mesh, in_specs=(x_spec,) * 3 + (ids_spec,) * 2,
-                       out_specs=x_spec, check_vma=False)(
-                           query, key, value, segment_ids_q, segment_ids_kv)
+  return jax.shard_map(local, mesh=mesh, in_specs=(x_spec,) * 3 + (ids_spec,) * len(ids),
+                       out_specs=x_spec, check_vma=False)(query, key, value, *ids)

@@ -25,7 +25,7 @@ import jax
 import ml_collections
 
 from fixed_head import accounting
-from fixed_head.evaluators.common import evaluator_data
+from fixed_head.evaluators.common import TaskEvaluator, evaluator_data, stats_step
 from fixed_head.nn import attention
 from fixed_head.train import run_config, trainer, tpu
 
@@ -117,14 +117,15 @@ def _eval_rows(config: ml_collections.ConfigDict) -> tuple[int, dict[str, Any]]:
   specs = [dict(s) for s in (config.get('evals') or {}).values()]
   if not specs:
     return config.batch_size, config.data.to_dict()
-  spec = max(specs, key=lambda s: s.get('batch_size', 64))
-  return spec.get('batch_size', 64), evaluator_data(config.data, spec)
+  default = TaskEvaluator.OPTIONS['batch_size']
+  spec = max(specs, key=lambda s: s.get('batch_size', default))
+  return spec.get('batch_size', default), evaluator_data(config.data, spec)
 
 
 def _eval_step(setup: trainer.Setup, rows: int, data_config) -> Any:
   """The evaluators' step (``TaskEvaluator``: the task's stats of a batch), compiled."""
   spec = trainer.batch_spec(setup, data_config, rows)
-  step = jax.jit(lambda params, batch: setup.task.stats(setup.model_of(params), batch))
+  step = stats_step(setup.task, setup.model_of)
   with jax.sharding.use_abstract_mesh(setup.mesh.abstract_mesh):
     return step.lower(setup.abstract_state['params'], spec).compile()
 

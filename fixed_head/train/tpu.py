@@ -48,13 +48,17 @@ def has_tpu_chip() -> bool:
   return False
 
 
+def _platforms_chosen() -> bool:
+  """Whether the user chose JAX's platforms (JAX_PLATFORMS or jax_platforms)."""
+  return bool(os.environ.get('JAX_PLATFORMS') or jax.config.jax_platforms)
+
+
 def skip_absent_tpu() -> None:
   """With libtpu installed but no TPU chip here (and no JAX_PLATFORMS chosen), run on the
   CPU without JAX trying, and libtpu complaining about, a TPU. Call before JAX starts its
   backends. A machine with an NVIDIA GPU is left to JAX's own choice."""
-  if os.environ.get('JAX_PLATFORMS') or jax.config.jax_platforms:
-    return
-  if not libtpu_installed() or has_tpu_chip() or glob.glob('/dev/nvidia[0-9]*'):
+  if (_platforms_chosen() or not libtpu_installed() or has_tpu_chip()
+      or glob.glob('/dev/nvidia[0-9]*')):
     return
   jax.config.update('jax_platforms', 'cpu')
 
@@ -66,7 +70,7 @@ def _compile_only_environment() -> None:
                      ('TPU_WORKER_HOSTNAMES', 'localhost'), ('TPU_WORKER_ID', '0'),
                      ('TPU_HOST_BOUNDS', '1,1,1')):
     os.environ.setdefault(key, value)
-  if not (os.environ.get('JAX_PLATFORMS') or jax.config.jax_platforms):
+  if not _platforms_chosen():
     jax.config.update('jax_platforms', 'cpu')  # the host runs nothing but the compiler
 
 
