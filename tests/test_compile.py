@@ -54,13 +54,19 @@ def test_lm_and_bert_steps_compile_for_v5e_with_the_tpu_kernel(v5e, name, arg):
   report = compile_check.check(config, v5e, 'v5e:2x2')
   assert {impl for impl, *_ in report.attention} == {'tpu_flash'}
   train, evaluation = report.steps
-  assert report.fits and report.devices == 4 and report.mesh['data'] == 4
+  assert report.fits and report.devices == 4
+  # Each config's own mesh: LM1B data-parallel, BERT's parameters split over the chips.
+  assert report.mesh == ({'data': 4, 'fsdp': 1, 'tensor': 1} if name == 'lm1b' else
+                         {'data': 1, 'fsdp': 4, 'tensor': 1})
+  assert report.scanned == (name == 'bert')
   for step in (train, evaluation):
     assert step.memory is not None and step.memory.arguments > 0 and step.memory.total > 0
   # The donated state is updated in place: the outputs alias almost all of the arguments.
   assert train.memory.aliased >= 0.9 * train.memory.outputs
-  # XLA's count does not see inside the Pallas kernel; the rest it counts.
-  assert 0.3 < train.flops / report.accounting_flops < 2.0
+  # XLA's count does not see inside the Pallas kernel, and counts a scanned loop's body once
+  # (BERT's 2 blocks); the rest it counts.
+  layers = config.model.num_layers if report.scanned else 1
+  assert 0.3 < train.flops * layers / report.accounting_flops < 2.0
   # 'auto' chose for the TPU, not for this CPU, and said why.
   assert all('TPU' in reason for _, reason, *_ in report.attention)
   lines = compile_check.describe(report)
@@ -109,6 +115,24 @@ def test_remedies_name_what_applies(v5e):
   report = compile_check.check(config, v5e, 'v5e:2x2')
   assert report.remedies == ()  # nothing left to try on this slice but a larger one
   assert 'a larger slice' in compile_check.does_not_fit_line(report)
+
+
+@pytest.mark.parametrize('scan_layers', [False, True])
+def test_fsdp_compiles_with_each_device_on_its_own_rows(v5e, scan_layers):
+  """Parameters split over 'fsdp': the models pin their activations to the rows
+  (fixed_head.nn.axes.constrain). Without that, libtpu's compiler stopped on
+  configs/default.py with an internal RET_CHECK ("The shape doesn't match when replacing
+  'dynamic-slice ...'"), and a scanned BERT-large held every row on every device."""
+  config = repo_configs.load('default').get_config()
+  config.mesh.update(data=1, fsdp=-1)
+  config.model.scan_layers = scan_layers
+  data_parallel = repo_configs.load('default').get_config()
+  data_parallel.model.scan_layers = scan_layers
+  fsdp, data = (compile_check.check(c, v5e, 'v5e:2x2', eval_step=False).steps[0]
+                for c in (config, data_parallel))
+  assert fsdp.memory.arguments < data.memory.arguments  # the parameters are split 4 ways
+  # The same activations, plus the parameters each layer gathers and its gradients' buffers.
+  assert fsdp.memory.temporaries < 1.5 * data.memory.temporaries
 
 
 def test_cpu_runs_with_libtpu_installed_stay_quiet(tmp_path):

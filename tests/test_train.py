@@ -350,3 +350,21 @@ def test_profile_steps_traces_and_changes_nothing(tmp_path):
   with pytest.raises(UsageError, match=r'config.profile_steps=-1: must be an integer >= 0'):
     trainer.train_and_evaluate(bad, str(tmp_path / 'bad'), devices=jax.devices()[:1])
   assert not (tmp_path / 'bad').exists()
+
+
+def test_fsdp_keeps_each_devices_rows():
+  """With the parameters split over 'fsdp', each device still computes only its own rows:
+  the compiled step needs the temporaries of data parallelism, not those of the whole
+  batch. (Without the models' activation constraints, XLA follows the parameters' split into
+  the scanned blocks' activations: 4.6x the temporaries here, 19x for BERT-large on a
+  128-chip TPU slice.)"""
+  temporaries = {}
+  for mesh in ((8, 1, 1), (1, 8, 1)):
+    config = tiny_config(emb_dim=32, num_heads=4, head_size=16, num_layers=2, mlp_dim=64,
+                         scan_layers=True)
+    config.batch_size = 64
+    config.mesh.update(dict(zip(('data', 'fsdp', 'tensor'), mesh)))
+    compiled, _ = trainer.compile_train_step(trainer.build_setup(config))
+    temporaries[mesh] = compiled.memory_analysis().temp_size_in_bytes
+  assert temporaries[(1, 8, 1)] < 1.2 * temporaries[(8, 1, 1)], temporaries
+

@@ -20,7 +20,10 @@ from flax import nnx
 from fixed_head import config as config_lib
 from fixed_head.config import ModelConfig
 from fixed_head.nn import attention as attn
+from fixed_head.nn import axes
 from fixed_head.nn.axes import with_logical_axes
+
+RESIDUAL_AXES = ('batch', None, None)  # the residual stream [b, n, d]: split by rows
 
 Array = jax.Array
 
@@ -245,11 +248,15 @@ class TransformerStack(nnx.Module):
 
   def _block(self, block: TransformerBlock, x: Array, mask: Array | None, deterministic: bool,
              rngs: nnx.Rngs | None) -> Array:
-    """One block, recomputed in the backward pass with ``remat='full'``."""
+    """One block, recomputed in the backward pass with ``remat='full'``; its input and
+    output [b, n, d] stay split by rows over the mesh in context."""
+    x = axes.constrain(x, RESIDUAL_AXES)
     if self.config.remat == 'full':
-      return recomputed(block, x, mask=mask, deterministic=deterministic, rngs=rngs,
-                        in_scan=self.config.scan_layers)
-    return block(x, mask=mask, deterministic=deterministic, rngs=rngs)
+      x = recomputed(block, x, mask=mask, deterministic=deterministic, rngs=rngs,
+                     in_scan=self.config.scan_layers)
+    else:
+      x = block(x, mask=mask, deterministic=deterministic, rngs=rngs)
+    return axes.constrain(x, RESIDUAL_AXES)
 
 
 def _uses_dropout(config: ModelConfig) -> bool:

@@ -156,9 +156,7 @@ def compile_train_step(setup: Setup) -> tuple[Any, float]:
   start = time.perf_counter()
   spec = batch_spec(setup)
   setup.task.check_batch(spec)  # a source made for another task: one line, before compiling
-  # The mesh a kernel in shard_map (TPU attention) is traced for.
-  with jax.sharding.use_abstract_mesh(setup.mesh.abstract_mesh):
-    compiled = make_train_step(setup, spec).lower(setup.abstract_state, spec).compile()
+  compiled = make_train_step(setup, spec).lower(setup.abstract_state, spec).compile()
   return compiled, time.perf_counter() - start
 
 
@@ -171,6 +169,12 @@ def make_train_step(setup: Setup, batch_example: dict[str, Any]) -> Callable:
   report_objective = bool(setup.config.get('label_smoothing') or l2)
 
   def train_step(state: State, batch: dict[str, jax.Array]):
+    # Traced for the mesh: activations stay split by rows (fixed_head.nn.axes.constrain),
+    # and a kernel in shard_map (TPU attention) is laid out over it.
+    with jax.sharding.use_abstract_mesh(setup.mesh.abstract_mesh):
+      return one_step(state, batch)
+
+  def one_step(state: State, batch: dict[str, jax.Array]):
     step = state['step']
 
     def loss_fn(params):
