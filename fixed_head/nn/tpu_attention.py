@@ -25,12 +25,12 @@ import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu import flash_attention as tpu_flash
 from jax.sharding import PartitionSpec as P
 
+from fixed_head.nn import axes
+
 Array = jax.Array
 
 LANES = 128  # the TPU vector width: the head size must be a multiple, the tiles too
 BLOCK = 128
-BATCH_AXES = ('data', 'fsdp')  # the mesh axes of the 'batch' logical axis
-HEAD_AXIS = 'tensor'
 
 
 def applies(head_size: int, seq_len: int) -> str | None:
@@ -78,12 +78,8 @@ def flash_attention(query: Array, key: Array, value: Array, *, causal: bool = Fa
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or mesh.size == 1:
     return local(query, key, value, *ids)
-  batch = tuple(a for a in BATCH_AXES if a in mesh.shape)
-  if query.shape[0] % math.prod(mesh.shape[a] for a in batch):
-    batch = None  # a batch that does not split: every device holds all of it
-  heads = HEAD_AXIS if HEAD_AXIS in mesh.shape else None
-  if heads and query.shape[2] % mesh.shape[heads]:
-    heads = None  # heads that do not split: every device computes all of them
-  x_spec, ids_spec = P(batch, None, heads, None), P(batch, None)
+  # Rows over the batch axes, heads over 'tensor'; what does not divide stays whole.
+  x_spec = axes.activation_spec(('batch', None, 'heads', None), query.shape, mesh)
+  ids_spec = P(x_spec[0], None)
   return jax.shard_map(local, mesh=mesh, in_specs=(x_spec,) * 3 + (ids_spec,) * len(ids),
                        out_specs=x_spec, check_vma=False)(query, key, value, *ids)

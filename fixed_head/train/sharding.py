@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from fixed_head.errors import UsageError
+from fixed_head.nn.axes import ACTIVATION_MESH_AXES
 from flax import nnx
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
@@ -26,7 +27,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 MESH_AXES = ('data', 'fsdp', 'tensor')
 
 LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
-    ('batch', ('data', 'fsdp')),
+    ('batch', ACTIVATION_MESH_AXES['batch']),  # what the models pin activations to
     ('vocab', 'tensor'),
     ('embed', 'fsdp'),
     ('heads', 'tensor'),
