@@ -281,6 +281,7 @@ def test_eval_of_a_missing_workdir_or_a_file_says_which(tmp_path):
     (lambda c: c.data.update(dict(seq_len=9)), r'config.data.seq_len=9 exceeds'),
     (lambda c: c.data.update(dict(memory_len=8)), r'memory_len=8: must be an integer in'),
     (lambda c: c.data.update(dict(copies=3)), r"data options for data.name='synthetic'.*copies"),
+    (lambda c: c.update(dict(dropout_rng_impl='philox')), r"config.dropout_rng_impl='philox'"),
 ])
 def test_invalid_configs_fail_naming_the_field(change, message, tmp_path):
   config = tiny_config()
@@ -368,3 +369,28 @@ def test_fsdp_keeps_each_devices_rows():
     temporaries[mesh] = compiled.memory_analysis().temp_size_in_bytes
   assert temporaries[(1, 8, 1)] < 1.2 * temporaries[(8, 1, 1)], temporaries
 
+
+def test_dropout_rng_impl_resumes_exactly_and_only_changes_the_masks(tmp_path):
+  """config.dropout_rng_impl='unsafe_rbg' (MaxText's): a run repeats itself and resumes
+  exactly, from the initialisation threefry2x32 gives, with other dropout masks."""
+  config = tiny_config(steps=6)
+  config.dropout_rng_impl = 'unsafe_rbg'
+  one = jax.devices()[:1]
+  trainer.train_and_evaluate(config, str(tmp_path / 'straight'), devices=one)
+  config.checkpoint.every_steps = 100  # only the interruption itself leaves a checkpoint
+  trainer.train_and_evaluate(config, str(tmp_path / 'resumed'), devices=one, stop_after=3)
+  trainer.train_and_evaluate(config, str(tmp_path / 'resumed'), devices=one)
+  assert losses(tmp_path / 'resumed') == losses(tmp_path / 'straight')
+  jax.tree.map(np.testing.assert_array_equal, final_params(tmp_path / 'resumed', config),
+               final_params(tmp_path / 'straight', config))
+
+  first_losses, initial = {}, {}
+  for impl in run_config.DROPOUT_RNG_IMPLS:
+    config = tiny_config(steps=1)
+    config.dropout_rng_impl = impl
+    setup = trainer.build_setup(config, one)
+    initial[impl] = jax.tree.map(np.asarray, trainer.init_state(setup)['params'])
+    first_losses[impl] = train_steps(config, one)[0][0]
+  for impl in ('rbg', 'unsafe_rbg'):
+    jax.tree.map(np.testing.assert_array_equal, initial[impl], initial['threefry2x32'])
+  assert len(set(first_losses.values())) == 3, first_losses  # three sets of masks

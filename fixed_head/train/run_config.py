@@ -29,10 +29,21 @@ SHAPE_FIELDS = ('model_type', 'vocab_size', 'emb_dim', 'num_heads', 'head_size',
                 'attention_use_bias', 'position_embedding', 'param_dtype', 'scan_layers')
 
 
+# jax.random.key's implementations that config.dropout_rng_impl may name; the first is JAX's
+# default.
+DROPOUT_RNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
+
+
 def defaults() -> ml_collections.ConfigDict:
   """Every field a run config has, with its default value."""
   c = ml_collections.ConfigDict()
   c.seed = 0  # parameter init and dropout; the run is a function of (config, seed)
+  # The PRNG that draws dropout's masks (the only random numbers a step draws):
+  # 'threefry2x32' (JAX's default), or 'rbg' / 'unsafe_rbg', which draw them with fewer
+  # operations (MaxText trains with 'unsafe_rbg'; benchmarks/prng.py measures them). The
+  # initialisation keeps threefry2x32 whatever this says. The masks of 'rbg' and
+  # 'unsafe_rbg' may differ across backends and meshes: resume on the same mesh.
+  c.dropout_rng_impl = 'threefry2x32'
   c.num_train_steps = 1000
   # Rows of data.seq_len tokens, global over all processes and devices. Typed `object` so
   # that --config.batch_size=None parses: None = derived from batch_tokens by resolve().
@@ -198,6 +209,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   if mode not in optim.WEIGHT_DECAY_MODES:
     raise UsageError(f'config.optimizer.weight_decay_mode={mode!r}: not one of '
                      f'{optim.WEIGHT_DECAY_MODES}.')
+  rng_impl = config.get('dropout_rng_impl', DROPOUT_RNG_IMPLS[0])
+  if rng_impl not in DROPOUT_RNG_IMPLS:
+    raise UsageError(f'config.dropout_rng_impl={rng_impl!r}: not one of {DROPOUT_RNG_IMPLS}.')
   smoothing = config.get('label_smoothing', 0.0)
   if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not (
       0.0 <= smoothing < 1.0):

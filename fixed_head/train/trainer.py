@@ -73,9 +73,13 @@ class Setup:
         sharding.batch_sharding(self.mesh, v.ndim), v) for k, v in local_batch.items()}
 
 
-def _keys(seed: int) -> tuple[jax.Array, jax.Array]:
-  """(init key, dropout base key) from the run seed."""
+def _keys(seed: int, dropout_impl: str = run_config.DROPOUT_RNG_IMPLS[0]
+          ) -> tuple[jax.Array, jax.Array]:
+  """(init key, dropout base key) from the run seed; the dropout key of ``dropout_impl``
+  (config.dropout_rng_impl), the init key always threefry's."""
   init_key, dropout_key = jax.random.split(jax.random.key(seed))
+  if dropout_impl != run_config.DROPOUT_RNG_IMPLS[0]:
+    dropout_key = jax.random.split(jax.random.key(seed, impl=dropout_impl))[1]
   return init_key, dropout_key
 
 
@@ -163,7 +167,8 @@ def compile_train_step(setup: Setup) -> tuple[Any, float]:
 def make_train_step(setup: Setup, batch_example: dict[str, Any]) -> Callable:
   """The jitted ``train_step(state, batch) -> (state, metrics)`` for batches shaped like
   ``batch_example`` (arrays or ShapeDtypeStructs)."""
-  dropout_base = _keys(setup.config.seed)[1]
+  dropout_base = _keys(setup.config.seed,
+                       setup.config.get('dropout_rng_impl', run_config.DROPOUT_RNG_IMPLS[0]))[1]
   tx, schedule, task = setup.tx, setup.schedule, setup.task
   l2 = optim.loss_weight_decay(setup.config.optimizer)
   report_objective = bool(setup.config.get('label_smoothing') or l2)
