@@ -11,7 +11,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from fixed_head.experiments import timing
+from fixed_head.experiments import sweeps, timing
 from fixed_head.train import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,6 +86,30 @@ def synthetic_batch(config) -> dict[str, np.ndarray]:
             'nsp_label': rng.integers(0, 2, rows).astype(np.int32),
             'weight': np.ones(rows, np.float32)}
   raise ValueError(f"no synthetic batch for task {task!r}; 'lm' and 'bert_pretraining' have one.")
+
+
+def load_config(spec: str):
+  """The run config of ``file.py[:arg]``, ready to build (init_from placeholders cleared)."""
+  path, arg = sweeps.split_arg(spec)
+  path = path if os.path.isabs(path) else os.path.join(REPO, path)
+  module = sweeps.load_module(path)
+  config = module.get_config(arg) if arg else module.get_config()
+  if 'init_from' in config:
+    config.init_from = None  # a BERT stage-2 or fine-tuning config names its parent run
+  return config
+
+
+def shrink(config):
+  """--quick: the same kind of model, tiny (2 layers, d = 32, n <= 32, vocab 512)."""
+  m = config.model
+  h = min(m.num_heads, 4)
+  m.update(dict(emb_dim=32, num_heads=h, head_size=None if m.head_size is None else 16,
+                num_layers=2, mlp_dim=64, vocab_size=512, max_len=min(m.max_len, 32)))
+  config.data.seq_len = min(config.data.seq_len, 32)
+  config.data.vocab_size = 512
+  if 'max_predictions_per_seq' in config.data:
+    config.data.max_predictions_per_seq = min(config.data.max_predictions_per_seq, 5)
+  return config
 
 
 class TrainStep:

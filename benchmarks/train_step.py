@@ -33,7 +33,7 @@ from absl import app, flags
 
 import compiled_step
 from fixed_head import accounting
-from fixed_head.experiments import figures, sweeps, timing
+from fixed_head.experiments import figures, timing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = ['configs/default.py', 'configs/lm1b.py:baseline', 'configs/lm1b.py:fixed']
@@ -47,30 +47,6 @@ flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
 flags.DEFINE_integer('repeats', 5, 'Timed steps; the median is shown.')
 flags.DEFINE_bool('profile', True, 'Trace each step and say where its time goes (CPU).')
 flags.DEFINE_bool('quick', False, 'Tiny models, 1 repeat, fast compilation (a smoke test).')
-
-
-def load_config(spec: str):
-  """The run config of ``file.py[:arg]``, ready to build (init_from placeholders cleared)."""
-  path, arg = sweeps.split_arg(spec)
-  path = path if os.path.isabs(path) else os.path.join(REPO, path)
-  module = sweeps.load_module(path)
-  config = module.get_config(arg) if arg else module.get_config()
-  if 'init_from' in config:
-    config.init_from = None  # a BERT stage-2 or fine-tuning config names its parent run
-  return config
-
-
-def shrink(config):
-  """--quick: the same kind of model, tiny (2 layers, d = 32, n <= 32, vocab 512)."""
-  m = config.model
-  h = min(m.num_heads, 4)
-  m.update(dict(emb_dim=32, num_heads=h, head_size=None if m.head_size is None else 16,
-                num_layers=2, mlp_dim=64, vocab_size=512, max_len=min(m.max_len, 32)))
-  config.data.seq_len = min(config.data.seq_len, 32)
-  config.data.vocab_size = 512
-  if 'max_predictions_per_seq' in config.data:
-    config.data.max_predictions_per_seq = min(config.data.max_predictions_per_seq, 5)
-  return config
 
 
 def step_flops(config, rows: int) -> float:
@@ -168,9 +144,9 @@ def main(argv):
         flush=True)
   rows, profiles = [], []
   for spec in f.config:
-    config = load_config(spec)
+    config = compiled_step.load_config(spec)
     if f.quick:
-      config = shrink(config)
+      config = compiled_step.shrink(config)
     config.model.dtype = f.dtype
     config = compiled_step.run_config(config, f.batch_size, config.data.seq_len)
     step = compiled_step.TrainStep(

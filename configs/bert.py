@@ -66,6 +66,18 @@ correction; optax's adamw does it (a difference mostly inside the warm-up). Mask
 of tokens (``masked_lm_prob``), at most 20 predictions a row at n = 128 and 80 at n = 512
 (Google's README asks for about n x 0.15: 19.2, 76.8), 10% short rows (``short_seq_prob``);
 seq_len is n. Batch 1024 rows (``batch_size``; ``batch_tokens`` None).
+
+Settings for a TPU slice (``benchmarks/tpu_fit.py`` compiles every column for v4, v5e and v5p
+slices; BENCHMARKS.md, "What fits on a TPU slice"): the blocks run under ``nnx.scan``
+(``model.scan_layers``: one block compiled whatever the depth, so a step compiles in about a
+minute), the parameters and Adam's moments are split over every device (``mesh.fsdp=-1``,
+``mesh.data=1``; each device still computes only its own rows), and stage 2 recomputes each
+block in the backward pass (``model.remat='full'``, about a third more compute; stage 1 keeps
+its activations, ``PRETRAIN_REMAT``). At batch 1024 every column then fits on v5e, 16 GiB a
+chip: stage 1 on 32 chips (v5e:4x8; fixed_d512_h32 on 64), stage 2 on 16 (v5e:4x4; the d = 512
+columns with 8 heads on 8). ``--config.model.remat=full`` in stage 1 fits it on fewer chips;
+``--config.model.remat=none`` on a larger slice saves the recomputation. ``python compile.py
+--config=... --topology=...`` checks any such choice before a slice is rented.
 Checkpoints and evaluations every 10k steps, a log line every 100. Evaluation
 (``evals.valid``, type 'pretraining'): masked-LM and next-sentence loss and accuracy on 8,192
 rows of held-out documents, in batches of 256.
@@ -178,6 +190,9 @@ PUBLISHED_PARAMS = {name: _published_millions(d, h, dp) for name, (_, d, h, dp) 
 # Pre-training stage -> (n, max_predictions_per_seq, steps, warm-up steps)
 PRETRAIN_STAGES = {1: (128, 20, 450_000, 5_000), 2: (512, 80, 50_000, 3_000)}
 PRETRAIN_BATCH = 1024
+# model.remat a pre-training stage chooses: stage 1 fits without recomputation; stage 2
+# (n = 512) recomputes each block in the backward pass (about a third more compute).
+PRETRAIN_REMAT = {1: 'none', 2: 'full'}
 FINETUNE_BATCH = 32
 MNLI_TRAIN_EXAMPLES = 392_702
 MNLI_EPOCHS = 3
@@ -229,14 +244,16 @@ def parse_arg(arg: str) -> tuple[str, dict]:
 
 
 def model_fields(column: str, runlocal: bool = False) -> dict:
-  """config.model of a column: the paper's BERT, or its runlocal miniature."""
+  """config.model of a column: the paper's BERT, or its runlocal miniature; its blocks
+  scanned (one compiled block whatever the depth; the stages and fine-tuning share it)."""
   _, d, h, dp = COLUMNS[column]
   if not runlocal:
-    return paper.bert_config(d, h, dp).to_dict()
+    return paper.bert_config(d, h, dp, scan_layers=True).to_dict()
   small_d = d // RUNLOCAL_SHRINK
   return paper.bert_config(
       small_d, h, None if dp is None else dp // RUNLOCAL_SHRINK, num_layers=2,
-      mlp_dim=4 * small_d, max_len=RUNLOCAL_MAX_LEN, vocab_size=RUNLOCAL_VOCAB_SIZE).to_dict()
+      mlp_dim=4 * small_d, max_len=RUNLOCAL_MAX_LEN, vocab_size=RUNLOCAL_VOCAB_SIZE,
+      scan_layers=True).to_dict()
 
 
 def _optimizer(c, learning_rate: float, warmup_steps: int) -> None:
@@ -275,6 +292,9 @@ def _pretraining(c, stage: int, runlocal: bool) -> None:
   d.eval_split = ml_collections.config_dict.FieldReference('train[99%:]', field_type=object)
   c.batch_size = PRETRAIN_BATCH
   c.num_train_steps = steps
+  # What fits (BENCHMARKS.md, "What fits on a TPU slice"): at n = 512 the [b, h, n, n]
+  # attention of 24 layers does not fit without recomputing each block in the backward pass.
+  c.model.remat = PRETRAIN_REMAT[stage]
   _optimizer(c, 1e-4, warmup)
   c.log_every_steps = 100
   c.eval_every_steps = 10_000
@@ -358,6 +378,8 @@ def get_config(arg: str = 'fixed_d512_h32'):
   c = run_config.defaults()
   c.seed = 0
   c.batch_tokens = None  # the batch is given in rows
+  # Parameters and Adam's moments split over every device (fsdp), each device its own rows.
+  c.mesh.update(dict(data=1, fsdp=-1, tensor=1))
   # The column's model; fine-tuning keeps it (it must match the pre-trained run).
   c.model.update(model_fields(column, runlocal))
   # Stage 2 and fine-tuning start from another run, which the command line names: until it

@@ -1,6 +1,7 @@
 """Smoke tests of the scripts in benchmarks/: each runs with --quick (tiny shapes) and prints
 its header and a table of numbers that parse. No timing is asserted."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -155,3 +156,33 @@ def test_gpu_script_ends_with_one_headline_table(gpu_outputs):
   empty = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'headline.py'), str(ROOT)],
                          capture_output=True, text=True)
   assert empty.returncode == 2 and empty.stderr.count('\n') == 1
+
+
+def test_tpu_fit_finds_the_smallest_slice_and_keeps_what_it_compiled(tmp_path):
+  cache = tmp_path / 'tpu_fit.jsonl'
+  out = run_benchmark('tpu_fit.py', f'--cache={cache}')
+  check_header(out, 'tpu_fit.py')
+  rows = table(out, '| config | v5e |')
+  assert [r[0] for r in rows] == ['bert.py:fixed_d512_h8,runlocal']
+  assert rows[0][1].startswith('v5e:2x4 (8 chips): '), rows  # its batch is too large for 2x2
+  compiled = [json.loads(line) for line in cache.read_text().splitlines()]
+  assert [(r['topology'], r['fits']) for r in compiled] == [('v5e:2x2', False),
+                                                            ('v5e:2x4', True)]
+  # over HBM: the compiler's own verdict, or its memory plan's total
+  assert (compiled[0]['error'] or '').startswith('RESOURCE_EXHAUSTED') or (
+      compiled[0]['peak'] > compiled[0]['hbm']), compiled[0]
+  assert compiled[1]['peak'] <= compiled[1]['hbm']
+  again = run_benchmark('tpu_fit.py', f'--cache={cache}')  # the cache answers: no compiling
+  assert 'compiling' not in again and table(again, '| config | v5e |') == rows
+
+
+def test_prng_costs_on_cpu_and_for_a_tpu():
+  out = run_benchmark('prng.py', '--topology=v5e:2x2')
+  check_header(out, 'prng.py')
+  impls = ['threefry2x32', 'rbg', 'unsafe_rbg']
+  rows = table(out, '| dropout_rng_impl | train step (ms)')
+  assert [r[0] for r in rows] == impls and rows[0][2] == '1.00'
+  assert all(float(r[1]) > 0 for r in rows)
+  tpu_rows = table(out, '| dropout_rng_impl | FLOPs a device')
+  assert [r[0] for r in tpu_rows] == impls and tpu_rows[0][2] == '1.00'
+  assert all(r[5].endswith('GiB') for r in tpu_rows)

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -164,17 +164,23 @@ def _without_no_ops(module, overrides: tuple[tuple[str, Any], ...], arg: str) ->
   return tuple(kept)
 
 
-def config_of(module, r: Run) -> ml_collections.ConfigDict:
-  """``get_config(r.arg)`` with the run's overrides; an unknown field is named."""
-  config = _call(module.get_config, r.arg)
-  for key, value in r.overrides:
+def override(config: ml_collections.ConfigDict, overrides: Iterable[tuple[str, Any]],
+             where: str) -> ml_collections.ConfigDict:
+  """``config`` with each dotted field of ``overrides`` set (in place); an unknown field is
+  a UsageError that names ``where`` the override comes from."""
+  for key, value in overrides:
     found = _field(config, key)
     if found is None:
-      raise UsageError(f'sweep run {r.name}: config.{key} is not a field of the config.')
+      raise UsageError(f'{where}: config.{key} is not a field of the config.')
     node, field = found
     with node.ignore_type():
       node[field] = value
   return config
+
+
+def config_of(module, r: Run) -> ml_collections.ConfigDict:
+  """``get_config(r.arg)`` with the run's overrides; an unknown field is named."""
+  return override(_call(module.get_config, r.arg), r.overrides, f'sweep run {r.name}')
 
 
 def check_local(sweep_dir: str) -> None:

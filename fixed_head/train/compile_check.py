@@ -61,6 +61,7 @@ class StepResult:
   memory: StepMemory | None  # None: the compiler ran out of HBM
   flops: float | None  # XLA's cost analysis, per device
   error: str | None = None  # the compiler's out-of-memory message
+  bytes_accessed: float | None = None  # XLA's cost analysis, per device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Report:
   accounting_flops: float  # fixed_head.accounting's training FLOPs a step, per device
   attention: tuple[tuple[str, str, int, str, int], ...]  # (impl, reason, d_p, dtype, calls)
   remedies: tuple[str, ...]
+  scanned: bool = False  # blocks under nnx.scan: XLA's cost analysis counts one of them
 
   @property
   def peak(self) -> int | None:
@@ -109,7 +111,8 @@ def _compile(name: str, rows: int, make) -> StepResult:
   seconds = time.perf_counter() - start
   cost = compiled.cost_analysis() or {}
   cost = cost[0] if isinstance(cost, list) else cost
-  return StepResult(name, rows, seconds, StepMemory.of(compiled), cost.get('flops'))
+  return StepResult(name, rows, seconds, StepMemory.of(compiled), cost.get('flops'),
+                    bytes_accessed=cost.get('bytes accessed'))
 
 
 def _eval_rows(config: ml_collections.ConfigDict) -> tuple[int, dict[str, Any]]:
@@ -149,17 +152,20 @@ def remedies(config: ml_collections.ConfigDict, setup: trainer.Setup) -> tuple[s
 
 
 def check(config: ml_collections.ConfigDict, devices: list[jax.Device],
-          topology: str = '') -> Report:
-  """Compiles ``config``'s train and eval steps for ``devices`` (a slice's compile-only
-  devices) and reports their memory against the chip's HBM, FLOPs and attention choices."""
+          topology: str = '', *, eval_step: bool = True) -> Report:
+  """Compiles ``config``'s train and eval steps (``eval_step=False``: the train step only)
+  for ``devices`` (a slice's compile-only devices) and reports their memory against the
+  chip's HBM, FLOPs and attention choices."""
   config = run_config.resolve(config)
   platform = devices[0].platform
   with attention.compiling_for(platform), attention.recorded_choices() as calls:
     setup = trainer.build_setup(config, devices)
     train = _compile('train', config.batch_size,
                      lambda: trainer.compile_train_step(setup)[0])
-    eval_rows, eval_data = _eval_rows(config)
-    evaluation = _compile('eval', eval_rows, lambda: _eval_step(setup, eval_rows, eval_data))
+    steps = (train,)
+    if eval_step:
+      eval_rows, eval_data = _eval_rows(config)
+      steps += (_compile('eval', eval_rows, lambda: _eval_step(setup, eval_rows, eval_data)),)
   counted: dict[tuple[str, str, int, str], int] = {}
   for c in calls:
     key = (c['implementation'], c['reason'], c['head_size'], c['dtype'])
@@ -169,9 +175,9 @@ def check(config: ml_collections.ConfigDict, devices: list[jax.Device],
            / len(devices))
   return Report(topology=topology, devices=len(devices), device_kind=devices[0].device_kind,
                 hbm=tpu.hbm_bytes(devices[0]), mesh=dict(setup.mesh.shape),
-                steps=(train, evaluation), accounting_flops=flops,
+                steps=steps, accounting_flops=flops,
                 attention=tuple((*k, v) for k, v in counted.items()),
-                remedies=remedies(config, setup))
+                remedies=remedies(config, setup), scanned=setup.model_config.scan_layers)
 
 
 def _size(n: int | None) -> str:
@@ -206,7 +212,8 @@ def describe(report: Report) -> list[str]:
         + (f' = {m.total / report.hbm:.1%} of HBM' if report.hbm else ''))
     if s.name == 'train':
       xla = f'{s.flops:.3g}' if s.flops is not None else '?'
-      lines.append(f'{s.name} step FLOPs per device: {xla} by XLA\'s cost analysis, '
+      loop = (' (it counts the scanned blocks\' loop body once)' if report.scanned else '')
+      lines.append(f'{s.name} step FLOPs per device: {xla} by XLA\'s cost analysis{loop}, '
                    f'{report.accounting_flops:.3g} by fixed_head.accounting (matmuls only)')
   if report.fits:
     lines.append(f'fits: peak {_size(report.peak)} a device of {_size(report.hbm)} on '

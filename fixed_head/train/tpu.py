@@ -13,6 +13,7 @@ libtpu prints half a dozen lines of errors about the missing accelerator. ``skip
 from __future__ import annotations
 
 import glob
+import importlib.metadata
 import importlib.util
 import os
 import re
@@ -26,6 +27,8 @@ _GOOGLE_PCI_VENDOR = '0x1ae0'  # what a TPU chip shows in /sys/bus/pci/devices/*
 # Per-chip HBM in GiB, by jax's device_kind, from Google Cloud's TPU pages (v4: 32 GiB,
 # v5e: 16, v5p: 95, v6e: 32). v4 and v5p run as one device a chip (megacore).
 HBM_GIB = {'TPU v4': 32.0, 'TPU v5 lite': 16.0, 'TPU v5': 95.0, 'TPU v6 lite': 32.0}
+# Generation, as topology names spell it -> jax's device_kind.
+DEVICE_KINDS = {'v4': 'TPU v4', 'v5e': 'TPU v5 lite', 'v5p': 'TPU v5', 'v6e': 'TPU v6 lite'}
 # Topology names: generation, then the chip grid ('v5e:4x4', 'v4:2x2x1').
 _NAME = re.compile(r'^(v4|v5e|v5p|v6e):\d+x\d+(x\d+)?$')
 EXAMPLES = ('v4:2x2x1', 'v4:2x2x2', 'v5e:2x2', 'v5e:4x4', 'v5e:8x8', 'v5p:2x2x1', 'v5p:2x2x2',
@@ -34,6 +37,13 @@ EXAMPLES = ('v4:2x2x1', 'v4:2x2x2', 'v5e:2x2', 'v5e:4x4', 'v5e:8x8', 'v5p:2x2x1'
 
 def libtpu_installed() -> bool:
   return importlib.util.find_spec('libtpu') is not None
+
+
+def libtpu_version() -> str | None:
+  try:
+    return importlib.metadata.version('libtpu')
+  except importlib.metadata.PackageNotFoundError:
+    return None
 
 
 def has_tpu_chip() -> bool:
