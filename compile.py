@@ -1,8 +1,7 @@
 r"""Compiles a config's train and eval steps for a TPU slice, on this machine, without a TPU:
 
   python compile.py --config=configs/lm1b.py:fixed --topology=v5e:2x2
-  python compile.py --config=configs/bert.py:fixed_d512_h32,stage=2 --topology=v4:2x2x1 \
-      --config.model.remat=full
+  python compile.py --config=configs/bert.py:fixed_d512_h32,stage=2 --topology=v5e:4x4
 
 Prints per device the parameters + optimizer state, temporaries and outputs against the
 chip's HBM, the step's FLOPs (XLA's and fixed_head.accounting's) and which attention each

@@ -9,7 +9,8 @@ bytes accessed) and the per-device peak at each PRNG.
 
   python benchmarks/prng.py                     # lm1b:fixed's model, batch 8, n = 256
   python benchmarks/prng.py --config=configs/bert.py:fixed_d512_h32,stage=2 --batch_size=2
-  python benchmarks/prng.py --topology=v5e:2x2 --tpu_config=configs/bert.py:fixed_d512_h8
+  python benchmarks/prng.py --nocpu --topology=v5e:4x4 \
+    --tpu_config=configs/bert.py:fixed_d512_h32,stage=2
   python benchmarks/prng.py --quick             # a smoke test
 """
 
@@ -28,6 +29,7 @@ flags.DEFINE_integer('repeats', 5, 'Timed steps per PRNG; the median is shown.')
 flags.DEFINE_string('topology', None, 'Also compile for this TPU slice (e.g. v5e:2x2).')
 flags.DEFINE_string('tpu_config', 'configs/bert.py:fixed_d512_h8,stage=2',
                     'Run config compiled for --topology, at its own batch.')
+flags.DEFINE_bool('cpu', True, 'Table 1 (--nocpu: only the TPU compile, table 2).')
 flags.DEFINE_bool('quick', False, 'A smoke test: tiny model, 1 repeat.')
 
 
@@ -57,9 +59,9 @@ def tpu_table(base, topology: str) -> str:
   for impl in run_config.DROPOUT_RNG_IMPLS:
     train = compile_check.check(with_rng(base, impl), devices, topology,
                                 eval_step=False).steps[0]
-    if train.memory is None:
-      raise SystemExit(f'{topology}: the train step does not fit ({train.error}); choose a '
-                       'larger --topology.')
+    if train.memory is None:  # over HBM: the compiler's own figures
+      rows.append([impl, '-', '-', '-', '-', f'over HBM ({train.error})', f'{train.seconds:.0f}'])
+      continue
     reference = reference or train
     rows.append([impl, timing.si(train.flops, 'FLOP'), f'{train.flops / reference.flops:.2f}',
                  timing.si(train.bytes_accessed, 'B'),
@@ -83,11 +85,12 @@ def main(argv):
   repeats = 1 if f.quick else f.repeats
   print(timing.header())
   m = base.model
-  print(f'\nTable 1: train step of {f.config} (d = {m.emb_dim}, h = {m.num_heads}, '
-        f'{m.num_layers} layers, n = {n}, batch {base.batch_size}, attention dropout '
-        f'{m.attention_dropout_rate}) on {jax.devices()[0].platform}, median of {repeats}, '
-        'round-robin\n')
-  print(cpu_table(base, repeats) + '\n', flush=True)
+  if f.cpu:
+    print(f'\nTable 1: train step of {f.config} (d = {m.emb_dim}, h = {m.num_heads}, '
+          f'{m.num_layers} layers, n = {n}, batch {base.batch_size}, attention dropout '
+          f'{m.attention_dropout_rate}) on {jax.devices()[0].platform}, median of {repeats}, '
+          'round-robin\n')
+    print(cpu_table(base, repeats) + '\n', flush=True)
   if f.topology:
     tpu_base = compiled_step.load_config(f.tpu_config)
     if f.quick:

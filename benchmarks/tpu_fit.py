@@ -26,6 +26,7 @@ was and a second run only prints; --fresh compiles again.
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -58,6 +59,9 @@ VARIANTS = {
     'remat full': (('model.remat', 'full'),),
     'fused TPU attention (attention dropout 0)': (('model.attention_impl', 'tpu_flash'),
                                                   ('model.attention_dropout_rate', 0.0)),
+    'fused TPU attention (attention dropout 0), remat none': (
+        ('model.attention_impl', 'tpu_flash'), ('model.attention_dropout_rate', 0.0),
+        ('model.remat', 'none')),
     'unrolled blocks': (('model.scan_layers', False),),
     'data parallel (parameters replicated)': (('mesh.data', -1), ('mesh.fsdp', 1)),
 }
@@ -71,8 +75,9 @@ QUICK_LADDERS = {'v5e': ('v5e:2x2', 'v5e:2x4')}
 QUICK_BATCH = 49_152
 
 flags.DEFINE_list('tables', ['slices', 'variants'], 'Which tables: slices, variants.')
-flags.DEFINE_list('configs', ['lm1b', 'bert'], 'Table 1\'s configs: lm1b, bert, or specs '
-                  'such as configs/bert.py:large_h32,stage=2.')
+flags.DEFINE_multi_string('configs', ['lm1b', 'bert'], 'Table 1\'s configs: lm1b, bert, or '
+                          'a spec such as configs/bert.py:large_h32,stage=2; repeat the flag '
+                          'for several.')
 flags.DEFINE_list('generations', list(LADDERS), 'TPU generations of table 1.')
 flags.DEFINE_string('cache', os.path.join(REPO, 'results', 'benchmarks', 'tpu_fit.jsonl'),
                     'One JSON line per compilation; read first, appended to.')
@@ -138,7 +143,11 @@ def _cell(row: dict | None) -> str:
   if row['fits']:
     return (f'{row["topology"]} ({row["chips"]} chips): {_gib(row["peak"])}, '
             f'{row["peak"] / row["hbm"]:.0%} of HBM, {row["train_seconds"]:.0f} s')
-  return f'{row["topology"]}: over HBM ({_gib(row["peak"]) if row["peak"] else "out of memory"})'
+  if row['peak']:
+    return f'{row["topology"]}: over HBM ({_gib(row["peak"])})'
+  needed = re.search(r'temporaries \(([\d.]+[KMGT])\)', row.get('error') or '')
+  return (f'{row["topology"]}: over HBM (the compiler: temporaries '
+          f'{needed.group(1) if needed else "?"})')
 
 
 def smallest_slice(compile_one, spec: str, ladder, guess: int) -> tuple[dict | None, dict]:

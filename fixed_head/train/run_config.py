@@ -40,9 +40,13 @@ def defaults() -> ml_collections.ConfigDict:
   c.seed = 0  # parameter init and dropout; the run is a function of (config, seed)
   # The PRNG that draws dropout's masks (the only random numbers a step draws):
   # 'threefry2x32' (JAX's default), or 'rbg' / 'unsafe_rbg', which draw them with fewer
-  # operations (MaxText trains with 'unsafe_rbg'; benchmarks/prng.py measures them). The
-  # initialisation keeps threefry2x32 whatever this says. The masks of 'rbg' and
-  # 'unsafe_rbg' may differ across backends and meshes: resume on the same mesh.
+  # operations (MaxText trains with 'unsafe_rbg'). benchmarks/prng.py measures them: about
+  # a fifth off an LM1B-shaped step on a CPU, but XLA does not split their generator over
+  # a mesh: compiled for a TPU slice every chip draws the whole batch's mask (BERT at n = 512
+  # on v5e:8x8: 33 GB of temporaries a chip against threefry's 2.5 GiB). Check with
+  # compile.py before using them on more than one device. The initialisation keeps
+  # threefry2x32 whatever this says. The masks of 'rbg' and 'unsafe_rbg' may differ across
+  # backends and meshes: resume on the same mesh.
   c.dropout_rng_impl = 'threefry2x32'
   c.num_train_steps = 1000
   # Rows of data.seq_len tokens, global over all processes and devices. Typed `object` so
