@@ -8,14 +8,15 @@ over it, so MNLI's two validation sets are two evaluators that differ in
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import jax
+from jax.sharding import Mesh
 
 from fixed_head import data as data_lib
 from fixed_head.errors import UsageError
+from fixed_head.train import sharding
 
 
 def evaluator_data(data_config: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -32,9 +33,15 @@ def add_sums(totals: dict[str, float], stats: Mapping[str, Any]) -> None:
     totals[key] = totals.get(key, 0.0) + float(value)
 
 
-def stats_step(task, model_of: Callable) -> Callable:
-  """The jitted evaluation step ``(params, batch) -> the task's stats (sums)``."""
-  return jax.jit(lambda params, batch: task.stats(model_of(params), batch))
+def on_mesh(fn: Callable, mesh: Mesh | None) -> Callable:
+  """``fn`` traced under ``mesh`` (``sharding.traced_on``), or ``fn`` itself without one."""
+  return fn if mesh is None else sharding.traced_on(mesh, fn)
+
+
+def stats_step(task, model_of: Callable, mesh: Mesh | None = None) -> Callable:
+  """The jitted evaluation step ``(params, batch) -> the task's stats (sums)``, traced under
+  ``mesh`` when given."""
+  return jax.jit(on_mesh(lambda params, batch: task.stats(model_of(params), batch), mesh))
 
 
 class TaskEvaluator:
@@ -87,8 +94,9 @@ class TaskEvaluator:
     self.put_batch = put_batch
     self.model_of = model_of
     self.replicated = replicated
+    self.mesh = getattr(replicated, 'mesh', None)  # traced under it (sharding.traced_on)
     self.process_index, self.process_count = process_index, process_count
-    self._stats = stats_step(task, model_of)
+    self._stats = stats_step(task, model_of, self.mesh)
 
   def batches(self):
     """This process's part of each evaluation batch, the first checked against the task."""
@@ -101,11 +109,8 @@ class TaskEvaluator:
 
   def __call__(self, params) -> dict[str, float]:
     totals: dict[str, float] = {}
-    mesh = getattr(self.replicated, 'mesh', None)  # for kernels in shard_map (TPU attention)
-    with (jax.sharding.use_abstract_mesh(mesh.abstract_mesh) if mesh is not None else
-          contextlib.nullcontext()):
-      for local in self.batches():
-        add_sums(totals, self._stats(params, self.put_batch(local)))
+    for local in self.batches():
+      add_sums(totals, self._stats(params, self.put_batch(local)))
     if not totals:
       raise UsageError(f'evaluator on split {self.split!r}: the split holds no rows.')
     result = self.task.eval_metrics(totals)

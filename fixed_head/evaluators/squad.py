@@ -8,7 +8,7 @@ import numpy as np
 
 from fixed_head.data import squad as squad_data
 from fixed_head.errors import UsageError
-from fixed_head.evaluators.common import TaskEvaluator, add_sums
+from fixed_head.evaluators.common import TaskEvaluator, add_sums, on_mesh
 
 
 class SquadEvaluator(TaskEvaluator):
@@ -44,7 +44,7 @@ class SquadEvaluator(TaskEvaluator):
               'stats': task.span_stats(out['start_logits'], out['end_logits'], batch)}
 
     # Every array comes back whole to every process (replicated), which extracts answers.
-    self._predict = jax.jit(predict, out_shardings=self.replicated)
+    self._predict = jax.jit(on_mesh(predict, self.mesh), out_shardings=self.replicated)
 
   def __call__(self, params):
     starts, ends, features, totals = [], [], [], {}

@@ -128,9 +128,8 @@ def _eval_rows(config: ml_collections.ConfigDict) -> tuple[int, dict[str, Any]]:
 def _eval_step(setup: trainer.Setup, rows: int, data_config) -> Any:
   """The evaluators' step (``TaskEvaluator``: the task's stats of a batch), compiled."""
   spec = trainer.batch_spec(setup, data_config, rows)
-  step = stats_step(setup.task, setup.model_of)
-  with jax.sharding.use_abstract_mesh(setup.mesh.abstract_mesh):
-    return step.lower(setup.abstract_state['params'], spec).compile()
+  step = stats_step(setup.task, setup.model_of, setup.mesh)
+  return step.lower(setup.abstract_state['params'], spec).compile()
 
 
 def remedies(config: ml_collections.ConfigDict, setup: trainer.Setup) -> tuple[str, ...]:

@@ -174,12 +174,6 @@ def make_train_step(setup: Setup, batch_example: dict[str, Any]) -> Callable:
   report_objective = bool(setup.config.get('label_smoothing') or l2)
 
   def train_step(state: State, batch: dict[str, jax.Array]):
-    # Traced for the mesh: activations stay split by rows (fixed_head.nn.axes.constrain),
-    # and a kernel in shard_map (TPU attention) is laid out over it.
-    with jax.sharding.use_abstract_mesh(setup.mesh.abstract_mesh):
-      return one_step(state, batch)
-
-  def one_step(state: State, batch: dict[str, jax.Array]):
     step = state['step']
 
     def loss_fn(params):
@@ -203,7 +197,8 @@ def make_train_step(setup: Setup, batch_example: dict[str, Any]) -> Callable:
 
   batch_shardings = {k: sharding.batch_sharding(setup.mesh, v.ndim)
                      for k, v in batch_example.items()}
-  return jax.jit(train_step, in_shardings=(setup.state_shardings, batch_shardings),
+  return jax.jit(sharding.traced_on(setup.mesh, train_step),
+                 in_shardings=(setup.state_shardings, batch_shardings),
                  out_shardings=(setup.state_shardings, sharding.replicated(setup.mesh)),
                  donate_argnums=(0,))
 
