@@ -27,7 +27,6 @@ import json
 import math
 import os
 import re
-import sys
 import time
 
 from absl import app, flags
@@ -37,8 +36,7 @@ from fixed_head.experiments import figures, sweeps, timing
 from fixed_head.train import compile_check, launch, tpu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, 'configs'))
-import bert as bert_configs  # pylint: disable=g-import-not-at-top,wrong-import-position
+bert_configs = sweeps.load_module(os.path.join(REPO, 'configs', 'bert.py'))
 
 # Slices of each generation, smallest first: 4 to 256 chips.
 LADDERS = {
@@ -105,7 +103,11 @@ class Compiler:
             row = json.loads(line)
             self.results[row['key']] = row
 
-  def __call__(self, spec: str, topology: str, overrides=()) -> dict:
+  def cached(self, spec: str, topology: str, overrides=()) -> dict | None:
+    """The kept compilation, or None."""
+    return self.results.get(_key(spec, topology, self.extra + tuple(overrides)))
+
+  def __call__(self, spec: str, topology: str, overrides=()) -> dict | None:
     overrides = self.extra + tuple(overrides)
     key = _key(spec, topology, overrides)
     if key in self.results or self.cached_only:
@@ -135,14 +137,19 @@ def _gib(n) -> str:
   return '?' if n is None else f'{n / 2**30:.1f} GiB'
 
 
+def _fit(row: dict) -> str:
+  """A fitting compilation: its peak a device, the share of HBM, the compile time."""
+  return (f'{_gib(row["peak"])}, {row["peak"] / row["hbm"]:.0%} of HBM, '
+          f'{row["train_seconds"]:.0f} s')
+
+
 def _cell(row: dict | None) -> str:
   if row is None:
     return '-'
   if row.get('compiler_error'):
     return f'compiler error: {row["compiler_error"]}'
   if row['fits']:
-    return (f'{row["topology"]} ({row["chips"]} chips): {_gib(row["peak"])}, '
-            f'{row["peak"] / row["hbm"]:.0%} of HBM, {row["train_seconds"]:.0f} s')
+    return f'{row["topology"]} ({row["chips"]} chips): {_fit(row)}'
   if row['peak']:
     return f'{row["topology"]}: over HBM ({_gib(row["peak"])})'
   needed = re.search(r'temporaries \(([\d.]+[KMGT])\)', row.get('error') or '')
@@ -152,7 +159,12 @@ def _cell(row: dict | None) -> str:
 
 def smallest_slice(compile_one, spec: str, ladder, guess: int) -> tuple[dict | None, dict]:
   """(the row of the smallest slice of ``ladder`` that fits, or None; the row of the largest
-  that does not, or of a compiler error), stepping one slice at a time from ``guess``."""
+  that does not, or of a compiler error), stepping one slice at a time from ``guess``; no
+  compiling where the kept compilations already settle it, whatever path found them."""
+  kept = [compile_one.cached(spec, topology) for topology in ladder]
+  for i, row in enumerate(kept):
+    if row and row['fits'] and (i == 0 or (kept[i - 1] and not kept[i - 1]['fits'])):
+      return row, kept[i - 1] if i else None
   i = min(max(guess, 0), len(ladder) - 1)
   fitting, short = None, None
   while 0 <= i < len(ladder):
@@ -228,9 +240,8 @@ def variants_table(compile_one, specs, topology) -> str:
       if row is None:
         rows.append([spec.replace('configs/', ''), name, 'not compiled yet'])
         continue
-      rows.append([spec.replace('configs/', ''), name, _cell(row) if not row.get('fits') else
-                   f'fits: {_gib(row["peak"])}, {row["peak"] / row["hbm"]:.0%} of HBM, '
-                   f'{row["train_seconds"]:.0f} s'])
+      rows.append([spec.replace('configs/', ''), name,
+                   f'fits: {_fit(row)}' if row.get('fits') else _cell(row)])
   return figures.markdown(['config', f'setting (on {topology})', 'peak a device, compile time'],
                           rows)
 
