@@ -75,7 +75,8 @@ minute), the parameters and Adam's moments are split over every device (``mesh.f
 block in the backward pass (``model.remat='full'``, about a third more compute; stage 1 keeps
 its activations, ``PRETRAIN_REMAT``). At batch 1024 every column then fits on v5e, 16 GiB a
 chip: stage 1 on 32 chips (v5e:4x8; fixed_d512_h32 on 64), stage 2 on 16 (v5e:4x4; the d = 512
-columns with 8 heads on 8). ``--config.model.remat=full`` in stage 1 fits it on fewer chips;
+columns with 8 heads on 8); on v4, stage 1 on 16 chips and stage 2 on 4 or 8; on v5p, 4 or 8
+chips hold every column. ``--config.model.remat=full`` in stage 1 fits it on fewer chips;
 ``--config.model.remat=none`` on a larger slice saves the recomputation. ``python compile.py
 --config=... --topology=...`` checks any such choice before a slice is rented.
 Checkpoints and evaluations every 10k steps, a log line every 100. Evaluation
