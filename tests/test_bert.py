@@ -16,7 +16,8 @@ import tensorflow_datasets.text.glue  # noqa: F401  registers 'glue/mnli' under 
 from fixed_head import data as data_lib
 from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
-from fixed_head.train import run_config, seeds, trainer
+from fixed_head.experiments import over_seeds
+from fixed_head.train import run_config, trainer
 from test_finetune_data import fake_tfds
 from test_train import REPO, final_params, losses
 
@@ -239,7 +240,7 @@ def test_fine_tuning_seeds_are_summarised_as_mean_and_spread(pretrained, tmp_pat
   for run in runs:
     with open(os.path.join(run, 'metrics.jsonl')) as f:
       accuracies.append([json.loads(line) for line in f][-1]['matched/accuracy'])
-  summary = seeds.summarize(runs)
+  summary = over_seeds.summarize(runs)
   got = summary['metrics']['matched/accuracy']
   mean = sum(accuracies) / 3
   std = (sum((a - mean) ** 2 for a in accuracies) / 2) ** 0.5  # sample spread, n - 1 = 2
@@ -255,7 +256,7 @@ def test_fine_tuning_seeds_are_summarised_as_mean_and_spread(pretrained, tmp_pat
   again = subprocess.run(cli, capture_output=True, text=True, timeout=120)
   assert again.returncode == 2 and 'exists' in again.stderr
   with pytest.raises(UsageError, match='share seeds'):
-    seeds.summarize([runs[0], runs[0]])
+    over_seeds.summarize([runs[0], runs[0]])
 
 
 def test_a_source_without_the_tasks_rows_is_refused_naming_what_is_missing(pretrained, tmp_path):

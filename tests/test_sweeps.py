@@ -16,7 +16,8 @@ import pytest
 
 from fixed_head import errors
 from fixed_head.experiments import sweeps
-from fixed_head.train import run_config, seeds, trainer
+from fixed_head.experiments import over_seeds
+from fixed_head.train import run_config, trainer
 
 import repo_configs
 
@@ -103,7 +104,7 @@ def attempts(workdir) -> list[str]:
 
 
 def final_loss(workdir) -> float:
-  step, evals = seeds.final_evals(workdir)
+  step, evals = over_seeds.final_evals(workdir)
   assert step == 6
   return evals['valid/loss']
 

@@ -27,8 +27,8 @@ from typing import Any
 from fixed_head import accounting, files, metrics
 from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
-from fixed_head.experiments import figures, sweeps
-from fixed_head.train import run_record, seeds
+from fixed_head.experiments import figures, over_seeds, sweeps
+from fixed_head.train import run_record
 
 MATCH_TOLERANCE = 0.02  # parameter counts within 2% are "matched"
 EVAL_METRICS = ('loss', 'perplexity', 'accuracy', 'gap_to_optimal')
@@ -54,7 +54,7 @@ def run_result(workdir: str, in_figures: Sequence[str]) -> dict[str, Any]:
     done = json.load(f)
   config = run_record.load_config(workdir)
   model = ModelConfig.from_mapping(config.model)
-  step, evals = seeds.final_evals(workdir)
+  step, evals = over_seeds.final_evals(workdir)
   evaluator = _evaluator(config)
   row = {
       'run': done['name'],
