@@ -270,7 +270,7 @@ def _wordpiece_fields(data, runlocal: bool) -> None:
   data.vocab_size = RUNLOCAL_VOCAB_SIZE if runlocal else paper.BERT_VOCAB_SIZE
   data.lower_case = True  # uncased, as Google's uncased vocab.txt
   data.data_dir = ml_collections.config_dict.placeholder(str)  # None: $TFDS_DATA_DIR, ...
-  data.seed = 0
+  data.shuffle_seed = 0  # the order of the train examples (and pre-training's row draws)
 
 
 def _pretraining(c, stage: int, runlocal: bool) -> None:

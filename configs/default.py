@@ -36,7 +36,7 @@ def get_config(variant: str = 'fixed'):
   c.data.support = 8  # each copy position draws from k = 8 random memory positions
   c.data.concentration = float('inf')  # equal weights over each row's support
   c.data.copy_prob = 0.95
-  c.data.seed = 0  # the language itself (its context matrix A)
+  c.data.language_seed = 0  # the language itself (its context matrix A) and its examples
 
   m = c.model
   m.model_type = 'lm'

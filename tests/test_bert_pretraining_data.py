@@ -13,6 +13,7 @@ import tensorflow_datasets.text.wikipedia  # noqa: F401  registers the builder f
 
 from fixed_head.data import bert_pretraining as bp
 from fixed_head.data import wordpiece
+from fixed_head.data.order import ENDLESS
 from fixed_head.errors import UsageError
 
 GOOGLE_SPECIALS = (0, 100, 101, 102, 103)  # [PAD] [UNK] [CLS] [SEP] [MASK] in Google's vocab
@@ -239,7 +240,7 @@ def test_local_source_end_to_end(local):
   assert evaluation.tokenizer.vocab == tok.vocab  # the eval source reused the saved one
   assert any(line.startswith('wordpiece: trained') for line in lines)
   assert train.num_documents + evaluation.num_documents == len(docs)
-  assert len(train) == train.num_documents * 1_000_000
+  assert len(train) == ENDLESS
   assert len(evaluation) == evaluation.num_documents
   assert train.seq_len == 48
   texts = [' '.join(wordpiece.basic_tokenize(' '.join(d))) for d in docs]
@@ -269,7 +270,7 @@ def test_local_source_end_to_end(local):
 def test_rows_are_a_function_of_seed_split_and_index(local):
   train, evaluation, _, kw, _ = local
   again = bp.BertPretrainingData(split='train', **kw)
-  other_seed = bp.BertPretrainingData(split='train', **{**kw, 'seed': 1})
+  other_seed = bp.BertPretrainingData(split='train', **{**kw, 'shuffle_seed': 1})
   ks = [0, 1, 17, 123_457, 3 * 10**7]
   rows = train.get_batch(ks)
   for key, value in again.get_batch(ks[::-1]).items():  # other order, other instance
@@ -344,7 +345,7 @@ def test_tfds_wikipedia_source(tmp_path):
 @pytest.mark.parametrize('field, value', [
     ('seq_len', 7), ('seq_len', '128'), ('max_predictions_per_seq', 0),
     ('max_predictions_per_seq', 46), ('masked_lm_prob', 0.0), ('masked_lm_prob', 1.5),
-    ('short_seq_prob', -0.1), ('eval_fraction', 1.0), ('seed', -1),
+    ('short_seq_prob', -0.1), ('eval_fraction', 1.0), ('shuffle_seed', -1),
     ('tokenizer_max_documents', 0)])
 def test_bad_options_name_the_field(tmp_path, field, value):
   kw = {'files': str(tmp_path / 'none.txt'), 'workdir': str(tmp_path), 'seq_len': 48,

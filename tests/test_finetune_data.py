@@ -7,6 +7,7 @@ import tensorflow_datasets.text.glue  # noqa: F401  registers 'glue/mnli' under 
 
 from fixed_head import metrics
 from fixed_head.data import glue, squad, wordpiece
+from fixed_head.data.order import ENDLESS
 from fixed_head.errors import UsageError
 
 CONTEXT = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, "
@@ -222,14 +223,14 @@ def test_predict_answers_return_the_gold_text(vocab):
 def test_squad_train_rows_skip_misplaced_answers_and_reshuffle_each_epoch(vocab):
   records = [squad_record('q1', Q_WHEN, A_WHEN), squad_record('q2', Q_WHO, A_WHO),
              squad_record('bad', Q_WHEN, A_WHEN, answer_start=3)]  # text not at its offset
-  train = squad_source(vocab, records, split='train', seed=1)
+  train = squad_source(vocab, records, split='train', shuffle_seed=1)
   assert [e.id for e in train.examples] == ['q1', 'q2']  # BERT skips 'bad'
   f = train.num_features
-  assert len(train) == f * 1000
+  assert len(train) == ENDLESS  # the one endless train stream, whatever f
   order = [int(train[k]['feature_index']) for k in range(3 * f)]
   assert all(sorted(order[e * f:(e + 1) * f]) == list(range(f)) for e in range(3))
   assert order[:f] != order[f:2 * f]  # a new permutation each epoch
-  again = squad_source(vocab, records, split='train', seed=1)
+  again = squad_source(vocab, records, split='train', shuffle_seed=1)
   assert [int(again[k]['feature_index']) for k in range(3 * f)] == order
   eval_source = squad_source(vocab, records)
   assert [e.id for e in eval_source.examples] == ['q1', 'q2', 'bad']  # scored by its text
@@ -334,12 +335,12 @@ def test_mnli_refuses_unlabelled_splits(vocab):
 def test_mnli_under_mock_data(tmp_path):
   with tfds.testing.mock_data(num_examples=7):
     train = glue.GlueData(split='train', workdir=str(tmp_path), vocab_size=64, seq_len=20,
-                          seed=3, log=lambda _: None)  # trains a vocabulary on the texts
+                          shuffle_seed=3, log=lambda _: None)  # trains a vocabulary
     evaluation = glue.GlueData(split='eval', workdir=str(tmp_path), vocab_size=64,
                                seq_len=20, num_examples=4)
     batch = train.get_batch(range(8))
   assert (tmp_path / 'vocab.txt').exists() and train.vocab_size == 64
-  assert len(train) == 7000 and len(evaluation) == 4
+  assert len(train) == ENDLESS and len(evaluation) == 4
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
       'tokens': ((8, 20), np.int32), 'token_types': ((8, 20), np.int32),
       'input_mask': ((8, 20), np.int32), 'label': ((8,), np.int32),

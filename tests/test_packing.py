@@ -154,3 +154,58 @@ def test_lm_on_packed_row_equals_separate_documents():
   alone = model(jnp.asarray(stack_rows(pad_documents(docs, 12))['tokens']))
   for i, ((row, start), doc) in enumerate(zip([(0, 0), (0, 5), (1, 0)], docs)):
     np.testing.assert_allclose(out[row, start:start + len(doc)], alone[i, :len(doc)], atol=1e-5)
+
+
+def test_grain_first_fit_packing_is_not_ours():
+  """grain.experimental.FirstFitPackIterDataset against ``pack_documents``, row for row: with
+  one bin it packs documents of at most n tokens as we do; it refuses a longer one (ours
+  splits it), and with two bins its rows no longer hold the documents in stream order."""
+  import grain  # pylint: disable=g-import-not-at-top
+  docs = [np.arange(1, 4), np.arange(10, 12), np.arange(20, 25), np.arange(30, 31),
+          np.arange(40, 46), np.arange(50, 53)]
+  ours = stack_rows(pack_documents(docs, 6))
+
+  def first_fit(documents, bins):
+    parent = grain.MapDataset.source([{'tokens': d.astype(np.int32)} for d in documents])
+    rows = list(grain.experimental.FirstFitPackIterDataset(
+        parent.to_iter_dataset(), length_struct={'tokens': 6}, num_packing_bins=bins,
+        shuffle_bins=False))
+    return {'tokens': np.stack([r['tokens'] for r in rows]),
+            'segment_ids': np.stack([r['tokens_segment_ids'] for r in rows]),
+            'positions': np.stack([r['tokens_positions'] for r in rows])}
+
+  one_bin = first_fit(docs, 1)
+  for key in ours:
+    np.testing.assert_array_equal(one_bin[key], ours[key])
+  assert one_bin['tokens'][0].tolist() == [1, 2, 3, 10, 11, 0]
+  assert first_fit(docs, 2)['tokens'][0].tolist() == [1, 2, 3, 10, 11, 30]  # out of order
+  with pytest.raises(ValueError, match='truncated to max length'):
+    first_fit([np.arange(1, 10)], 1)
+  assert stack_rows(pack_documents([np.arange(1, 10)], 6))['tokens'].tolist() == [
+      [1, 2, 3, 4, 5, 6], [7, 8, 9, 0, 0, 0]]
+
+
+@pytest.mark.parametrize('mode', ['pack', 'pad'])
+def test_the_packer_resumes_exactly_from_each_state(mode):
+  import grain  # pylint: disable=g-import-not-at-top
+  from fixed_head.data.packing import Packer  # pylint: disable=g-import-not-at-top
+  docs = [np.asarray(d, np.int32) for d in _docs(40, 20, seed=5)]
+  chunks = grain.MapDataset.source(docs).batch(3, batch_fn=list).to_iter_dataset()
+
+  def packer():
+    return Packer(iter(chunks), 8, mode=mode, trusted=True)
+
+  whole, states, rows = packer(), [], []
+  for row in whole:
+    states.append(whole.get_state())
+    rows.append(row)
+  want = stack_rows(pack_documents(docs, 8) if mode == 'pack' else pad_documents(docs, 8))
+  np.testing.assert_array_equal(np.stack([r['tokens'] for r in rows]), want['tokens'])
+  assert any(s['doc_piece'] is not None for s in states)  # some fall inside a document
+  for k in range(0, len(rows) - 1, 3):
+    resumed = packer()
+    resumed.set_state(states[k])
+    for want_row, got in zip(rows[k + 1:], resumed):
+      for key in want_row:
+        np.testing.assert_array_equal(got[key], want_row[key])
+    assert resumed.stats == whole.stats

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from fixed_head.data import build_source, packing, prepacked, tfds_text, train_iterator
+from fixed_head.data import build_source, order, packing, prepacked, train_iterator
 from fixed_head.errors import UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -198,32 +198,30 @@ def test_missing_unfinished_old_or_damaged_copies_are_refused(corpus, packed, tm
     build_source(dict(config, prepacked_dir=str(copy_dir)), 'train')
 
 
-def test_two_processes_read_disjoint_shards_every_row_once_an_epoch(corpus, packed):
+def test_two_processes_read_halves_of_the_global_batches_every_row_once_an_epoch(corpus,
+                                                                                 packed):
   source = build_source(dict(data_config(corpus), prepacked_dir=packed[0]), 'train')
-  num_rows, epochs = len(source), []
+  num_rows = len(source)
+  stream = order.EpochOrder(num_rows, 0)  # the one train order of the copy's rows
+  steps = 2 * num_rows // 8 + 1
+  halves = []
   for p in range(2):
-    order = prepacked.BatchIndices(num_rows, 4, seed=tfds_text._grain_seed(0), process_index=p,
-                                   process_count=2)
-    shard = len(range(p, num_rows, 2))
-    stream = np.concatenate([order[k] for k in range(2 * shard // 4 + 1)])
-    epochs.append((stream[:shard], stream[shard:2 * shard]))
+    indices = prepacked.BatchIndices(num_rows, 4, seed=0, process_index=p, process_count=2)
     iterator = train_iterator(source, 8, process_index=p, process_count=2)
-    for k in range(shard // 4 + 2):  # the iterator reads those rows, 4 of each global 8
-      batch = next(iterator)
-      want = source.prepacked.read(order[k])
+    for k in range(steps):  # process p reads rows [8k + 4p, 8k + 4p + 4) of the stream
+      want_rows = stream.take(8 * k + 4 * p + np.arange(4))
+      np.testing.assert_array_equal(indices[k], want_rows)
+      batch, want = next(iterator), source.prepacked.read(want_rows)
       for key in want:
         np.testing.assert_array_equal(batch[key], want[key])
-  for first, second in epochs:
-    assert sorted(first) == sorted(second) and len(set(first)) == len(first)
-    assert not np.array_equal(first, second)  # a new order each epoch
-  assert not set(epochs[0][0]) & set(epochs[1][0])
-  assert sorted(np.concatenate([epochs[0][0], epochs[1][0]])) == list(range(num_rows))
-  again = prepacked.BatchIndices(num_rows, 4, seed=tfds_text._grain_seed(0), process_index=1,
-                                 process_count=2)
-  other = prepacked.BatchIndices(num_rows, 4, seed=tfds_text._grain_seed(1), process_index=1,
-                                 process_count=2)
-  np.testing.assert_array_equal(again[0], epochs[1][0][:4])  # seeded
-  assert not np.array_equal(other[0], epochs[1][0][:4])
+    halves.append(np.concatenate([indices[k] for k in range(steps)]))
+  together = np.stack([h.reshape(steps, 4) for h in halves], 1).reshape(-1)
+  first, second = together[:num_rows], together[num_rows:2 * num_rows]
+  assert sorted(first) == sorted(second) == list(range(num_rows))  # every row once an epoch
+  assert not np.array_equal(first, second)  # a new order each epoch
+  np.testing.assert_array_equal(first, order.permutation(num_rows, 0, 0))
+  other = prepacked.BatchIndices(num_rows, 4, seed=1, process_index=0, process_count=2)
+  assert not np.array_equal(other[0], halves[0][:4])  # seeded
 
 
 @pytest.mark.parametrize('threads', [0, 2])
@@ -250,6 +248,9 @@ def test_resume_from_a_json_state_reads_the_same_batches(corpus, packed, threads
     train_iterator(build_source(data_config(corpus), 'train'), 32).set_state(states[1])
   with pytest.raises(UsageError, match=r'for a pre-packed copy of 5 rows'):
     iterator.set_state(dict(states[1], prepacked_rows=5))
+  old = {k: v for k, v in states[1].items() if k != 'version'}  # as the code before wrote it
+  with pytest.raises(UsageError, match=r'\(the pre-packed copy reader\) is version 1'):
+    iterator.set_state(old)
 
 
 def test_training_reads_the_copy_and_resumes_exactly(corpus, packed, tmp_path):

@@ -31,7 +31,7 @@ def get_config(variant='fixed'):
   c.num_train_steps = 6
   c.batch_size = 16
   c.data.update(dict(name='synthetic', seq_len=8, memory_len=4, support=2, vocab_size=8,
-                     concentration=float('inf'), copy_prob=0.95, seed=0))
+                     concentration=float('inf'), copy_prob=0.95, language_seed=0))
   c.model.update(dict(model_type='lm', vocab_size=8, max_len=8, emb_dim=16, num_heads=4,
                       head_size=8 if variant == 'fixed' else None, num_layers=1, mlp_dim=32,
                       dropout_rate=0.0, attention_dropout_rate=0.0))

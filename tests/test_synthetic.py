@@ -12,7 +12,7 @@ N, V, M, K = 32, 32, 16, 8
 
 def make(split='train', **kw):
   args = dict(split=split, seq_len=N, vocab_size=V, copy_prob=0.95, concentration=math.inf,
-              seed=0, memory_len=M, support=K)
+              language_seed=0, memory_len=M, support=K)
   args.update(kw)
   return SyntheticCopyLM(**args)
 
@@ -51,7 +51,7 @@ def test_examples_are_deterministic_and_independent_of_other_indices():
 
 
 def test_seeds_and_splits_differ_but_splits_share_the_language():
-  train, evals, other = make('train'), make('eval'), make('train', seed=1)
+  train, evals, other = make('train'), make('eval'), make('train', language_seed=1)
   tokens = lambda ds: ds.get_batch(range(64))['tokens']
   assert np.mean(tokens(train) != tokens(evals)) > 0.5
   assert np.mean(tokens(train) != tokens(other)) > 0.5
@@ -78,13 +78,13 @@ def test_shapes_dtypes_ranges_and_lengths():
   assert len(ds) == 2**31 - 1 and len(make('eval')) == 10_000
   assert len(make('eval', num_examples=7)) == 7
   defaults = SyntheticCopyLM(split='train', seq_len=20, vocab_size=8, copy_prob=0.9,
-                             concentration=1.0, seed=3)
+                             concentration=1.0, language_seed=3)
   assert (defaults.memory_len, defaults.support) == (10, 5)
 
 
 @pytest.mark.parametrize('concentration', [math.inf, 1.0, 0.05])
 def test_rows_of_a_are_distributions_over_earlier_memory_positions(concentration):
-  a = make(concentration=concentration, seed=4).context_matrix()
+  a = make(concentration=concentration, language_seed=4).context_matrix()
   assert a.shape == (N, N) and a.dtype == np.float64
   assert np.all(a >= 0)
   np.testing.assert_array_equal(a[:M], 0.0)  # the memory is uniform, copies nothing
@@ -103,7 +103,7 @@ def test_rows_of_a_are_distributions_over_earlier_memory_positions(concentration
 
 
 def test_optimal_nll_matches_brute_force_from_a():
-  for kw in (dict(), dict(concentration=0.5, copy_prob=0.7, seed=9, vocab_size=5)):
+  for kw in (dict(), dict(concentration=0.5, copy_prob=0.7, language_seed=9, vocab_size=5)):
     ds = make(**kw)
     a = ds.context_matrix()
     batch = ds.get_batch([0, 1, 2, 99, 4242])
@@ -119,7 +119,7 @@ def test_optimal_nll_matches_brute_force_from_a():
 @pytest.mark.parametrize('copy_prob', [0.95, 0.6])
 def test_copy_statistics_match_copy_prob_and_a(copy_prob):
   """P(x_i = x_j) = c A[i, j] + (1 - c A[i, j]) / V for a copy row i and a memory position j."""
-  ds = make(copy_prob=copy_prob, concentration=1.0, seed=2)
+  ds = make(copy_prob=copy_prob, concentration=1.0, language_seed=2)
   a = ds.context_matrix()[M:, :M]
   tokens = ds.get_batch(range(20_000))['tokens']
   freq = (tokens[:, M:, None] == tokens[:, None, :M]).mean(axis=0)  # [n - m, m]
@@ -157,7 +157,7 @@ def test_language_is_learnable_and_the_bayes_predictor_reaches_the_optimum():
   # The gap metric discriminates: knowing which memory positions a row reads is what counts.
   uniform_memory = np.zeros_like(a)
   uniform_memory[M:, :M] = 1.0 / M
-  other_language = make('eval', seed=1).context_matrix()
+  other_language = make('eval', language_seed=1).context_matrix()
   for wrong in (uniform_memory, other_language):
     assert next_token_nll(predictor(wrong), tokens).mean() - optimal[:, 1:].mean() > 0.2
 
@@ -171,7 +171,7 @@ def test_language_is_learnable_and_the_bayes_predictor_reaches_the_optimum():
     (dict(copy_prob=-0.1), 'copy_prob=-0.1'),
     (dict(concentration=0.0), 'concentration=0.0'),
     (dict(concentration=float('nan')), 'concentration=nan'),
-    (dict(seed=1.5), 'seed=1.5'),
+    (dict(language_seed=1.5), 'language_seed=1.5'),
     (dict(num_examples=0), 'num_examples=0'),
     (dict(memory_len=0), 'memory_len=0'),
     (dict(memory_len=N), f'memory_len={N}'),

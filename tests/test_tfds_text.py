@@ -119,6 +119,10 @@ def test_resume_from_a_json_state_reads_the_same_batches(mock_lm1b, options):
     assert mid_document  # some states fall inside a document split across rows
   with pytest.raises(ValueError, match='same number of processes'):
     train_iterator(build_source(config, 'train'), 8, process_count=2).set_state(states[1])
+  old = {k: v for k, v in states[1].items() if k != 'version'}  # as the code before wrote it
+  with pytest.raises(ValueError, match=r'\(the streaming TFDS reader\) is version 1 \(no '
+                     'version field\\), this code reads version 2'):
+    train_iterator(build_source(config, 'train'), 8).set_state(old)
 
 
 def test_long_documents_are_counted_and_logged(mock_lm1b):

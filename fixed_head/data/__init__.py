@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from fixed_head.data import bert_pretraining, glue, squad, synthetic, text, tfds_text
+from fixed_head.data import bert_pretraining, glue, order, squad, synthetic, text, tfds_text
 from fixed_head.errors import UsageError
 
 Batch = dict[str, np.ndarray]
@@ -50,6 +50,35 @@ def _source(cls, *, takes_workdir: bool = False, takes_init_from: bool = False
     return cls(split=split, num_examples=num_examples, **options)
 
   return build
+
+
+# Seeds each have one name in every source: data.language_seed, the synthetic language itself
+# (its matrix A and examples); data.shuffle_seed, the order the train examples are read in (and
+# BERT pre-training's draws of each row); data.split_seed, which documents a local corpus holds
+# out for eval. Before, the language and three sources' orders were all called data.seed.
+RENAMED_FIELDS = {'synthetic': {'seed': 'language_seed'},
+                  'bert_pretraining': {'seed': 'shuffle_seed'},
+                  'glue': {'seed': 'shuffle_seed'}, 'squad': {'seed': 'shuffle_seed'}}
+_MEANING = {'language_seed': 'the language itself',
+            'shuffle_seed': 'the order of the train examples'}
+
+
+def saved_data_config(data: Mapping[str, Any]) -> dict[str, Any]:
+  """A data config as saved in a workdir (config.json), its fields under today's names: a run
+  written when a field had its old name (``RENAMED_FIELDS``) reads and resumes as before."""
+  data = dict(data)
+  for old, new in RENAMED_FIELDS.get(data.get('name'), {}).items():
+    if old in data and new not in data:
+      data[new] = data.pop(old)
+  return data
+
+
+def _check_names(data_config: Mapping[str, Any]) -> None:
+  """UsageError (one line) for a field under its old name (``RENAMED_FIELDS``)."""
+  for old, new in RENAMED_FIELDS.get(data_config.get('name'), {}).items():
+    if old in data_config:
+      raise UsageError(f"data.{old} of data.name={data_config.get('name')!r} is now called "
+                       f'data.{new} ({_MEANING[new]}); set data.{new} instead.')
 
 
 SOURCES: dict[str, Callable[..., Any]] = {
@@ -120,6 +149,7 @@ def build_source(data_config: Mapping[str, Any], split: str,
   name = data_config.get('name')
   if name not in SOURCES:
     raise UsageError(f'data.name={name!r} is not one of {sorted(SOURCES)}.')
+  _check_names(data_config)
   try:
     return SOURCES[name](data_config, split, num_examples, workdir, init_from)
   except TypeError as e:  # an unknown or missing option for this source
@@ -140,7 +170,9 @@ class IndexIterator(Iterator[Batch]):
   """Global batch k holds source rows [k * B, (k + 1) * B) (B = global batch size);
   each process yields its own contiguous slice of B / process_count rows.
 
-  The state is just the next batch index, so resuming is exact and cheap.
+  The state is the next batch index (and ``order.STATE_VERSION``), so resuming is exact and
+  cheap. A state without the version was saved by older code: it is refused unless the source
+  reads the same rows as that code did (``READS_V1_STATES``: its order did not change).
   """
 
   def __init__(self, source, global_batch_size: int, *, process_index: int = 0,
@@ -162,9 +194,11 @@ class IndexIterator(Iterator[Batch]):
     return self.source.get_batch(np.arange(first, first + self.local_batch_size))
 
   def get_state(self) -> dict[str, int]:
-    return {'next_batch': self.next_batch}
+    return {'next_batch': self.next_batch, 'version': order.STATE_VERSION}
 
   def set_state(self, state: Mapping[str, int]) -> None:
+    if not ('version' not in state and getattr(self.source, 'READS_V1_STATES', False)):
+      order.check_state(state, f'{type(self.source).__name__} read by index')
     self.next_batch = int(state['next_batch'])
 
 

@@ -8,12 +8,13 @@ text is split into sentences at newlines and after '.', '!' or '?' followed by s
 Sentences are WordPiece-tokenised (``wordpiece.for_run``: ``data.vocab``, the vocabulary of
 the run given as ``init_from``, the workdir's, or one trained on the train documents).
 
-Row k of the train split is a pure function of (``data.seed``, split, k): epoch e = k // D
-visits the D train documents in a seeded order new each epoch, and row k takes document
-order_e[k mod D] with its own generator ``np.random.default_rng([seed, split_id, k])``, so a
-resumed run reads exactly the rows it would have read, and nothing is precomputed on disk.
-The train split is practically endless (D * 1,000,000 rows); the eval split has one fixed row
-per eval document (row i: eval document i).
+Row k of the train split is a pure function of (``data.shuffle_seed``, split, k): epoch
+e = k // D visits the D train documents in a seeded order new each epoch
+(``order.EpochOrder``), and row k takes document order_e[k mod D] with its own generator
+``np.random.default_rng([shuffle_seed, split_id, k])`` (its pair and masks), so a resumed run
+reads exactly the rows it would have read, and nothing is precomputed on disk. The train
+split is ``order.ENDLESS`` rows long; the eval split has one fixed row per eval document
+(row i: eval document i).
 
 A row is made as Google's ``create_instances_from_document`` makes an instance: a target
 length of ``seq_len - 3`` tokens (with probability ``short_seq_prob`` a random one in [2,
@@ -48,14 +49,13 @@ from typing import Protocol
 
 import numpy as np
 
-from fixed_head.data import epochs, packing
+from fixed_head.data import order, packing
 from fixed_head.data import text as text_lib
 from fixed_head.data import wordpiece
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
 SPLIT_IDS = {'train': 0, 'eval': 1}
-TRAIN_ROWS_PER_DOCUMENT = 1_000_000  # the train split's length is D times this
 Row = dict[str, np.ndarray]
 
 
@@ -346,7 +346,7 @@ class BertPretrainingData:
                workdir: str | None = None, init_from: str | None = None, seq_len: int = 128,
                max_predictions_per_seq: int = 20, masked_lm_prob: float = 0.15,
                short_seq_prob: float = 0.1, vocab: str | None = None,
-               vocab_size: int = 30522, lower_case: bool = True, seed: int = 0,
+               vocab_size: int = 30522, lower_case: bool = True, shuffle_seed: int = 0,
                files: str | Sequence[str] | None = None,
                dataset: str | Sequence[str] | None = None, data_dir: str | None = None,
                train_split: str = 'train', eval_split: str | None = None,
@@ -369,14 +369,14 @@ class BertPretrainingData:
     _check_probability('short_seq_prob', short_seq_prob, low_open=False)
     if not isinstance(eval_fraction, (int, float)) or not 0 < eval_fraction < 1:
       raise UsageError(f'data.eval_fraction={eval_fraction!r}: must lie in (0, 1).')
-    if not isinstance(seed, int) or seed < 0:
-      raise UsageError(f'data.seed={seed!r}: must be an int >= 0.')
+    if not isinstance(shuffle_seed, int) or shuffle_seed < 0:
+      raise UsageError(f'data.shuffle_seed={shuffle_seed!r}: must be an int >= 0.')
     if num_examples is not None and (not isinstance(num_examples, int) or num_examples < 1):
       raise UsageError(f'num_examples={num_examples!r}: must be a positive int or None.')
     if not isinstance(tokenizer_max_documents, int) or tokenizer_max_documents < 1:
       raise UsageError(f'data.tokenizer_max_documents={tokenizer_max_documents!r}: must be a '
                        'positive int.')
-    self.split, self.seq_len, self.seed = split, seq_len, seed
+    self.split, self.seq_len, self.shuffle_seed = split, seq_len, shuffle_seed
     self.max_predictions_per_seq = max_predictions_per_seq
     self.masked_lm_prob, self.short_seq_prob = masked_lm_prob, short_seq_prob
     tokenizer_args = dict(vocab=vocab, vocab_size=vocab_size, workdir=workdir,
@@ -430,8 +430,8 @@ class BertPretrainingData:
     self.num_documents = len(self.documents)
     if self.num_documents < 1:
       raise UsageError(f'data.files / data.dataset: the {split} split holds no document.')
-    default = (self.num_documents * TRAIN_ROWS_PER_DOCUMENT if split == 'train'
-               else self.num_documents)
+    self.order = order.of_split(self.num_documents, split, shuffle_seed)
+    default = len(self.order)  # order.ENDLESS for 'train'
     self.num_examples = default if num_examples is None else min(num_examples, default)
     log(f'data {split} (BERT pre-training, {describe}): {self.num_documents} documents'
         f'{detail}; rows of {seq_len} tokens, up to {max_predictions_per_seq} masked.')
@@ -446,15 +446,13 @@ class BertPretrainingData:
   def document_of(self, index: int) -> int:
     """The document row ``index`` starts from: eval row i -> eval document i; train row k ->
     position k mod D of epoch k // D's seeded order of the D documents."""
-    if self.split == 'eval':
-      return index % self.num_documents
-    return epochs.epoch_example(index, self.num_documents, self.seed)
+    return self.order[index]
 
   def __getitem__(self, index: int) -> Row:
     index = int(index)
     if not 0 <= index < self.num_examples:
       raise IndexError(f'row {index} of the {self.split} split (0..{self.num_examples - 1}).')
-    rng = np.random.default_rng([self.seed, SPLIT_IDS[self.split], index])
+    rng = np.random.default_rng([self.shuffle_seed, SPLIT_IDS[self.split], index])
     tokens_a, tokens_b, label, _ = create_instance(
         self.documents, self.document_of(index), rng, max_num_tokens=self.seq_len - 3,
         short_seq_prob=self.short_seq_prob)

@@ -11,11 +11,11 @@ WordPiece tokens, the longer text truncated first (``truncate_pair``) to fit ``s
   weight                            float32 []       (1.0)
 
 Split 'train' reads ``train_split`` in a seeded order that changes every epoch: row k is
-example ``perm_e[k % N]`` of epoch e = k // N (``epochs.example_of_row``); ``len`` is
-N * ``epochs.TRAIN_EPOCHS`` so the index iterator keeps going. Split 'eval' reads
-``eval_split`` in stored order. MNLI has two validation sets: give them as two evaluators,
-one with ``data.eval_split`` overridden to 'validation_mismatched' (the default is
-'validation_matched'). The test splits have no labels (-1) and are refused.
+example ``perm_e[k % N]`` of epoch e = k // N (``order.EpochOrder``, seed
+``data.shuffle_seed``); ``len`` is ``order.ENDLESS`` so the index iterator keeps going.
+Split 'eval' reads ``eval_split`` in stored order. MNLI has two validation sets: give them as
+two evaluators, one with ``data.eval_split`` overridden to 'validation_mismatched' (the
+default is 'validation_matched'). The test splits have no labels (-1) and are refused.
 
 The vocabulary is ``wordpiece.for_run``'s: ``data.vocab``, else the pre-trained run's
 (``init_from/vocab.txt``), else the workdir's, else one trained on the train texts.
@@ -27,25 +27,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from fixed_head.data import epochs, packing, tfds_text, wordpiece
+from fixed_head.data import order, packing, tfds_text, wordpiece
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
 # task -> (TFDS dataset, first text, second text, number of classes)
 TASKS = {'mnli': ('glue/mnli', 'premise', 'hypothesis', 3)}
 Row = dict[str, np.ndarray]
-
-
-def open_records(dataset: str, split: str, *, data_dir: str | None, feature: str,
-                 split_field: str, dataset_field: str):
-  """``tfds_text.open_split`` whose errors name ``dataset_field`` (e.g. ``data.task='mnli'``)
-  rather than the LM source's ``data.dataset``."""
-  try:
-    return tfds_text.open_split(dataset, split, data_dir=data_dir, feature=feature,
-                                split_field=split_field)
-  except UsageError as e:
-    message = str(e).replace(f'data.dataset={dataset!r}', f'{dataset_field} (TFDS {dataset!r})')
-    raise UsageError(message) from None
 
 
 def check_positive_int(field: str, value, minimum: int = 1) -> None:
@@ -92,7 +80,7 @@ class GlueData:
                seq_len: int = 128, vocab: str | None = None, vocab_size: int = 30522,
                lower_case: bool = True, data_dir: str | None = None,
                train_split: str = 'train', eval_split: str = 'validation_matched',
-               seed: int = 0, log: Callable[[str], None] = print):
+               shuffle_seed: int = 0, log: Callable[[str], None] = print):
     if split not in SPLITS:
       raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
     if task not in TASKS:
@@ -100,7 +88,7 @@ class GlueData:
     check_positive_int('data.seq_len', seq_len, 4)  # [CLS] [SEP] [SEP] and one token
     if num_examples is not None:
       check_positive_int('num_examples', num_examples)
-    self.split, self.task, self.seq_len, self.seed = split, task, seq_len, int(seed)
+    self.split, self.task, self.seq_len = split, task, seq_len
     self.dataset, self.first, self.second, self.num_classes = TASKS[task]
     self.data_dir = data_dir or None
     self.split_field = f'data.{split}_split'
@@ -109,6 +97,7 @@ class GlueData:
     self.num_records = len(self.records)
     if num_examples is not None:
       self.num_records = min(self.num_records, num_examples)
+    self.order = order.of_split(self.num_records, split, shuffle_seed)
     self._label(0)  # an unlabelled split fails here, not at the first batch
     self.tokenizer = wordpiece.for_run(
         vocab=vocab, vocab_size=vocab_size, workdir=workdir, init_from=init_from,
@@ -117,8 +106,9 @@ class GlueData:
     self._encoded: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}  # ids a, ids b, label
 
   def _open(self, tfds_split: str, split_field: str):
-    return open_records(self.dataset, tfds_split, data_dir=self.data_dir, feature=self.first,
-                        split_field=split_field, dataset_field=f'data.task={self.task!r}')
+    return tfds_text.open_split(
+        self.dataset, tfds_split, data_dir=self.data_dir, feature=self.first,
+        split_field=split_field, dataset_field=f'data.task={self.task!r} (TFDS {self.dataset!r})')
 
   def train_texts(self, train_split: str) -> Iterator[str]:
     """Both texts of every train record, in stored order (what a new vocabulary learns)."""
@@ -134,11 +124,11 @@ class GlueData:
     return self.tokenizer.vocab_size
 
   def __len__(self) -> int:
-    return epochs.num_rows(self.num_records, self.split)
+    return len(self.order)
 
   def example_index(self, index: int) -> int:
     """The record that row ``index`` reads."""
-    return epochs.example_of_row(index, self.num_records, self.split, self.seed)
+    return self.order[index]
 
   def _label(self, i: int, record=None) -> int:
     label = int(np.asarray((self.records[i] if record is None else record)['label']))

@@ -4,7 +4,8 @@ The streaming train path (``tfds_text``) costs Python per sentence: reading, shu
 index, SentencePiece and packing, some 60 us a sentence, which holds one process to a few
 thousand rows/s. This module makes, once, the rows that path packs from the split in stored
 order and writes them to ArrayRecord files; training then reads whole batches of stored rows
-in a new seeded order each epoch, in one ArrayRecord call and a few NumPy operations a batch.
+in a new seeded order each epoch (``order.EpochOrder`` of the rows, seed ``data.shuffle_seed``),
+in one ArrayRecord call and a few NumPy operations a batch.
 
   python -m fixed_head.data.prepacked --config=configs/lm1b.py:fixed --workdir=DIR \
     --config.data.prepacked_dir=PACKED
@@ -29,11 +30,9 @@ and positions are recomputed from it (``decode_rows``).
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -43,6 +42,7 @@ import numpy as np
 from etils import epath
 
 from fixed_head import files
+from fixed_head.data import order
 from fixed_head.errors import UsageError
 
 FORMAT_VERSION = 1
@@ -50,7 +50,6 @@ METADATA = 'metadata.json'  # written last: its presence means the copy is finis
 PROGRESS = 'progress.json'  # finished files and the packer state after them, while preparing
 ROWS_PER_FILE = 65_536  # about 50 MB a file at n = 256
 WRITER_OPTIONS = 'group_size:1,zstd:3'  # one row a chunk: read by row without neighbours
-_ORDER_STREAM = 0x9AC4  # a seed word for the row orders, apart from other streams
 Row = dict[str, np.ndarray]
 
 # Identity fields -> the config field that sets each, in the order mismatches are reported.
@@ -182,35 +181,27 @@ class PrepackedRows:
 
 
 class BatchIndices:
-  """A Grain random-access source, endless: batch k -> the row indices (int64 [b]) it reads.
+  """A Grain random-access source: batch k -> the row indices (int64 [b]) this process
+  reads at step ``start + k``.
 
-  This process's shard is rows ``[process_index::process_count]`` (S of them); the stream
-  of its rows is epoch 0's permutation of the shard, then epoch 1's, ... (each seeded by
-  (seed, process, epoch), computed with NumPy once an epoch), and batch k is the stream's
-  rows [k * b, (k + 1) * b): every row once an epoch; a batch may span two epochs.
+  The rows are read in the one train order (``order.EpochOrder`` of all N rows, every row
+  once an epoch, a new permutation each epoch), as an index source's are: global batch j is
+  rows [j B, (j + 1) B) of that stream (B = b * process_count) and this process reads its
+  slice [process_index * b, (process_index + 1) * b) of it. A batch may span two epochs.
   """
 
   def __init__(self, num_rows: int, batch_size: int, *, seed: int, process_index: int,
                process_count: int, start: int = 0):
-    self.shard = np.arange(process_index, num_rows, process_count, dtype=np.int64)
+    self.order = order.EpochOrder(num_rows, seed)
     self.batch_size, self.start = batch_size, start
-    self._seed = (int(seed), _ORDER_STREAM, process_index, process_count)
-
-  @functools.lru_cache(maxsize=2)  # pylint: disable=method-cache-max-size-none
-  def permutation(self, epoch: int) -> np.ndarray:
-    return np.random.default_rng([*self._seed, epoch]).permutation(self.shard)
+    self._global, self._offset = batch_size * process_count, batch_size * process_index
 
   def __len__(self) -> int:
-    return sys.maxsize
+    return len(self.order) // self._global - self.start
 
   def __getitem__(self, k: int) -> np.ndarray:
-    stream = (self.start + int(k)) * self.batch_size + np.arange(self.batch_size)
-    epochs, offsets = np.divmod(stream, len(self.shard))
-    rows = np.empty_like(stream)
-    for epoch in np.unique(epochs):
-      here = epochs == epoch
-      rows[here] = self.permutation(int(epoch))[offsets[here]]
-    return rows
+    first = (self.start + int(k)) * self._global + self._offset
+    return self.order.take(first + np.arange(self.batch_size))
 
 
 class PrepackedTrainIterator(Iterator[Row]):
@@ -219,16 +210,14 @@ class PrepackedTrainIterator(Iterator[Row]):
 
   Grain reads the batches (``data.read_threads`` threads ahead): a MapDataset of
   ``BatchIndices`` mapped through ``PrepackedRows.read``. ``get_state()`` ->
-  {'prepacked_rows': N, 'process_count': P, 'next_batch': k}, JSON: every process reads
-  batch k at step k, so the state is the same on all and needs no collective.
+  {'version': order.STATE_VERSION, 'prepacked_rows': N, 'process_count': P,
+  'next_batch': k}, JSON: every process reads batch k at step k, so the state is the same on
+  all and needs no collective.
   """
 
   def __init__(self, rows: PrepackedRows, local_batch_size: int, *, seed: int,
                process_index: int, process_count: int, read_threads: int = 2,
                describe: str = 'data train (pre-packed)', log: Callable[[str], None] = print):
-    if len(rows) < process_count:
-      raise UsageError(f'data.prepacked_dir={rows.directory!r} holds {len(rows)} rows, fewer '
-                       f'than the {process_count} processes.')
     self.rows, self.local_batch_size = rows, local_batch_size
     self.process_index, self.process_count = process_index, process_count
     self._seed, self._threads, self._describe, self._log = seed, read_threads, describe, log
@@ -250,16 +239,15 @@ class PrepackedTrainIterator(Iterator[Row]):
     return batch
 
   def epoch(self) -> float:
-    """Epochs of this process's shard read so far."""
-    return self.next_batch * self.local_batch_size / len(self._indices.shard)
+    """Epochs of the copy's rows read so far (by all processes together)."""
+    return self.next_batch * self.local_batch_size * self.process_count / len(self.rows)
 
   def get_state(self) -> dict[str, int]:
     if self.process_index == 0:
       self._log(f'{self._describe} (process 0 of {self.process_count}): {self.next_batch} '
-                f'batches read, {self.epoch():.3f} epochs of its {len(self._indices.shard)} '
-                'rows.')
-    return {'prepacked_rows': len(self.rows), 'process_count': self.process_count,
-            'next_batch': self.next_batch}
+                f'batches read, {self.epoch():.3f} epochs of the {len(self.rows)} rows.')
+    return {'version': order.STATE_VERSION, 'prepacked_rows': len(self.rows),
+            'process_count': self.process_count, 'next_batch': self.next_batch}
 
   def set_state(self, state: Mapping[str, Any]) -> None:
     if 'prepacked_rows' not in state:
@@ -267,6 +255,7 @@ class PrepackedTrainIterator(Iterator[Row]):
           "the checkpoint's data state was written by the streaming reader "
           "(data.prepacked_dir=''), but this run reads a pre-packed copy; resume with "
           "data.prepacked_dir='' or start a new --workdir.")
+    order.check_state(state, 'the pre-packed copy reader')
     if state['prepacked_rows'] != len(self.rows):
       raise UsageError(f'the checkpoint\'s data state is for a pre-packed copy of '
                        f'{state["prepacked_rows"]} rows, but data.prepacked_dir='

@@ -20,7 +20,7 @@ Rows: tokens, token_types, input_mask int32 [seq_len]; start_position, end_posit
 feature_index int32 []; weight float32 [] (1.0).
 
 Split 'train' reads ``train_split`` in a seeded order of features that changes every epoch
-(``epochs.example_of_row``: ``len`` is features * ``epochs.TRAIN_EPOCHS``). Split 'eval'
+(``order.EpochOrder``, seed ``data.shuffle_seed``; ``len`` is ``order.ENDLESS``). Split 'eval'
 reads ``eval_split``: all features in order; ``feature_meta(i)``, ``examples`` and
 ``gold_answers`` give what ``predict_answers`` and the official SQuAD v1.1 scores need.
 Every feature of every question is built (and held, compactly) when the source is made;
@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from fixed_head import metrics
-from fixed_head.data import epochs, glue, packing, tfds_text, wordpiece
+from fixed_head.data import glue, order, packing, tfds_text, wordpiece
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
@@ -214,8 +214,8 @@ class SquadData:
                workdir: str | None = None, init_from: str | None = None, seq_len: int = 384,
                doc_stride: int = 128, max_query_len: int = 64, vocab: str | None = None,
                vocab_size: int = 30522, lower_case: bool = True, data_dir: str | None = None,
-               train_split: str = 'train', eval_split: str = 'validation', seed: int = 0,
-               log: Callable[[str], None] = print):
+               train_split: str = 'train', eval_split: str = 'validation',
+               shuffle_seed: int = 0, log: Callable[[str], None] = print):
     if split not in SPLITS:
       raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
     glue.check_positive_int('data.seq_len', seq_len, 5)
@@ -228,7 +228,7 @@ class SquadData:
     if num_examples is not None:
       glue.check_positive_int('num_examples', num_examples)
     self.split, self.seq_len, self.doc_stride = split, seq_len, doc_stride
-    self.max_query_len, self.seed, self._log = max_query_len, int(seed), log
+    self.max_query_len, self.shuffle_seed, self._log = max_query_len, int(shuffle_seed), log
     self.data_dir = data_dir or None
     self.tfds_split = train_split if split == 'train' else eval_split
     self.records = self._open(self.tfds_split, f'data.{split}_split')
@@ -238,8 +238,9 @@ class SquadData:
     self._build(num_examples)
 
   def _open(self, tfds_split: str, split_field: str):
-    return glue.open_records(DATASET, tfds_split, data_dir=self.data_dir, feature='context',
-                             split_field=split_field, dataset_field="data.name='squad'")
+    return tfds_text.open_split(
+        DATASET, tfds_split, data_dir=self.data_dir, feature='context', split_field=split_field,
+        dataset_field=f"data.name='squad' (TFDS {DATASET!r})")
 
   def train_texts(self, train_split: str) -> Iterator[str]:
     """Each train context (once per run of questions on it) and each question, in stored
@@ -326,6 +327,7 @@ class SquadData:
           f'set data.{self.split}_split to a SQuAD v1.1 split.')
     self._feature_example = np.asarray(feature_example, np.int32)
     self._positions = np.asarray(positions, np.int32).reshape(-1, 2)
+    self._order = order.of_split(len(feature_example), self.split, self.shuffle_seed)
     self._log(f'data {self.split} (squad {self.tfds_split!r}): {len(self.examples)} questions '
               f'-> {len(feature_example)} features of {self.seq_len} tokens (doc_stride '
               f'{self.doc_stride}); {skipped} questions skipped; {time.time() - began:.1f}s.')
@@ -337,11 +339,11 @@ class SquadData:
     return len(self._feature_example)
 
   def __len__(self) -> int:
-    return epochs.num_rows(self.num_features, self.split)
+    return len(self._order)
 
   def feature_of_row(self, index: int) -> int:
     """The feature that row ``index`` reads."""
-    return epochs.example_of_row(index, self.num_features, self.split, self.seed)
+    return self._order[index]
 
   def _window(self, feature: int) -> tuple[Example, int, int]:
     example = self.examples[self._feature_example[feature]]

@@ -1,6 +1,7 @@
 """An embedded synthetic language whose optimal loss is known: a copy language built on Theorem 1.
 
-No files and no download: every example is generated on demand from ``(seed, split, index)``.
+No files and no download: every example is generated on demand from
+``(language_seed, split, index)``.
 The language is designed so that predicting it well needs each query position to attend with
 an arbitrary, position-dependent distribution over earlier positions (the context matrix P of
 docs/paper.md, Theorem 1), which a head much smaller than n cannot represent in general, while
@@ -10,7 +11,7 @@ training and evaluation can report the gap to the optimum.
 The language (symbols as in docs/paper.md: n = ``seq_len``; V = ``vocab_size``)
 --------------------------------------------------------------------------
 A fixed context matrix A (n x n, row-stochastic on the rows that copy) is drawn once from
-``seed``; 'train' and 'eval' share it and differ only in their examples.
+``language_seed``; 'train' and 'eval' share it and differ only in their examples.
 
 * Memory. The first m = ``memory_len`` tokens x_0 .. x_{m-1} are independent and uniform over
   the V symbols (all V ids are symbols; none is reserved). Rows 0 .. m-1 of A are zero.
@@ -58,12 +59,12 @@ Usage
 A random-access source, like an ArrayRecord/Grain data source::
 
     ds = SyntheticCopyLM(split='train', seq_len=32, vocab_size=32, copy_prob=0.95,
-                         concentration=float('inf'), seed=0)
+                         concentration=float('inf'), language_seed=0)
     ds[7]                    # {'tokens': int32 [n], 'optimal_nll': float32 [n]}
     ds.get_batch(range(64))  # the same, stacked: [64, n] each (vectorised)
     ds.context_matrix()      # A, float64 [n, n]
 
-Randomness comes from a counter-based hash (SplitMix64) of (seed, split, index), so an
+Randomness comes from a counter-based hash (SplitMix64) of (language_seed, split, index), so an
 example depends on nothing else (no global state, no iteration order, no NumPy version).
 """
 
@@ -75,11 +76,12 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from fixed_head.data import order
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
 _SPLIT_IDS = {'train': 1, 'eval': 2}
-DEFAULT_NUM_EXAMPLES = {'train': 2**31 - 1, 'eval': 10_000}
+DEFAULT_NUM_EXAMPLES = {'train': order.ENDLESS, 'eval': 10_000}
 _MATRIX_DOMAIN = 0xA11CE  # separates the stream that draws A from the per-example streams
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -143,10 +145,10 @@ class _Stream:
 
 
 def context_matrix(*, seq_len: int, memory_len: int, support: int, concentration: float,
-                   seed: int) -> np.ndarray:
+                   language_seed: int) -> np.ndarray:
   """The language's A (float64 [n, n]); see the module docstring. Depends only on its args."""
   n, m, k = seq_len, memory_len, support
-  stream = _Stream(_combine(_mix64(np.uint64(seed % 2**64)), _MATRIX_DOMAIN))
+  stream = _Stream(_combine(_mix64(np.uint64(language_seed % 2**64)), _MATRIX_DOMAIN))
   a = np.zeros((n, n))
   for i in range(m, n):
     cols = np.argsort(stream.uniform(m), kind='stable')[:k]  # a uniform random k-subset
@@ -172,7 +174,7 @@ def _is_int(value) -> bool:
 
 class SyntheticCopyLM:
   """Random-access source of the copy language (module docstring): deterministic in
-  (seed, split, index), each example independent of every other.
+  (language_seed, split, index), each example independent of every other.
 
   Args:
     split: 'train' or 'eval' (same language, different examples).
@@ -181,14 +183,20 @@ class SyntheticCopyLM:
     copy_prob: c, the probability that a token after the memory is a copy.
     concentration: of the symmetric Dirichlet over each row's support (> 0; ``inf`` for
       exactly uniform weights; small values make rows sharper).
-    seed: chooses the language (the matrix A) and, with split and index, every example.
-    num_examples: ``len(source)``; default 2**31 - 1 for 'train', 10_000 for 'eval'.
+    language_seed: chooses the language (the matrix A) and, with split and index, every
+      example (``data.language_seed``).
+    num_examples: ``len(source)``; default ``order.ENDLESS`` (2**31 - 1) for 'train', 10_000
+      for 'eval'.
     memory_len: m, the uniform prefix that copies read from; default n // 2.
     support: k, memory positions each copying row draws from; default max(1, m // 2).
   """
 
+  # An index iterator's state saved before order.STATE_VERSION reads the same rows here: the
+  # train split is read in stored order, as it always was (data.IndexIterator.set_state).
+  READS_V1_STATES = True
+
   def __init__(self, *, split: str, seq_len: int, vocab_size: int, copy_prob: float,
-               concentration: float, seed: int, num_examples: int | None = None,
+               concentration: float, language_seed: int, num_examples: int | None = None,
                memory_len: int | None = None, support: int | None = None):
     _require('split', split, split in SPLITS, f'must be one of {SPLITS}.')
     _require('seq_len', seq_len, _is_int(seq_len) and seq_len >= 2, 'must be an integer >= 2.')
@@ -200,7 +208,7 @@ class SyntheticCopyLM:
     _require('concentration', concentration, isinstance(concentration, numbers.Real)
              and not isinstance(concentration, bool) and concentration > 0,
              "must be positive (float('inf') for uniform weights over each row's support).")
-    _require('seed', seed, _is_int(seed), 'must be an integer.')
+    _require('language_seed', language_seed, _is_int(language_seed), 'must be an integer.')
     _require('num_examples', num_examples,
              num_examples is None or (_is_int(num_examples) and num_examples >= 1),
              'must be a positive integer, or None for the split default.')
@@ -216,14 +224,14 @@ class SyntheticCopyLM:
     self.vocab_size = int(vocab_size)
     self.copy_prob = float(copy_prob)
     self.concentration = float(concentration)
-    self.seed = int(seed)
+    self.language_seed = int(language_seed)
     self.memory_len = int(memory_len)
     self.support = int(support)
     self.num_examples = DEFAULT_NUM_EXAMPLES[split] if num_examples is None else int(num_examples)
 
     self._matrix = context_matrix(seq_len=self.seq_len, memory_len=self.memory_len,
                                   support=self.support, concentration=self.concentration,
-                                  seed=self.seed)
+                                  language_seed=self.language_seed)
     self._matrix.setflags(write=False)
     # Inverse-CDF sampling of the source j ~ A[i, :] over the memory columns; the CDF is
     # forced to 1 from each row's last support column on, so rounding can never pick a
@@ -233,7 +241,7 @@ class SyntheticCopyLM:
     for i in range(self.memory_len, self.seq_len):
       cdf[i, np.flatnonzero(memory[i])[-1]:] = 1.0
     self._cdf = cdf[self.memory_len:]  # [n - m, m]
-    self._key = _combine(_mix64(np.uint64(self.seed % 2**64)), _SPLIT_IDS[split])
+    self._key = _combine(_mix64(np.uint64(self.language_seed % 2**64)), _SPLIT_IDS[split])
 
   def __len__(self) -> int:
     return self.num_examples
@@ -241,13 +249,14 @@ class SyntheticCopyLM:
   def __repr__(self) -> str:
     return (f'SyntheticCopyLM(split={self.split!r}, seq_len={self.seq_len}, '
             f'vocab_size={self.vocab_size}, copy_prob={self.copy_prob}, '
-            f'concentration={self.concentration}, seed={self.seed}, '
+            f'concentration={self.concentration}, language_seed={self.language_seed}, '
             f'num_examples={self.num_examples}, memory_len={self.memory_len}, '
             f'support={self.support})')
 
   def context_matrix(self) -> np.ndarray:
     """A, float64 [n, n]: row i >= m is a distribution over memory positions j < m <= i;
-    rows i < m (the uniform memory) are zero. Depends only on the seed and the shape knobs."""
+    rows i < m (the uniform memory) are zero. Depends only on the language_seed and the shape
+    knobs."""
     return self._matrix.copy()
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:

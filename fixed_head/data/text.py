@@ -5,10 +5,11 @@ into 'train' and 'eval' documents, tokenised (bytes, or a SentencePiece model tr
 the train documents the first time and reused after), packed into rows of n tokens with
 segment ids and positions (or padded, one document per row), and held in memory.
 
-The train split repeats forever in a new seeded order each epoch: index k reads row
-perm_e[k mod R] of epoch e = k // R, so the batch iterator's position (a row index) is
-all a checkpoint needs for an exact resume. The eval split is one pass in file order.
-Meant for corpora that fit in memory; LM1B goes through TFDS instead.
+The train split repeats forever in a new seeded order each epoch (``order.EpochOrder``, seed
+``data.shuffle_seed``): index k reads row perm_e[k mod R] of epoch e = k // R, so the batch
+iterator's position (a row index) is all a checkpoint needs for an exact resume. The eval
+split is one pass in file order. Meant for corpora that fit in memory; LM1B goes through
+TFDS instead.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from fixed_head.data import packing, shakespeare, tokenizers
+from fixed_head.data import order, packing, shakespeare, tokenizers
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
@@ -78,6 +79,10 @@ class TextFilesLM:
   Rows: {'tokens', 'segment_ids', 'positions'}: int32 [n] each (segment id 0 = padding).
   """
 
+  # An index iterator's state saved before order.STATE_VERSION reads the same rows here: the
+  # one order is the one this source always had (data.IndexIterator.set_state).
+  READS_V1_STATES = True
+
   def __init__(self, *, split: str, files: str, seq_len: int, vocab_size: int,
                tokenizer: str = 'byte', tokenizer_path: str | None = None,
                doc_per: str = 'line', eval_fraction: float = 0.05, split_seed: int = 0,
@@ -111,7 +116,8 @@ class TextFilesLM:
         f'tokens ({self.stats.fill:.0%} filled); {self.stats.split} split and '
         f'{self.stats.truncated} truncated documents, {self.stats.dropped_tokens} tokens '
         f'dropped, {self.stats.empty_documents} empty skipped.')
-    default = 2**31 - 1 if split == 'train' else self.num_rows
+    self.order = order.of_split(self.num_rows, split, shuffle_seed)
+    default = len(self.order)  # order.ENDLESS for 'train'
     self.num_examples = default if num_examples is None else min(num_examples, default)
 
   def __len__(self) -> int:
@@ -119,15 +125,7 @@ class TextFilesLM:
 
   def row_index(self, indices: np.ndarray) -> np.ndarray:
     """Which stored row each example index reads (epoch-wise seeded order for 'train')."""
-    indices = np.asarray(indices, np.int64)
-    if self.split == 'eval':
-      return indices
-    epochs, offsets = np.divmod(indices, self.num_rows)
-    out = np.empty_like(indices)
-    for epoch in np.unique(epochs):
-      order = np.random.default_rng([self.shuffle_seed, int(epoch)]).permutation(self.num_rows)
-      out[epochs == epoch] = order[offsets[epochs == epoch]]
-    return out
+    return self.order.take(indices)
 
   def get_batch(self, indices: Iterable[int]) -> dict[str, np.ndarray]:
     rows = self.row_index(np.fromiter(indices, np.int64))

@@ -4,16 +4,16 @@ Any TFDS dataset with a text feature (``data.dataset``, ``data.feature``; LM1B f
 read without TensorFlow: ``tfds.data_source`` opens its prepared ArrayRecord files for
 random access and Grain reads them. Each record's text is tokenised (SentencePiece, trained
 on the first ``data.tokenizer_max_sentences`` train records the first time and kept in the
-workdir; or bytes), wrapped in bos/eos, and packed into rows of n tokens exactly as
-``packing.pack_documents`` packs (or padded, one document per row, as ``pad_documents``).
+workdir; or bytes), wrapped in bos/eos, and packed into rows of n tokens by
+``packing.Packer`` (mode 'pack' as ``pack_documents``, or 'pad', one document per row).
 
-Train (``train_iterator``): this process's records ``[process_index::process_count]`` in a
-seeded order that changes every epoch (Grain's ``shuffle(seed).repeat()`` permutes epoch e
-with seed s + e, where s is mixed from ``data.shuffle_seed``), repeated forever, packed,
-batched. The iterator state is a few integers per process: the position of the next
-document in that endless order, how many pieces of a document split across a row boundary
-are already placed, and the packing counts. A resumed run reads exactly the rows an
-uninterrupted one would.
+Train (``train_iterator``): the records in the one seeded order of ``order.EpochOrder``
+(seed ``data.shuffle_seed``, a new permutation each epoch, endless); process p of P reads
+documents p, p + P, p + 2P, ... of it (so every record is read once an epoch over all
+processes), packs them and batches the rows. The iterator state is a few integers per
+process: the position of the next document in that endless order, how many pieces of a
+document split across a row boundary are already placed, and the packing counts. A resumed
+run reads exactly the rows an uninterrupted one would.
 
 Train from a pre-packed copy (``data.prepacked_dir``, see ``prepacked``): the same rows,
 packed once from the split in stored order, read a batch at a time in a new seeded order
@@ -30,8 +30,6 @@ Prepare a dataset once (this needs TensorFlow; see requirements-prepare.txt, REA
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import importlib
 import itertools
 import json
@@ -43,13 +41,13 @@ import grain
 import numpy as np
 
 from fixed_head import files, quiet_logs
-from fixed_head.data import packing, tokenizers
+from fixed_head.data import order, packing, tokenizers
 from fixed_head.errors import UsageError
 
 quiet_logs.install()
 
 SPLITS = ('train', 'eval')
-PACKING_MODES = ('pack', 'pad')
+PACKING_MODES = packing.MODES
 DOCS_PER_READ = 256  # records read and encoded per call; saved iterator states count in these
 Row = dict[str, np.ndarray]
 
@@ -94,20 +92,25 @@ def register(dataset: str) -> None:
 
 
 def open_split(dataset: str, split: str, *, data_dir: str | None = None,
-               feature: str = 'text', split_field: str = 'data.train_split'):
+               feature: str = 'text', split_field: str = 'data.train_split',
+               dataset_field: str | None = None):
   """``tfds.data_source`` of a prepared split, checked: records hold text at ``feature``.
 
-  Raises one ValueError naming the dataset, the directory searched, the config field and
+  Raises one UsageError naming the dataset, the directory searched, the config field and
   the fix for an unknown dataset, an unprepared one (never downloads), one prepared in a
   format that cannot be read by index, a missing split, an empty split or a missing feature.
+  ``dataset_field`` is how the messages name the dataset's config field (default
+  ``data.dataset=<dataset>``; a source that picks the dataset from another field names that,
+  e.g. ``data.task='mnli' (TFDS 'glue/mnli')``).
   """
+  dataset_field = dataset_field or f'data.dataset={dataset!r}'
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   register(dataset)
   try:
     builder = tfds.builder(dataset, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
     raise UsageError(
-        f'data.dataset={dataset!r}: tensorflow-datasets {tfds.__version__} knows no dataset of '
+        f'{dataset_field}: tensorflow-datasets {tfds.__version__} knows no dataset of '
         f'that name and none is prepared in the data directory ({_data_dir_field(data_dir)}). '
         'Check the name against https://www.tensorflow.org/datasets/catalog/overview, or '
         'point data.data_dir at its prepared files.') from None
@@ -116,7 +119,7 @@ def open_split(dataset: str, split: str, *, data_dir: str | None = None,
     records = tfds.data_source(dataset, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # pylint: disable=broad-except
     if not builder.is_prepared():
-      raise UsageError(f'data.dataset={dataset!r} is not prepared: nothing in {where} '
+      raise UsageError(f'{dataset_field} is not prepared: nothing in {where} '
                        f'({_data_dir_field(data_dir)}); {_how_to_prepare(dataset, data_dir)}.'
                        ) from None
     splits = sorted(builder.info.splits)
@@ -126,11 +129,11 @@ def open_split(dataset: str, split: str, *, data_dir: str | None = None,
                        f"'{splits[0]}[:1%]' works too).") from None
     file_format = prepared_format(builder)
     if file_format and file_format not in ('array_record', 'parquet'):
-      raise UsageError(f'data.dataset={dataset!r} in {where} is prepared as {file_format}, which '
+      raise UsageError(f'{dataset_field} in {where} is prepared as {file_format}, which '
                        'cannot be read by index; prepare it again with '
                        f'`{prepare_command(dataset, "ANOTHER_DIR")}` and set data.data_dir, or '
                        f'delete {where} first.') from None
-    raise UsageError(f'data.dataset={dataset!r}, {split_field}={split!r} in {where} cannot be '
+    raise UsageError(f'{dataset_field}, {split_field}={split!r} in {where} cannot be '
                      f'opened ({type(e).__name__}: {e}).') from e
   if len(records) == 0:  # pylint: disable=g-explicit-length-test
     raise UsageError(f'{split_field}={split!r} of {dataset} in {where} holds no records; '
@@ -208,100 +211,6 @@ class ReadDocuments:
     return [np.asarray(bos + doc + eos, np.int32) for doc in ids]
 
 
-class PackedRowsIterDataset(grain.IterDataset):
-  """Chunks of documents (lists of int32 [k] arrays) -> rows {'tokens', 'segment_ids',
-  'positions'}: int32 [n] each: the rows ``packing.pack_documents`` (``mode='pack'``) or
-  ``pad_documents`` ('pad') makes of the concatenated chunks, with a small exact state."""
-
-  def __init__(self, parent: grain.IterDataset, seq_len: int, *, mode: str = 'pack',
-               long_docs: str = 'split'):
-    super().__init__(parent)
-    self.seq_len, self.mode, self.long_docs = seq_len, mode, long_docs
-
-  def __iter__(self) -> 'PackedRowsIterator':
-    return PackedRowsIterator(self._parent.__iter__(), self.seq_len, mode=self.mode,
-                              long_docs=self.long_docs)
-
-
-class PackedRowsIterator(grain.DatasetIterator):
-  """See ``PackedRowsIterDataset``; ``stats`` counts documents, splits, truncations, rows.
-
-  State: {'parent': the parent's state before the chunk being read (or its current state
-  between chunks), 'next_doc': documents of that chunk already started, 'doc_piece': pieces
-  of the last started one already in earlier rows (None: it is done), 'stats': the counts}.
-  Restoring re-reads that one chunk.
-  """
-
-  def __init__(self, parent: grain.DatasetIterator, seq_len: int, *, mode: str = 'pack',
-               long_docs: str = 'split'):
-    super().__init__(parent)
-    self._n, self._mode, self._long_docs = seq_len, mode, long_docs
-    self.stats = packing.PackingStats()
-    self._chunk = None  # [parent state before it, its documents, next document index]
-    self._pieces = None  # [pieces of the document being placed, next piece index]
-
-  def _next_piece(self) -> np.ndarray:
-    """The next piece to place (left pending until ``_take``)."""
-    while self._pieces is None:
-      if self._chunk is None:
-        state = copy.deepcopy(self._parent.get_state())
-        self._chunk = [state, next(self._parent), 0]
-      _, docs, index = self._chunk
-      if index == len(docs):
-        self._chunk = None
-        continue
-      self._chunk[2] += 1
-      pieces = packing.document_pieces(docs[index], self._n, self._long_docs, self.stats,
-                                       trusted=True)
-      if pieces:
-        self._pieces = [pieces, 0]
-    return self._pieces[0][self._pieces[1]]
-
-  def _take(self) -> None:
-    self._pieces[1] += 1
-    if self._pieces[1] == len(self._pieces[0]):
-      self._pieces = None
-
-  def __next__(self) -> Row:
-    pieces, used = [], 0
-    while used < self._n:
-      try:
-        piece = self._next_piece()
-      except StopIteration:
-        if pieces:
-          break
-        raise
-      if pieces and used + piece.size > self._n:
-        break  # the piece opens the next row
-      pieces.append(piece)
-      used += piece.size
-      self._take()
-      if self._mode == 'pad':
-        break
-    return packing.make_row(pieces, self._n, self.stats)
-
-  def get_state(self) -> dict[str, Any]:
-    if self._chunk is None:
-      return {'parent': self._parent.get_state(), 'next_doc': 0, 'doc_piece': None,
-              'stats': dataclasses.asdict(self.stats)}
-    return {'parent': self._chunk[0], 'next_doc': self._chunk[2],
-            'doc_piece': None if self._pieces is None else self._pieces[1],
-            'stats': dataclasses.asdict(self.stats)}
-
-  def set_state(self, state: Mapping[str, Any]) -> None:
-    self._parent.set_state(state['parent'])
-    self.stats = packing.PackingStats(**state['stats'])
-    self._chunk, self._pieces = None, None
-    next_doc = int(state['next_doc'])
-    if next_doc or state['doc_piece'] is not None:  # re-read the chunk being placed
-      self._chunk = [copy.deepcopy(state['parent']), next(self._parent), next_doc]
-    if state['doc_piece'] is not None:  # its last started document was counted already
-      doc = self._chunk[1][next_doc - 1]
-      self._pieces = [packing.document_pieces(doc, self._n, self._long_docs,
-                                              packing.PackingStats(), trusted=True),
-                      int(state['doc_piece'])]
-
-
 def _gather_strings(local: str) -> list[str]:
   """Every JAX process's ``local`` string, in process order (a collective)."""
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
@@ -324,10 +233,10 @@ class TrainIterator(Iterator[Row]):
   all their states; ``set_state`` takes this process's own.
   """
 
-  def __init__(self, rows: PackedRowsIterDataset, local_batch_size: int, *,
+  def __init__(self, rows: packing.Packer, local_batch_size: int, *,
                process_index: int, process_count: int, describe: str = 'data train',
                log: Callable[[str], None] = print):
-    self._rows = rows.__iter__()
+    self._rows = rows
     self.local_batch_size = local_batch_size
     self.process_index, self.process_count = process_index, process_count
     self._describe, self._log = describe, log
@@ -353,7 +262,7 @@ class TrainIterator(Iterator[Row]):
       self._log(f'{self._describe} (process 0 of {self.process_count}) so far: {s.documents} '
                 f'documents -> {s.rows} rows ({s.fill:.0%} filled); {s.split} split and '
                 f'{s.truncated} truncated documents, {s.dropped_tokens} tokens dropped.')
-    return {'process_count': self.process_count,
+    return {'version': order.STATE_VERSION, 'process_count': self.process_count,
             'processes': {str(p): json.loads(state) for p, state in states.items()}}
 
   def set_state(self, state: Mapping[str, Any]) -> None:
@@ -361,6 +270,7 @@ class TrainIterator(Iterator[Row]):
       raise UsageError("the checkpoint's data state was written reading a pre-packed copy "
                        "(data.prepacked_dir), but this run streams the dataset; resume with "
                        'the same data.prepacked_dir, or start a new --workdir.')
+    order.check_state(state, 'the streaming TFDS reader')
     saved = state.get('processes', {})
     if state.get('process_count') != self.process_count or str(self.process_index) not in saved:
       raise UsageError(
@@ -376,12 +286,6 @@ def _prepacked():
   runs it as ``__main__``, which must not find it imported by this package already."""
   from fixed_head.data import prepacked  # pylint: disable=g-import-not-at-top
   return prepacked
-
-
-def _grain_seed(shuffle_seed: int) -> int:
-  """A 31-bit seed mixed from ``data.shuffle_seed``: Grain permutes epoch e with seed + e, so
-  nearby seeds would otherwise repeat each other's orders one epoch apart."""
-  return int(np.random.SeedSequence([int(shuffle_seed), 0x7EED]).generate_state(1)[0] >> 1)
 
 
 class TfdsTextLM:
@@ -460,10 +364,10 @@ class TfdsTextLM:
     return grain.ReadOptions(num_threads=self.read_threads,
                              prefetch_buffer_size=max(2, 2 * self.read_threads))
 
-  def _chunks(self, order: grain.MapDataset, fn: Callable[[np.ndarray], list]
+  def _chunks(self, records: grain.MapDataset, fn: Callable[[np.ndarray], list]
               ) -> grain.IterDataset:
-    """``fn`` of each run of ``DOCS_PER_READ`` consecutive record indices of ``order``."""
-    return order.batch(DOCS_PER_READ).map(fn).to_iter_dataset(self.read_options())
+    """``fn`` of each run of ``DOCS_PER_READ`` consecutive record indices of ``records``."""
+    return records.batch(DOCS_PER_READ).map(fn).to_iter_dataset(self.read_options())
 
   def train_texts(self, limit: int) -> Iterable[str]:
     """The first ``limit`` texts of the train split in stored order (TFDS shuffles records
@@ -472,8 +376,8 @@ class TfdsTextLM:
         self.dataset, self.train_split, data_dir=self.data_dir, feature=self.feature)
     reader = ReadDocuments(records, self.feature,
                            raw=open_raw(self.dataset, self.train_split, self.data_dir))
-    order = grain.MapDataset.range(min(limit, len(records)))
-    return itertools.chain.from_iterable(self._chunks(order, reader.texts))
+    first = grain.MapDataset.range(min(limit, len(records)))
+    return itertools.chain.from_iterable(self._chunks(first, reader.texts))
 
   def prepacked_identity(self, *, full: bool = True) -> dict[str, Any]:
     """What a pre-packed copy of this train split must agree with (``full``: also the
@@ -488,12 +392,16 @@ class TfdsTextLM:
                       tokenizer_path=path, records=len(self.records))
     return identity
 
-  def stored_order_rows(self) -> 'PackedRowsIterator':
+  def _packer(self, records: grain.MapDataset) -> packing.Packer:
+    """The rows of the documents of ``records`` (record indices, in the order read), as a
+    checkpointable iterator."""
+    return packing.Packer(iter(self._chunks(records, self.read)), self.seq_len,
+                          mode=self.packing_mode, long_docs=self.long_docs, trusted=True)
+
+  def stored_order_rows(self) -> packing.Packer:
     """The rows of one pass over the split in stored order (what ``_hold_rows`` holds), as
     a checkpointable iterator: what ``prepacked.prepare`` writes."""
-    chunks = self._chunks(grain.MapDataset.range(len(self.records)), self.read)
-    return PackedRowsIterDataset(chunks, self.seq_len, mode=self.packing_mode,
-                                 long_docs=self.long_docs).__iter__()
+    return self._packer(grain.MapDataset.range(len(self.records)))
 
   def _hold_rows(self) -> None:
     if self.prepacked is not None:
@@ -501,10 +409,7 @@ class TfdsTextLM:
           self.num_examples, len(self.prepacked))
       self._rows = self.prepacked.read(np.arange(count))
       return
-    documents = itertools.chain.from_iterable(
-        self._chunks(grain.MapDataset.range(len(self.records)), self.read))
-    pack = packing.pack_documents if self.packing_mode == 'pack' else packing.pad_documents
-    rows = pack(documents, self.seq_len, long_docs=self.long_docs)
+    rows = self.stored_order_rows()
     self._rows = packing.stack_rows(itertools.islice(rows, self.num_examples))
     self.stats = rows.stats
     held = len(self._rows['tokens'])
@@ -531,13 +436,10 @@ class TfdsTextLM:
 
   def train_order(self, *, process_index: int = 0, process_count: int = 1
                   ) -> grain.MapDataset:
-    """The record indices this process reads, in order, forever: epoch e is a seeded
-    permutation (new each epoch) of its shard ``range(len)[process_index::process_count]``."""
-    shard = grain.MapDataset.range(len(self.records))[process_index::process_count]
-    if len(shard) == 0:  # pylint: disable=g-explicit-length-test
-      raise UsageError(f'data.train_split={self.tfds_split!r} of {self.dataset} has '
-                       f'{len(self.records)} records, fewer than the {process_count} processes.')
-    return shard.shuffle(seed=_grain_seed(self.shuffle_seed)).repeat()
+    """The record indices this process reads, in order: documents process_index,
+    process_index + process_count, ... of the one endless seeded order of the split."""
+    records = order.EpochOrder(len(self.records), self.shuffle_seed)
+    return grain.MapDataset.source(records)[process_index::process_count]
 
   def train_iterator(self, global_batch_size: int, *, process_index: int = 0,
                      process_count: int = 1) -> TrainIterator:
@@ -550,12 +452,11 @@ class TfdsTextLM:
     if self.prepacked is not None:
       return _prepacked().PrepackedTrainIterator(
           self.prepacked, global_batch_size // process_count,
-          seed=_grain_seed(self.shuffle_seed), process_index=process_index,
+          seed=self.shuffle_seed, process_index=process_index,
           process_count=process_count, read_threads=self.read_threads,
           describe=f'data train ({self.dataset} {self.tfds_split!r}, pre-packed)', log=self._log)
-    order = self.train_order(process_index=process_index, process_count=process_count)
-    rows = PackedRowsIterDataset(self._chunks(order, self.read), self.seq_len,
-                                 mode=self.packing_mode, long_docs=self.long_docs)
+    rows = self._packer(self.train_order(process_index=process_index,
+                                         process_count=process_count))
     return TrainIterator(rows, global_batch_size // process_count,
                          process_index=process_index, process_count=process_count,
                          describe=f'data train ({self.dataset} {self.tfds_split!r})',
