@@ -133,8 +133,9 @@ def get_config(arg: str = 'fixed'):
 
   m = c.model
   m.model_type = 'lm'
-  m.vocab_size = 32_000
-  m.max_len = SEQ_LEN
+  # One value each: the model reads the data's vocabulary and length (set either field).
+  m.vocab_size = c.data.get_ref('vocab_size')
+  m.max_len = c.data.get_ref('seq_len')
   m.emb_dim = sizes['d']
   m.num_heads = sizes['h']
   m.head_size = sizes['dp']
@@ -169,8 +170,8 @@ def get_config(arg: str = 'fixed'):
     m.mlp_dropout_rate = 0.1  # T2T relu_dropout (dense_relu_dense keeps its biases)
     c.optimizer.update(dict(
         name='adam', b1=0.9, b2=0.997, eps=1e-9,  # T2T transformer_base optimizer_adam_*
-        weight_decay_mode='l2'))  # T2T: weight_decay * sum(l2_loss) in the loss, no biases
-    c.label_smoothing = 0.1  # T2T transformer_base label_smoothing
+        weight_decay_mode='l2'))  # T2T: the gradient of weight_decay * sum(l2_loss), no biases
+    c.task.label_smoothing = 0.1  # T2T transformer_base label_smoothing
   if sizes['runlocal']:
     _runlocal(c)
   return c
@@ -184,8 +185,8 @@ def _runlocal(c) -> None:
   if m.head_size is not None:
     m.head_size //= shrink
   m.num_layers = RUNLOCAL['layers']
-  m.max_len = c.data.seq_len = RUNLOCAL['seq_len']
-  m.vocab_size = c.data.vocab_size = RUNLOCAL['vocab_size']
+  c.data.seq_len = RUNLOCAL['seq_len']  # and model.max_len, which reads it
+  c.data.vocab_size = RUNLOCAL['vocab_size']  # and model.vocab_size
   c.batch_tokens = None
   c.batch_size = RUNLOCAL['batch_size']
   c.num_train_steps = RUNLOCAL['steps']

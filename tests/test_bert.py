@@ -179,7 +179,7 @@ def test_init_from_errors_name_the_field(pretrained, tmp_path):
   assert not os.path.exists(tmp_path / 'a')  # refused before a vocabulary was trained there
   config = mnli_config(workdir)
   config.init_step = 5
-  with pytest.raises(UsageError, match=r'config.init_step=5: .* has checkpoints \[6\]'):
+  with pytest.raises(UsageError, match=r'config.init_step=5: no checkpoint of that step .*available: \[6\]'):
     with tfds.testing.mock_data(num_examples=10):
       trainer.train_and_evaluate(config, str(tmp_path / 'b'), devices=ONE)
 

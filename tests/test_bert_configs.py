@@ -52,7 +52,7 @@ def test_column_counts_round_to_the_published_million(column):
 @pytest.mark.parametrize('arg', ALL_ARGS)
 def test_every_combination_validates(arg):
   config = bert.get_config(arg)
-  model = run_config.validate(config, num_devices=8)
+  model = run_config.model_config(run_config.validate(config, num_devices=8))
   starts_afresh = 'task=' not in arg and 'stage=2' not in arg
   # Stage 2 and fine-tuning name their starting run on the command line; until then a
   # placeholder that is no workdir stops them.

@@ -14,7 +14,7 @@ default, lm1b, text = (repo_configs.load(name) for name in ('default', 'lm1b', '
 @pytest.mark.parametrize('variant,head_size', [('fixed', 32), ('baseline', 8)])
 def test_default_config_validates(variant, head_size):
   config = default.get_config(variant)
-  model = run_config.validate(config, num_devices=1)
+  model = run_config.model_config(run_config.validate(config, num_devices=1))
   assert model.resolved_head_size == head_size
   assert model.emb_dim == 64 and model.num_heads == 8 and model.num_layers == 1
 
@@ -49,7 +49,8 @@ def test_lm1b_bad_arguments(arg):
 @pytest.mark.parametrize('variant,head_size', [('fixed', 128), ('baseline', 16)])
 def test_text_config_validates(variant, head_size):
   config = text.get_config(variant)
-  assert run_config.validate(config, num_devices=1).resolved_head_size == head_size
+  model = run_config.model_config(run_config.validate(config, num_devices=1))
+  assert model.resolved_head_size == head_size
   assert config.model.vocab_size == config.data.vocab_size == 259
 
 

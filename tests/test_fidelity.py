@@ -24,7 +24,8 @@ from fixed_head.tasks import losses
 from fixed_head import nn
 from fixed_head.nn import layers
 from fixed_head.train import optim
-from fixed_head.train import run_config
+from fixed_head.train import run_config, run_record
+from fixed_head import tasks as tasks_lib
 from fixed_head.train import trainer
 from fixed_head.config import ModelConfig
 from test_train import REPO, tiny_config
@@ -130,6 +131,70 @@ def test_a_config_saved_before_the_new_fields_still_validates():
   run_config.validate(ml_collections.ConfigDict(saved), num_devices=1)
 
 
+def test_validate_returns_the_one_resolved_frozen_run_config():
+  config = lm1b.get_config('fixed')
+  del config.optimizer['weight_decay_mode']  # a field missing: it takes its default
+  run = run_config.validate(config, num_devices=8)
+  assert isinstance(run, ml_collections.FrozenConfigDict)
+  assert (run.batch_size, run.batch_tokens) == (128, 32_768)  # the batch in rows
+  assert run.optimizer.weight_decay_mode == 'decoupled'
+  with pytest.raises(AttributeError):
+    run.batch_size = 1
+  assert run_config.validate(run, num_devices=8) == run  # validating it again changes nothing
+
+
+def test_label_smoothing_is_an_option_of_the_lm_task():
+  config = default.get_config()
+  with config.unlocked():
+    config.label_smoothing = 0.1
+  with pytest.raises(errors.UsageError, match=r'config.label_smoothing is now '
+                     r'config.task.label_smoothing: set --config.task.label_smoothing=0.1'):
+    run_config.validate(config)
+  # A run saved before the move reads its label smoothing where it is now.
+  saved = default.get_config().to_dict()
+  saved['label_smoothing'] = 0.1
+  completed = run_config.complete(saved)
+  assert 'label_smoothing' not in completed
+  assert completed['task'] == {'name': 'lm', 'label_smoothing': 0.1}
+  saved['label_smoothing'] = 0.0
+  assert run_config.complete(saved)['task'] == {'name': 'lm'}
+  config = default.get_config()
+  config.task.label_smoothing = 1.0
+  with pytest.raises(errors.UsageError, match=r'config.task.label_smoothing=1.0: must lie in'):
+    run_config.validate(config)
+  config = default.get_config()
+  config.task = ml_collections.ConfigDict(dict(name='classification', label_smoothing=0.1))
+  with pytest.raises(errors.UsageError, match=r"unknown option\(s\) \['label_smoothing'\]"):
+    run_config.validate(config)
+
+
+def test_the_smoothed_objective_does_not_depend_on_dropout():
+  """The LM task minimises the smoothed cross entropy whatever `deterministic` says; the
+  reported loss is the plain nll."""
+  config = default.get_config()
+  config.task.label_smoothing = 0.1
+  run = run_config.validate(config)
+  task = tasks_lib.build_task(run, run_config.model_config(run))
+  model = task.build_model(nnx.Rngs(0))
+  batch = {'tokens': jnp.arange(64, dtype=jnp.int32).reshape(2, 32) % 32}
+  for deterministic in (True, False):
+    stats = task.stats(model, batch, deterministic=deterministic,
+                       rngs=nnx.Rngs(dropout=jax.random.key(0)))
+    metrics = task.metrics(stats)
+    assert float(task.objective(stats)) == pytest.approx(float(metrics['objective']))
+    assert float(metrics['objective']) > float(metrics['loss'])
+
+
+def test_label_smoothing_may_change_when_a_run_resumes_the_task_may_not(tmp_path):
+  saved = run_record.as_dict(default.get_config())
+  config = default.get_config()
+  config.task.label_smoothing = 0.1
+  run_record.check_resume(saved, config, str(tmp_path))  # only the objective changes
+  config.task.name = 'classification'
+  with pytest.raises(errors.UsageError, match=r"task.name: saved 'lm', now 'classification'"):
+    run_record.check_resume(saved, config, str(tmp_path))
+
+
 # --- 2. weight decay by name and role ------------------------------------------------------
 
 TINY = dict(vocab_size=11, emb_dim=8, num_heads=2, head_size=3, num_layers=1, mlp_dim=8,
@@ -219,11 +284,11 @@ def test_t2t_config_follows_each_choice():
   assert (c.optimizer.name, c.optimizer.b2, c.optimizer.eps) == ('adam', 0.997, 1e-9)
   assert (c.optimizer.weight_decay_mode, c.optimizer.weight_decay) == ('l2', 0.01)
   assert (c.optimizer.schedule, c.optimizer.learning_rate) == ('rsqrt', 0.1)
-  assert c.label_smoothing == 0.1
+  assert c.task.label_smoothing == 0.1
   run_config.validate(c, num_devices=8)
   ours = lm1b.get_config('fixed')
-  assert (ours.model.position_embedding, ours.optimizer.name, ours.label_smoothing) == (
-      'learned', 'adamw', 0.0)
+  assert (ours.model.position_embedding, ours.optimizer.name,
+          ours.task.get('label_smoothing', 0.0)) == ('learned', 'adamw', 0.0)
   assert lm1b.get_config('baseline,d=512,recipe=t2t').model.embed_init_std == 512 ** -0.5
 
 
@@ -250,26 +315,50 @@ def test_label_smoothing_is_tensor2tensors():
   assert float(got[0]) == pytest.approx(expected, rel=1e-6)
 
 
-def test_l2_penalty_is_half_the_decayed_sum_of_squares():
-  params = {'a': {'kernel': jnp.full((2, 2), 3.0), 'bias': jnp.full((2, 2), 5.0)},
-            'norm': {'scale': jnp.ones(4)}, 'embed': {'embedding': jnp.ones((3, 2))}}
-  assert float(optim.l2_penalty(params, 0.01)) == pytest.approx(0.5 * 0.01 * (4 * 9 + 6))
-  grads = jax.grad(optim.l2_penalty)(params, 0.01)  # weight_decay * p on decayed leaves
-  np.testing.assert_allclose(grads['a']['kernel'], 0.03)
-  np.testing.assert_array_equal(grads['a']['bias'], 0.0)
-  np.testing.assert_array_equal(grads['norm']['scale'], 0.0)
+def _l2_loss(params, weight_decay):
+  """tensor2tensor's optimize.weight_decay term, weight_decay * sum(tf.nn.l2_loss(p)), over
+  the leaves decay_mask selects: the reference the 'l2' optimizer's gradient follows."""
+  decayed = [p for p, d in zip(jax.tree.leaves(params), jax.tree.leaves(optim.decay_mask(params)))
+             if d]
+  return 0.5 * weight_decay * sum(jnp.sum(jnp.square(p)) for p in decayed)
 
 
-def test_l2_mode_leaves_the_optimizer_without_decay():
+@pytest.mark.parametrize('clip', [0.0, 0.1])
+def test_l2_mode_is_adam_on_the_gradient_of_t2ts_l2_loss(clip):
+  """The 'l2' optimizer on the task's gradient = clipping and Adam on the gradient of
+  (task loss + T2T's l2 term); biases, LayerNorm scales are not decayed."""
+  opt = dict(name='adam', learning_rate=0.1, schedule='constant', warmup_steps=0,
+             weight_decay=0.5, b1=0.9, b2=0.997, eps=1e-9, grad_clip_norm=clip,
+             weight_decay_mode='l2')
+  params = {'dense': {'kernel': jnp.arange(6.0).reshape(2, 3) - 2, 'bias': jnp.ones(3)},
+            'norm': {'scale': jnp.full(3, 2.0)}}
+  grads = jax.tree.map(lambda p: 0.1 * jnp.cos(p), params)  # a task's gradient
+  tx, _ = optim.make_optimizer(opt, 10)
+  reference, _ = optim.make_optimizer(dict(opt, weight_decay_mode='decoupled'), 10)
+  full = jax.tree.map(jnp.add, grads, jax.grad(_l2_loss)(params, 0.5))
+  state, ref_state = tx.init(params), reference.init(params)
+  for _ in range(3):
+    updates, state = tx.update(grads, state, params)
+    expected, ref_state = reference.update(full, ref_state, params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                 updates, expected)
+  # In 'l2' mode the bias and scale see only the task's gradient.
+  np.testing.assert_array_equal(full['dense']['bias'], grads['dense']['bias'])
+  np.testing.assert_array_equal(full['norm']['scale'], grads['norm']['scale'])
+  assert not np.allclose(full['dense']['kernel'], grads['dense']['kernel'])
+
+
+def test_decoupled_and_plain_adam_are_unchanged_by_the_l2_mode():
   opt = dict(name='adamw', learning_rate=0.1, schedule='constant', warmup_steps=0,
              weight_decay=0.5, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=0.0,
-             weight_decay_mode='l2')
+             weight_decay_mode='decoupled')
   params = {'dense': {'kernel': jnp.ones((2, 3))}}
-  tx, _ = optim.make_optimizer(opt, 10)
-  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
-  np.testing.assert_array_equal(updates['dense']['kernel'], 0.0)
-  assert optim.loss_weight_decay(opt) == 0.5
-  assert optim.loss_weight_decay(dict(opt, weight_decay_mode='decoupled')) == 0.0
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  for name, mode, decays in (('adamw', 'decoupled', True), ('adam', 'decoupled', False),
+                             ('adamw', 'l2', True)):
+    tx, _ = optim.make_optimizer(dict(opt, name=name, weight_decay_mode=mode), 10)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    assert bool(np.any(updates['dense']['kernel'] != 0)) == decays, (name, mode)
 
 
 def test_noam_schedule_peaks_at_the_end_of_warmup_depending_on_width():
@@ -305,7 +394,7 @@ def test_the_t2t_objective_trains_and_is_reported_beside_the_plain_loss(tmp_path
                            attention_use_bias=False, embed_init_std=16 ** -0.5))
   config.optimizer.update(dict(name='adam', b2=0.997, weight_decay=0.01,
                                weight_decay_mode='l2'))
-  config.label_smoothing = 0.1
+  config.task.label_smoothing = 0.1
   trainer.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
   with open(os.path.join(tmp_path, 'metrics.jsonl'), encoding='utf-8') as f:
     rows = [json.loads(line) for line in f]

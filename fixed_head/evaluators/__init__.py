@@ -38,7 +38,7 @@ def build_evaluators(config, task, model_of: Callable, put_batch: Callable, *,
   return {
       name: EVALUATORS[spec['type']](
           spec, config.data, task, model_of, put_batch, workdir=workdir,
-          init_from=config.get('init_from'), process_index=process_index,
+          init_from=config.init_from, process_index=process_index,
           process_count=process_count, replicated=replicated)
       for name, spec in config.evals.items()
   }

@@ -31,7 +31,7 @@ __all__ = ['TASKS', 'Task', 'build_task', 'check_task']
 def check_task(config) -> type[Task]:
   """The task class of ``config.task``, after checking its options and that config.model
   is the model it trains; UsageError naming the field otherwise."""
-  task_config = config.get('task') or {'name': 'lm'}
+  task_config = config.task
   name = task_config.get('name')
   if name not in TASKS:
     raise UsageError(f'config.task.name={name!r}: not one of {sorted(TASKS)}.')
@@ -42,17 +42,9 @@ def check_task(config) -> type[Task]:
     raise UsageError(f'config.model.model_type={model_type!r}: task {name!r} trains '
                      f'{cls.MODEL_TYPE!r} models; set --config.model.model_type='
                      f'{cls.MODEL_TYPE}.')
-  smoothing = config.get('label_smoothing', 0.0)
-  if smoothing and name != 'lm':
-    raise UsageError(f'config.label_smoothing={smoothing}: label smoothing is applied by task '
-                     f"'lm' only; set it to 0 for task {name!r}.")
   return cls
 
 
 def build_task(config, model_config: ModelConfig) -> Task:
   """The task object of a (validated) run config."""
-  cls = check_task(config)
-  options = dict(config.get('task') or {'name': 'lm'})
-  if cls is LanguageModelling:
-    return cls(options, model_config, label_smoothing=config.get('label_smoothing', 0.0))
-  return cls(options, model_config)
+  return check_task(config)(dict(config.task), model_config)

@@ -6,8 +6,8 @@ One trainer runs every task (``fixed_head.train.trainer``). A task object, built
 
   build_model(rngs)                    the nnx module (its encoder, if any, under ``encoder``)
   stats(model, batch, deterministic, rngs) -> {name: sum over the batch}   (jit-able)
-  objective(stats)                     the scalar training minimises (weight decay is added
-                                       by the trainer)
+  objective(stats)                     the scalar training minimises (weight decay is the
+                                       optimizer's, ``fixed_head.train.optim``)
   metrics(stats)                       what is logged for a training step
   eval_metrics(totals)                 what an evaluation reports from stats summed over a split
 

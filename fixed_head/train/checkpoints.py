@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from fixed_head import files, quiet_logs
-from fixed_head.errors import CheckpointError
+from fixed_head.errors import CheckpointError, UsageError
 
 quiet_logs.install()
 
@@ -124,6 +124,26 @@ def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: A
   except Exception as e:  # pylint: disable=broad-except
     raise unreadable(manager, step, e) from e
   return restored['params']
+
+
+def load_params(workdir: str, step: int | None, abstract_params: Any, *,
+                field: str = 'step') -> tuple[int, Any]:
+  """(step, parameters) of checkpoint ``step`` of the run in ``workdir`` (None: its
+  latest), placed as ``abstract_params`` says. UsageError when the run has no checkpoint,
+  or none of ``step``; ``field`` names the setting that chose the step."""
+  manager = make_manager(workdir, async_save=False, read_only=True)
+  try:
+    steps = sorted(manager.all_steps())
+    if not steps:
+      raise UsageError(f'no checkpoint in {checkpoint_dir(workdir)}: train first (python '
+                       f'train.py --config=... --workdir={workdir}).')
+    if step is not None and step not in steps:
+      raise UsageError(f'{field}={step!r}: no checkpoint of that step in '
+                       f'{checkpoint_dir(workdir)}; available: {steps} (or None: the latest).')
+    step = steps[-1] if step is None else step
+    return step, restore_params(manager, step, abstract_params)
+  finally:
+    manager.close()
 
 
 def unreadable(manager: ocp.CheckpointManager, step: int,

@@ -27,7 +27,7 @@ import ml_collections
 from fixed_head import accounting
 from fixed_head.evaluators.common import TaskEvaluator, evaluator_data, stats_step
 from fixed_head.nn import attention
-from fixed_head.train import run_config, trainer, tpu
+from fixed_head.train import trainer, tpu
 
 GiB = 2**30
 
@@ -117,7 +117,7 @@ def _compile(name: str, rows: int, make) -> StepResult:
 
 def _eval_rows(config: ml_collections.ConfigDict) -> tuple[int, dict[str, Any]]:
   """(global batch, data config) of the largest evaluation batch in ``config.evals``."""
-  specs = [dict(s) for s in (config.get('evals') or {}).values()]
+  specs = [dict(s) for s in config.evals.values()]
   if not specs:
     return config.batch_size, config.data.to_dict()
   default = TaskEvaluator.OPTIONS['batch_size']
@@ -135,7 +135,7 @@ def _eval_step(setup: trainer.Setup, rows: int, data_config) -> Any:
 def remedies(config: ml_collections.ConfigDict, setup: trainer.Setup) -> tuple[str, ...]:
   """The changes that lower a step's memory and apply to this config."""
   out = []
-  remat = config.model.get('remat', 'none')
+  remat = config.model.remat
   if remat != 'full':
     out.append('--config.model.remat=' + ('attention (or full)' if remat == 'none' else 'full'))
   mesh = dict(setup.mesh.shape)
@@ -155,10 +155,10 @@ def check(config: ml_collections.ConfigDict, devices: list[jax.Device],
   """Compiles ``config``'s train and eval steps (``eval_step=False``: the train step only)
   for ``devices`` (a slice's compile-only devices) and reports their memory against the
   chip's HBM, FLOPs and attention choices."""
-  config = run_config.resolve(config)
   platform = devices[0].platform
   with attention.compiling_for(platform), attention.recorded_choices() as calls:
     setup = trainer.build_setup(config, devices)
+    config = setup.config  # validated: the batch in rows
     train = _compile('train', config.batch_size,
                      lambda: trainer.compile_train_step(setup)[0])
     steps = (train,)

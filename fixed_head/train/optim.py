@@ -15,8 +15,11 @@ Schedules (s = step, w = warmup_steps, T = num_train_steps, lr = learning_rate):
 
 Weight decay (``weight_decay_mode``), on the leaves ``decay_mask`` selects:
   'decoupled' AdamW: params -= lr * weight_decay * params, outside Adam's moments (default)
-  'l2'        tensor2tensor's: weight_decay * sum(p^2) / 2 added to the loss, so it passes
-              through Adam's moments like any gradient (see ``l2_penalty``)
+  'l2'        tensor2tensor's: the gradient of weight_decay * sum(p^2) / 2 (T2T adds that
+              term to the loss), weight_decay * p, is added to the gradient before clipping
+              and Adam's moments (``optax.add_decayed_weights`` at the head of the chain), so
+              it passes through Adam like any gradient. The reported loss and gradient norm
+              are the task's, without it.
 Both use the same mask. T2T's ``optimize.weight_decay`` skips only 1-D variables named
 'bias', so it also decays LayerNorm scales (towards 0, not their initial 1); we never do.
 """
@@ -33,6 +36,10 @@ import optax
 SCHEDULES = ('rsqrt', 'linear', 'cosine', 'constant', 'noam')
 OPTIMIZERS = ('adamw', 'adam')
 WEIGHT_DECAY_MODES = ('decoupled', 'l2')
+# config.optimizer's fields and their defaults (run_config.defaults() takes them from here).
+DEFAULTS = dict(name='adamw', learning_rate=1e-3, schedule='cosine', warmup_steps=100,
+                weight_decay=0.01, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=1.0,
+                weight_decay_mode='decoupled')
 
 
 def make_schedule(opt: Mapping[str, Any], num_train_steps: int,
@@ -79,33 +86,22 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(decayed, params)
 
 
-def l2_penalty(params, weight_decay: float) -> jax.Array:
-  """tensor2tensor's coupled weight decay, weight_decay * sum(tf.nn.l2_loss(p)) =
-  weight_decay * sum(p^2) / 2 (T2T optimize.weight_decay), over the leaves ``decay_mask``
-  selects. Returns a float32 scalar."""
-  leaves = [p for p, decayed in zip(jax.tree.leaves(params), jax.tree.leaves(decay_mask(params)))
-            if decayed]
-  return 0.5 * weight_decay * sum(jnp.sum(jnp.square(p.astype(jnp.float32))) for p in leaves)
-
-
-def loss_weight_decay(opt: Mapping[str, Any]) -> float:
-  """The weight decay to add to the loss (``l2_penalty``): nonzero only in 'l2' mode."""
-  return opt['weight_decay'] if opt.get('weight_decay_mode', 'decoupled') == 'l2' else 0.0
-
-
 def make_optimizer(opt: Mapping[str, Any], num_train_steps: int, emb_dim: int | None = None
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(optax transformation, schedule) for ``config.optimizer``. In 'l2' weight-decay mode
-  the decay is the caller's (``l2_penalty`` in the loss), not the optimizer's."""
+  """(optax transformation, schedule) for ``config.optimizer``; a field it lacks has its
+  value in ``DEFAULTS``."""
+  opt = {**DEFAULTS, **opt}
   if opt['name'] not in OPTIMIZERS:
     raise ValueError(f"optimizer.name={opt['name']!r} is not one of {OPTIMIZERS}.")
-  mode = opt.get('weight_decay_mode', 'decoupled')
+  mode = opt['weight_decay_mode']
   if mode not in WEIGHT_DECAY_MODES:
     raise ValueError(f'optimizer.weight_decay_mode={mode!r} is not one of {WEIGHT_DECAY_MODES}.')
   schedule = make_schedule(opt, num_train_steps, emb_dim)
   decoupled = opt['name'] == 'adamw' and mode == 'decoupled'
   weight_decay = opt['weight_decay'] if decoupled else 0.0
   chain = []
+  if mode == 'l2' and opt['weight_decay']:  # T2T's: in the gradient, before everything else
+    chain.append(optax.add_decayed_weights(opt['weight_decay'], mask=decay_mask))
   if opt['grad_clip_norm']:
     chain.append(optax.clip_by_global_norm(opt['grad_clip_norm']))
   chain.append(optax.adamw(schedule, b1=opt['b1'], b2=opt['b2'], eps=opt['eps'],

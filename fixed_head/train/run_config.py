@@ -2,8 +2,9 @@
 batch given in tokens (``resolve``). Whether a saved run may resume with a config is
 ``fixed_head.train.run_record.check_resume``.
 
-Every config in ``configs/`` starts from ``defaults()`` and changes fields; ``validate``
-runs before anything is built and names the field at fault.
+Every config in ``configs/`` starts from ``defaults()`` and changes fields. ``validate`` runs
+before anything is built, names the field at fault, and returns the one config the rest of
+the run reads: every field present (``complete``), the batch in rows, frozen.
 """
 
 from __future__ import annotations
@@ -75,14 +76,9 @@ def defaults() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.name = 'synthetic'
 
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name='adamw', learning_rate=1e-3, schedule='cosine', warmup_steps=100,
-      weight_decay=0.01, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=1.0))
-  # 'decoupled' (AdamW's) or 'l2' (tensor2tensor's: in the loss); see fixed_head/train/optim.py.
-  c.optimizer.weight_decay_mode = 'decoupled'
-  # Train on targets smoothed by this much (tensor2tensor: 0.1); reported losses and every
-  # evaluation stay the plain negative log-likelihood.
-  c.label_smoothing = 0.0
+  # weight_decay_mode: 'decoupled' (AdamW's) or 'l2' (tensor2tensor's: in the gradient);
+  # the fields and schedules are described in fixed_head/train/optim.py.
+  c.optimizer = ml_collections.ConfigDict(optim.DEFAULTS)
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
@@ -103,6 +99,34 @@ def defaults() -> ml_collections.ConfigDict:
   return c
 
 
+# Fields that moved: a config naming the old place is refused with the new one, and a config
+# saved in a workdir before the move is read with the value where it is now (``complete``).
+MOVED = {'label_smoothing': 'task.label_smoothing'}
+# Sections whose fields depend on a choice inside them (the source, the evaluators, the
+# task): their defaults live with what they configure, not in defaults().
+_OPEN_SECTIONS = ('data', 'evals', 'task')
+
+
+def complete(tree: dict[str, Any]) -> dict[str, Any]:
+  """``tree`` (a config as a dict, e.g. a workdir's config.json) with every field
+  ``defaults()`` has: a field added since it was written takes its default, which
+  reproduces the code that wrote it; a moved field (``MOVED``) goes where it is now."""
+
+  def merge(default: dict[str, Any], given: dict[str, Any], top: bool) -> dict[str, Any]:
+    merged = dict(default)
+    for key, value in given.items():
+      nested = isinstance(value, dict) and isinstance(default.get(key), dict)
+      merged[key] = (merge(default[key], value, False)
+                     if nested and not (top and key in _OPEN_SECTIONS) else value)
+    return merged
+
+  tree = copy.deepcopy(dict(tree))
+  smoothing = tree.pop('label_smoothing', 0.0)
+  if smoothing:  # saved before it became an option of task 'lm'
+    tree['task'] = {'name': 'lm', **tree.get('task', {}), 'label_smoothing': smoothing}
+  return merge(defaults().to_dict(), tree, True)
+
+
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy of ``config`` with the batch in rows: when ``batch_tokens`` is set,
   ``batch_size`` = ``batch_tokens`` // ``data.seq_len``. The trainer runs on the result.
@@ -110,7 +134,8 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   Raises UsageError, naming both fields, when ``batch_tokens`` is not a whole number of
   rows, or when ``batch_size`` is set too (not None) and disagrees with it.
   """
-  resolved = copy.deepcopy(config)
+  resolved = (config.as_configdict() if isinstance(config, ml_collections.FrozenConfigDict)
+              else copy.deepcopy(config))
   tokens = config.get('batch_tokens')
   if tokens is None:
     if config.get('batch_size') is None:
@@ -148,20 +173,27 @@ def _known_keys(tree: Any, prefix: str = '') -> set[str]:
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
-             num_processes: int = 1) -> ModelConfig:
-  """Checks ``config``; raises ValueError naming the field. Returns the ModelConfig.
+             num_processes: int = 1) -> ml_collections.FrozenConfigDict:
+  """Checks ``config``; raises UsageError naming the field. Returns the run config the run
+  reads: ``config`` completed with the defaults of fields it lacks, the batch in rows
+  (``resolve``), frozen. ``model_config(returned)`` is its model.
 
   ``num_devices``: when given, the mesh and batch are checked against it.
   """
   unknown = sorted(_known_keys(config) - _known_keys(defaults()))
+  for old, new in MOVED.items():
+    if old in unknown:
+      raise UsageError(f'config.{old} is now config.{new}: set --config.{new}='
+                       f'{config[old]!r} instead.')
   if unknown:
     raise UsageError(f'config: unknown field(s) {unknown}; see fixed_head/train/run_config.py '
                      'defaults() for the known ones.')
-  config = resolve(config)  # the batch in rows; batch_tokens and batch_size must agree
+  # The batch in rows (batch_tokens and batch_size must agree), every field present.
+  config = ml_collections.ConfigDict(complete(resolve(config).to_dict()))
   for field in ('num_train_steps', 'batch_size', 'log_every_steps'):
     if not isinstance(config[field], int) or config[field] <= 0:
       raise UsageError(f'config.{field}={config[field]!r}: must be a positive integer.')
-  profile = config.get('profile_steps', 0)
+  profile = config.profile_steps
   if isinstance(profile, bool) or not isinstance(profile, int) or profile < 0:
     raise UsageError(f'config.profile_steps={profile!r}: must be an integer >= 0 (the steps '
                      'to trace; 0: none).')
@@ -176,18 +208,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
     raise UsageError(f"config.checkpoint.on_unreadable={ck.on_unreadable!r}: must be 'error' "
                      "or 'fall_back'.")
 
-  try:
-    model = ModelConfig.from_mapping(config.model)
-  except ValueError as e:  # the model's own validation: a field of config.model
-    raise UsageError(str(e)) from None
+  model = model_config(config)
 
   task = check_task(config)
-  init_step = config.get('init_step')
+  init_step = config.init_step
   if init_step is not None and (isinstance(init_step, bool) or not isinstance(init_step, int)
                                 or init_step <= 0):
     raise UsageError(f'config.init_step={init_step!r}: must be a positive checkpoint step, or '
                      'None for the latest.')
-  if init_step is not None and not config.get('init_from'):
+  if init_step is not None and not config.init_from:
     raise UsageError(f'config.init_step={init_step} needs config.init_from (the run to start '
                      'from).')
 
@@ -208,18 +237,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
     raise UsageError(f'config.optimizer.learning_rate={opt.learning_rate!r}: must be positive.')
   if opt.warmup_steps < 0:
     raise UsageError(f'config.optimizer.warmup_steps={opt.warmup_steps}: must be >= 0.')
-  # .get: a config saved before these fields existed means their defaults.
-  mode = opt.get('weight_decay_mode', 'decoupled')
+  mode = opt.weight_decay_mode
   if mode not in optim.WEIGHT_DECAY_MODES:
     raise UsageError(f'config.optimizer.weight_decay_mode={mode!r}: not one of '
                      f'{optim.WEIGHT_DECAY_MODES}.')
-  rng_impl = config.get('dropout_rng_impl', DROPOUT_RNG_IMPLS[0])
-  if rng_impl not in DROPOUT_RNG_IMPLS:
-    raise UsageError(f'config.dropout_rng_impl={rng_impl!r}: not one of {DROPOUT_RNG_IMPLS}.')
-  smoothing = config.get('label_smoothing', 0.0)
-  if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not (
-      0.0 <= smoothing < 1.0):
-    raise UsageError(f'config.label_smoothing={smoothing!r}: must lie in [0, 1).')
+  if config.dropout_rng_impl not in DROPOUT_RNG_IMPLS:
+    raise UsageError(f'config.dropout_rng_impl={config.dropout_rng_impl!r}: not one of '
+                     f'{DROPOUT_RNG_IMPLS}.')
 
   for name, spec in config.evals.items():
     if spec.get('type') not in EVALUATORS:
@@ -246,7 +270,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
       if size % (data * fsdp):
         raise UsageError(f'config.evals.{name}.batch_size={size} is not divisible by the '
                          f'data-parallel size {data * fsdp}.')
-  return model
+  return ml_collections.FrozenConfigDict(config)
+
+
+def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+  """The ModelConfig of ``config.model``; UsageError naming the field it refuses."""
+  try:
+    return ModelConfig.from_mapping(config.model)
+  except ValueError as e:  # the model's own validation: a field of config.model
+    raise UsageError(str(e)) from None
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -22,8 +22,8 @@ from typing import Any
 
 import ml_collections
 
+from fixed_head import data as data_lib
 from fixed_head import files
-from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
 from fixed_head.train import run_config
 
@@ -35,6 +35,8 @@ EVAL_FREE_MODEL_FIELDS = ('dropout_rate', 'attention_dropout_rate', 'attention_i
 # when a run resumes (the data moved to another disk, more reader threads, a pre-packed copy
 # moved; the copy's own metadata and the iterator state still refuse another copy).
 DATA_LOCATION_FIELDS = ('data.data_dir', 'data.read_threads', 'data.prepacked_dir')
+# Task options that change only what training minimises, not what the checkpoints hold.
+OBJECTIVE_FIELDS = ('task.label_smoothing',)
 
 
 def as_dict(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +79,8 @@ def _binds_checkpoints(field: str) -> bool:
   parameters, names the optimizer whose state is saved, or says what the data is."""
   section, _, name = field.partition('.')
   return ((section == 'model' and name in run_config.SHAPE_FIELDS) or field == 'optimizer.name'
-          or section == 'task' or (section == 'data' and field not in DATA_LOCATION_FIELDS))
+          or (section == 'task' and field not in OBJECTIVE_FIELDS)
+          or (section == 'data' and field not in DATA_LOCATION_FIELDS))
 
 
 def check_resume(saved: dict[str, Any], config: ml_collections.ConfigDict,
@@ -104,13 +107,9 @@ def load(workdir: str) -> dict[str, Any] | None:
     raise UsageError(f'{path} cannot be read ({e}); restore it from a backup or use a new '
                      '--workdir.') from None
   # Fields added since the run was written take their defaults, which reproduce the
-  # behaviour of the code that wrote it.
-  saved['model'] = {**ModelConfig().to_dict(), **saved.get('model', {})}
-  saved.setdefault('task', {'name': 'lm'})
-  saved.setdefault('init_from', None)
-  saved.setdefault('init_step', None)
-  saved.setdefault('profile_steps', 0)
-  return saved
+  # behaviour of the code that wrote it; moved and renamed fields go where they are now.
+  saved['data'] = data_lib.saved_data_config(saved.get('data', {}))
+  return run_config.complete(saved)
 
 
 def check_run_dir(workdir: str) -> None:

@@ -51,21 +51,20 @@ State = dict[str, Any]
 class Setup:
   """Everything derived from a config and the devices, before any array is made."""
 
-  config: ml_collections.ConfigDict
+  config: ml_collections.FrozenConfigDict  # the run config run_config.validate returns
   model_config: ModelConfig
   task: tasks_lib.Task
   mesh: Mesh
   graphdef: Any  # nnx.GraphDef of the model
-  param_treedef: Any  # tree structure of the model's nnx.State of parameters
   tx: optax.GradientTransformation
   schedule: optax.Schedule
   abstract_state: State  # ShapeDtypeStructs with their shardings
   state_shardings: State
 
   def model_of(self, params) -> nnx.Module:
-    """The task's model holding ``params`` (a pure dict); for use inside jit."""
-    state = jax.tree.unflatten(self.param_treedef, jax.tree.leaves(params))
-    return nnx.merge(self.graphdef, state)
+    """The task's model holding ``params`` (a pure dict, matched to the model's variables
+    by path); for use inside jit."""
+    return nnx.merge(self.graphdef, params)
 
   def put_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """This process's rows -> global arrays sharded over ('data', 'fsdp')."""
@@ -73,14 +72,17 @@ class Setup:
         sharding.batch_sharding(self.mesh, v.ndim), v) for k, v in local_batch.items()}
 
 
-def _keys(seed: int, dropout_impl: str = run_config.DROPOUT_RNG_IMPLS[0]
-          ) -> tuple[jax.Array, jax.Array]:
+def _keys(seed: int, dropout_impl: str) -> tuple[jax.Array, jax.Array]:
   """(init key, dropout base key) from the run seed; the dropout key of ``dropout_impl``
   (config.dropout_rng_impl), the init key always threefry's."""
   init_key, dropout_key = jax.random.split(jax.random.key(seed))
   if dropout_impl != run_config.DROPOUT_RNG_IMPLS[0]:
     dropout_key = jax.random.split(jax.random.key(seed, impl=dropout_impl))[1]
   return init_key, dropout_key
+
+
+def _init_key(config) -> jax.Array:
+  return _keys(config.seed, config.dropout_rng_impl)[0]
 
 
 def _init_fn(task: tasks_lib.Task, tx: optax.GradientTransformation) -> Callable:
@@ -96,12 +98,13 @@ def _init_fn(task: tasks_lib.Task, tx: optax.GradientTransformation) -> Callable
 
 def build_setup(config: ml_collections.ConfigDict,
                 devices: Sequence[jax.Device] | None = None) -> Setup:
-  """Validates ``config`` against the devices and derives the mesh, model and shardings."""
+  """Validates ``config`` against the devices and derives the mesh, model and shardings;
+  ``Setup.config`` is the validated run config (every field, the batch in rows, frozen)."""
   devices = jax.devices() if devices is None else list(devices)
   # The processes the devices belong to: this run's, or those of a slice compiled for.
   num_processes = len({d.process_index for d in devices})
-  model_config = run_config.validate(config, num_devices=len(devices),
-                                     num_processes=num_processes)
+  config = run_config.validate(config, num_devices=len(devices), num_processes=num_processes)
+  model_config = run_config.model_config(config)
   task = tasks_lib.build_task(config, model_config)
   mesh = sharding.make_mesh(config.mesh, devices)
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps,
@@ -110,15 +113,14 @@ def build_setup(config: ml_collections.ConfigDict,
   graphdef, abstract_params, param_shardings = _abstract_model(task, mesh)
   replicated = sharding.replicated(mesh)
 
-  abstract = jax.eval_shape(_init_fn(task, tx), _keys(config.seed)[0])
+  abstract = jax.eval_shape(_init_fn(task, tx), _init_key(config))
   opt_shardings = optax.tree_map_params(
       tx, lambda _, s: s, abstract['opt_state'], param_shardings,
       transform_non_params=lambda _: replicated)
   state_shardings = {'step': replicated, 'params': param_shardings,
                      'opt_state': opt_shardings}
   return Setup(config=config, model_config=model_config, task=task, mesh=mesh,
-               graphdef=graphdef, param_treedef=jax.tree.structure(abstract_params), tx=tx,
-               schedule=schedule, abstract_state=_placed(abstract, state_shardings),
+               graphdef=graphdef, tx=tx, schedule=schedule, abstract_state=_placed(abstract, state_shardings),
                state_shardings=state_shardings)
 
 
@@ -139,7 +141,7 @@ def _placed(shapes: Any, shardings: Any) -> Any:
 def init_state(setup: Setup) -> State:
   """Fresh train state, created directly in its shardings."""
   init = _init_fn(setup.task, setup.tx)
-  return jax.jit(init, out_shardings=setup.state_shardings)(_keys(setup.config.seed)[0])
+  return jax.jit(init, out_shardings=setup.state_shardings)(_init_key(setup.config))
 
 
 def batch_spec(setup: Setup, data_config=None, rows: int | None = None
@@ -167,32 +169,24 @@ def compile_train_step(setup: Setup) -> tuple[Any, float]:
 def make_train_step(setup: Setup, batch_example: dict[str, Any]) -> Callable:
   """The jitted ``train_step(state, batch) -> (state, metrics)`` for batches shaped like
   ``batch_example`` (arrays or ShapeDtypeStructs)."""
-  dropout_base = _keys(setup.config.seed,
-                       setup.config.get('dropout_rng_impl', run_config.DROPOUT_RNG_IMPLS[0]))[1]
+  dropout_base = _keys(setup.config.seed, setup.config.dropout_rng_impl)[1]
   tx, schedule, task = setup.tx, setup.schedule, setup.task
-  l2 = optim.loss_weight_decay(setup.config.optimizer)
-  report_objective = bool(setup.config.get('label_smoothing') or l2)
 
   def train_step(state: State, batch: dict[str, jax.Array]):
     step = state['step']
 
     def loss_fn(params):
-      """The task's objective, plus the 'l2' weight decay."""
+      """The task's objective (weight decay, of either mode, is in ``tx``)."""
       rngs = nnx.Rngs(dropout=jax.random.fold_in(dropout_base, step))
       stats = task.stats(setup.model_of(params), batch, deterministic=False, rngs=rngs)
-      objective = task.objective(stats)
-      if l2:
-        objective = objective + optim.l2_penalty(params, l2)
-      return objective, stats
+      return task.objective(stats), stats
 
-    (objective, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
     with jax.named_scope('optimizer'):
       updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
       params = optax.apply_updates(state['params'], updates)
     metrics = {**task.metrics(stats), 'grad_norm': optax.tree.norm(grads),
                'learning_rate': schedule(step)}
-    if report_objective:  # what is minimised, when it is not the reported loss
-      metrics['objective'] = objective
     return {'step': step + 1, 'params': params, 'opt_state': opt_state}, metrics
 
   batch_shardings = {k: sharding.batch_sharding(setup.mesh, v.ndim)
@@ -248,17 +242,21 @@ def _build_evaluators(setup: Setup, workdir: str) -> dict[str, Any]:
 
 
 def check_init_from(config: ml_collections.ConfigDict, model_config: ModelConfig
-                    ) -> tuple[ml_collections.ConfigDict, ModelConfig]:
-  """(run config, model config) of the run ``config.init_from`` names, after checking that
-  it is a training run whose model has this model's shapes; UsageError naming the field
-  otherwise. Checked before anything is built or written."""
+                    ) -> ml_collections.FrozenConfigDict:
+  """The run config of the run ``config.init_from`` names, after checking that it is a
+  training run whose model has this model's shapes; UsageError naming the field otherwise.
+  Checked once, before anything is built or written; ``load_pretrained`` takes the result."""
   source_dir = config.init_from
   saved = run_record.load(source_dir) if files.is_dir(source_dir) else None
   if saved is None:
     raise UsageError(f'config.init_from={source_dir!r}: no training run there (no '
                      f'{run_record.CONFIG}); give the workdir of a pre-training run.')
-  source_config = run_config.resolve(ml_collections.ConfigDict(saved))
-  source_model = ModelConfig.from_mapping(source_config.model)
+  try:
+    source_config = run_config.validate(ml_collections.ConfigDict(saved))
+  except UsageError as e:
+    raise UsageError(f'config.init_from={source_dir}: the config.json of that run does not '
+                     f'validate ({e}); start from another run.') from None
+  source_model = run_config.model_config(source_config)
   for field in run_config.SHAPE_FIELDS:
     ours, theirs = getattr(model_config, field), getattr(source_model, field)
     if field != 'model_type' and ours != theirs:
@@ -266,34 +264,25 @@ def check_init_from(config: ml_collections.ConfigDict, model_config: ModelConfig
           f'config.model.{field}={ours!r} but the run in config.init_from={source_dir} has '
           f'{theirs!r}; its parameters cannot be loaded into this model. Set '
           f'--config.model.{field}={theirs!r}, or start from another run.')
-  return source_config, source_model
+  return source_config
 
 
-def load_pretrained(setup: Setup, params: Any, log: Callable[[str], None] = print) -> Any:
+def load_pretrained(setup: Setup, params: Any, source_config: ml_collections.ConfigDict,
+                    log: Callable[[str], None] = print) -> Any:
   """``params`` with the parameters the task loads (``Task.PRETRAINED``: the encoder for
   fine-tuning, everything for a second pre-training stage) replaced by those of the run
-  ``config.init_from`` at step ``config.init_step`` (None: its latest checkpoint).
+  ``config.init_from`` (whose config ``check_init_from`` returned: ``source_config``) at
+  step ``config.init_step`` (None: its latest checkpoint).
 
-  Raises UsageError, naming the field, when that run is missing, has no such step, or
-  describes another model (d, h, d_p, vocabulary, ... must match).
+  Raises UsageError, naming the field, when that run has no such step or trained a task
+  whose parameters are not those this task loads.
   """
-  config = setup.config
-  source_dir, step = config.init_from, config.get('init_step')
-  source_config, source_model = check_init_from(config, setup.model_config)
-  source_task = tasks_lib.build_task(source_config, source_model)
+  source_dir = setup.config.init_from
+  source_task = tasks_lib.build_task(source_config, run_config.model_config(source_config))
   _, shapes, shardings = _abstract_model(source_task, setup.mesh)
-  abstract = _placed(nnx.to_pure_dict(shapes), shardings)
-  manager = checkpoints.make_manager(source_dir, async_save=False, read_only=True)
-  try:
-    steps = sorted(manager.all_steps())
-    if not steps or (step is not None and step not in steps):
-      raise UsageError(f'config.init_step={step!r}: the run in config.init_from={source_dir} '
-                       f'has checkpoints {steps or "none"}; choose one of them (or None: '
-                       'the latest).')
-    step = steps[-1] if step is None else step
-    loaded = checkpoints.restore_params(manager, step, abstract)
-  finally:
-    manager.close()
+  step, loaded = checkpoints.load_params(source_dir, setup.config.init_step,
+                                         _placed(nnx.to_pure_dict(shapes), shardings),
+                                         field='config.init_step')
   names = setup.task.PRETRAINED
   if names is None:
     if jax.tree.structure(loaded) != jax.tree.structure(params):
@@ -401,15 +390,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   NaN/Inf (no checkpoint holding a NaN is written), ``errors.CheckpointError`` for a
   checkpoint that cannot be read or written, and ValueError for a bad config or input.
   """
-  config = run_config.resolve(config)  # the batch in rows (from batch_tokens if given)
   setup = build_setup(config, devices)
+  config = setup.config  # validated: every field, the batch in rows (from batch_tokens)
   process_index, process_count = jax.process_index(), jax.process_count()
   log = print if process_index == 0 else lambda _: None
   saved = _check_workdir(config, workdir)
-  if saved is None and config.get('init_from'):  # a new run: its starting point must fit
-    check_init_from(config, setup.model_config)
+  # A new run's starting point must fit before anything is built or written.
+  pretrained = check_init_from(config, setup.model_config) if (
+      saved is None and config.init_from) else None
   source = data_lib.build_source(config.data, 'train', workdir=workdir,
-                                 init_from=config.get('init_from'))
+                                 init_from=config.init_from)
   _check_source(setup, source)
   _make_workdir(workdir)
   train_iter = data_lib.train_iterator(source, config.batch_size, process_index=process_index,
@@ -439,8 +429,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       train_iter.set_state(data_state)
     else:
       state = init_state(setup)
-      if config.get('init_from'):
-        state['params'] = load_pretrained(setup, state['params'], log)
+      if config.init_from:
+        if pretrained is None:  # a workdir with a config.json but no checkpoint yet
+          pretrained = check_init_from(config, setup.model_config)
+        state['params'] = load_pretrained(setup, state['params'], pretrained, log)
 
     if process_index == 0:
       changes = run_record.record(config, workdir, saved, start_step)
@@ -455,7 +447,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                f'd_p={mc.resolved_head_size} ({"fixed" if mc.is_fixed_head else "baseline d/h"})'
                f', mesh {dict(setup.mesh.shape)}, workdir {workdir}')
     evaluators = _build_evaluators(setup, workdir)
-    profiler = profiling.StepProfiler(config.get('profile_steps', 0), workdir, start_step,
+    profiler = profiling.StepProfiler(config.profile_steps, workdir, start_step,
                                       end_step, writer.log)
     with preemption.PreemptionWatcher() as watcher:
       result = _train_loop(config, setup, state, train_iter, evaluators, manager, writer,
@@ -553,20 +545,10 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
     config = run_record.load_config(workdir)  # which checks the workdir first
   else:
     run_record.check_run_dir(workdir)
-  config = run_config.resolve(config)
   setup = build_setup(config, devices)
+  config = setup.config
   target = run_record.eval_target(config, workdir, other_data=other_data)
-  manager = checkpoints.make_manager(workdir, async_save=False, read_only=True)
-  steps = manager.all_steps()
-  if not steps:
-    raise UsageError(f'no checkpoint in {checkpoints.checkpoint_dir(workdir)}: train '
-                     f'first (python train.py --config=... --workdir={workdir}).')
-  step = max(steps) if step is None else step
-  if step not in steps:
-    raise UsageError(f'no checkpoint for step {step} in '
-                     f'{checkpoints.checkpoint_dir(workdir)}; available: {sorted(steps)}.')
-  params = checkpoints.restore_params(manager, step, setup.abstract_state['params'])
-  manager.close()
+  step, params = checkpoints.load_params(workdir, step, setup.abstract_state['params'])
   evaluators = _build_evaluators(setup, workdir)
   results = {name: evaluator(params) for name, evaluator in evaluators.items()}
   path = files.join(workdir, 'eval', target.format(step=step))
@@ -590,20 +572,8 @@ def load_model(workdir: str, step: int | None = None) -> nnx.Module:
   For notebooks and scripts (one process): sample from it with ``fixed_head.sampling``.
   Raises UsageError when ``workdir`` holds no run, no checkpoint, or not ``step``.
   """
-  config = run_config.resolve(run_record.load_config(workdir))
+  config = run_record.load_config(workdir)
   config.mesh.update(dict(data=-1, fsdp=1, tensor=1))  # any mesh's checkpoint fits one device
   setup = build_setup(config, jax.local_devices()[:1])
-  manager = checkpoints.make_manager(workdir, async_save=False, read_only=True)
-  try:
-    steps = sorted(manager.all_steps())
-    if not steps:
-      raise UsageError(f'no checkpoint in {checkpoints.checkpoint_dir(workdir)}: train '
-                       f'first (python train.py --config=... --workdir={workdir}).')
-    step = steps[-1] if step is None else step
-    if step not in steps:
-      raise UsageError(f'step={step!r}: no checkpoint of that step in '
-                       f'{checkpoints.checkpoint_dir(workdir)}; available: {steps}.')
-    params = checkpoints.restore_params(manager, step, setup.abstract_state['params'])
-  finally:
-    manager.close()
+  _, params = checkpoints.load_params(workdir, step, setup.abstract_state['params'])
   return setup.model_of(params)
