@@ -10,9 +10,9 @@ in two stages, then MNLI and SQuAD v1.1 fine-tuning, for each column of Tables 1
   # mean +- std of each evaluation metric over them.
   for s in 0 1 2 3 4; do
     python train.py --config=configs/bert.py:fixed_d512_h32,task=mnli --workdir=MNLI_$s \
-      --config.init_from=PT2 --config.seed=$s --config.data.seed=$s
+      --config.init_from=PT2 --config.seed=$s --config.data.shuffle_seed=$s
     python train.py --config=configs/bert.py:fixed_d512_h32,task=squad --workdir=SQUAD_$s \
-      --config.init_from=PT2 --config.seed=$s --config.data.seed=$s
+      --config.init_from=PT2 --config.seed=$s --config.data.shuffle_seed=$s
   done
   python summarize.py MNLI_*     # matched / mismatched accuracy
   python summarize.py SQUAD_*    # exact match and F1
@@ -52,97 +52,21 @@ The model is ``fixed_head.paper.bert_config(d, h, d_p)``: 24 layers, feed-forwar
 at d = 768), post-LN, GELU, 512 learned positions, dropout 0.1, as Google BERT's
 modeling.py.
 
-What the paper states: Wikipedia + BooksCorpus; masked LM and next-sentence prediction; batch
-1024; 450k steps at n = 128, then 50k at n = 512; Adam, learning rate 1e-4, BERT's linear
-warm-up and decay, 5k warm-up steps, then 3k in stage 2; weight decay 0.01; dropout 0.1;
-nothing re-tuned for the fixed-head models; SQuAD v1.1 and MNLI dev sets, mean +- spread.
-
-Pre-training choices where the paper is silent (Google BERT's run_pretraining.py and
-create_pretraining_data.py): AdamW with b1 0.9, b2 0.999, eps 1e-6, decoupled weight decay
-0.01 on kernels and embeddings (not biases or LayerNorm), global gradient-norm clipping at
-1.0; schedule 'linear' (``fixed_head/train/optim.py``): warm-up, then linear decay to 0 at the
-last step; stage 2 starts a new schedule at step 0. Google's optimizer skips Adam's bias
-correction; optax's adamw does it (a difference mostly inside the warm-up). Masking: 15%
-of tokens (``masked_lm_prob``), at most 20 predictions a row at n = 128 and 80 at n = 512
-(Google's README asks for about n x 0.15: 19.2, 76.8), 10% short rows (``short_seq_prob``);
-seq_len is n. Batch 1024 rows (``batch_size``; ``batch_tokens`` None).
-
-Settings for a TPU slice (``benchmarks/tpu_fit.py`` compiles every column for v4, v5e and v5p
-slices; BENCHMARKS.md, "What fits on a TPU slice"): the blocks run under ``nnx.scan``
-(``model.scan_layers``: one block compiled whatever the depth, so a step compiles in about a
-minute), the parameters and Adam's moments are split over every device (``mesh.fsdp=-1``,
-``mesh.data=1``; each device still computes only its own rows), and stage 2 recomputes each
-block in the backward pass (``model.remat='full'``, about a third more compute; stage 1 keeps
-its activations, ``PRETRAIN_REMAT``). At batch 1024 every column then fits on v5e, 16 GiB a
-chip: stage 1 on 32 chips (v5e:4x8; fixed_d512_h32 on 64), stage 2 on 16 (v5e:4x4; the d = 512
-columns with 8 heads on 8); on v4, stage 1 on 16 chips and stage 2 on 4 or 8; on v5p, 4 or 8
-chips hold every column. ``--config.model.remat=full`` in stage 1 fits it on fewer chips;
-``--config.model.remat=none`` on a larger slice saves the recomputation. ``python compile.py
---config=... --topology=...`` checks any such choice before a slice is rented.
-Checkpoints and evaluations every 10k steps, a log line every 100. Evaluation
-(``evals.valid``, type 'pretraining'): masked-LM and next-sentence loss and accuracy on 8,192
-rows of held-out documents, in batches of 256.
-
-Pre-training data (``data.name='bert_pretraining'``, fixed_head/data/bert_pretraining.py).
-``data.dataset`` is a list of TFDS names, by default ['wikipedia/20230601.en'] (English
-Wikipedia, 1 June 2023), whose only split is 'train': we train on 'train[:99%]' and hold out
-'train[99%:]' (``data.train_split`` / ``data.eval_split``). Prepare it once with ``python -m
-fixed_head.data.prepare wikipedia/20230601.en`` (a Beam pipeline: apache-beam, mwparserfromhell
-and mwxml come with requirements-prepare.txt; some 20 GB of download); point at it with
-``--config.data.data_dir=DIR`` (default: $TFDS_DATA_DIR, else ~/tensorflow_datasets).
-BooksCorpus is not in tensorflow-datasets 4.9.10, so the default reads Wikipedia only. To add
-a local copy, write Wikipedia and the books as text in Google's format (one sentence a line,
-a blank line between documents) and read the files instead of TFDS:
-``--config.data.dataset=None --config.data.files='/corpus/*.txt'`` (a glob or a list of
-globs; a share ``data.eval_fraction``, default 1%, of the documents is held out). Files are
-tokenised into memory at start-up, so a full-size corpus wants a large host.
-
-Vocabulary: ``data.vocab=None`` trains a 30,522-token WordPiece vocabulary
-(``data.vocab_size``, lower-cased) on the first train documents and keeps it as
-``WORKDIR/vocab.txt``. To use Google's (uncased, also 30,522 tokens) instead, give stage 1
-``--config.data.vocab=/path/to/uncased_L-24_H-1024_A-16/vocab.txt``; the later runs read
-it from ``init_from``.
-
-MNLI (``task=mnli``): ``task.name='classification'`` with 3 classes on [CLS]; TFDS
-``glue/mnli`` (``data.name='glue'``), n = 128, pairs [CLS] premise [SEP] hypothesis [SEP];
-evaluators 'matched' (validation_matched) and 'mismatched' (validation_mismatched), each the
-whole split. The paper gives no fine-tuning hyper-parameters; we take Google BERT's README
-(its run_classifier.py example): batch 32, learning rate 2e-5, 3 epochs (the BERT paper's
-grid is batch 16 or 32, learning rate 5e-5, 3e-5 or 2e-5, 2 to 4 epochs: pass
-``--config.optimizer.learning_rate=3e-5`` to search it). 3 epochs of MNLI's 392,702 training
-pairs = int(392,702 / 32 * 3) = 36,815 steps (run_classifier.py's formula), 10% linear
-warm-up (3,681 steps), then linear decay; weight decay 0.01, dropout 0.1, the same AdamW
-settings as pre-training.
-
-SQuAD v1.1 (``task=squad``): ``task.name='span_qa'``; TFDS ``squad`` (``data.name='squad'``),
-n = 384, document stride 128, questions cut to 64 tokens (run_squad.py); evaluator 'squad'
-(exact match and F1 with the official normalisation, answers of at most 30 tokens from the
-20 best starts and ends) over the whole validation split. Batch 32 (Google's README trains
-BERT-large on SQuAD with 24 on a TPU; we keep MNLI's 32, which divides evenly over 8 or 16
-devices), learning rate 3e-5 and 2 epochs (the README's), 10% warm-up. The steps count
-training features (windows): about 88,641 with Google's uncased vocabulary, so 2 epochs =
-int(88,641 / 32 * 2) = 5,540 steps (554 of warm-up). A trained vocabulary makes a slightly
-different number of features, which the data source reports; Google's run_squad.py counts
-questions (87,599) instead.
-
-Seeds: the paper reports mean +- spread over several fine-tuning runs without saying how
-many; the loop above runs five. ``seed`` sets the head's initialisation and dropout,
-``data.seed`` the order of the training examples. ``python summarize.py WORKDIR...``
-prints the mean and sample standard deviation of each evaluation metric over the workdirs.
+What the paper states, the choices made where it is silent (optimizer, masking, the TPU
+settings below, the data and vocabulary, the fine-tuning recipes and their step counts) and
+why: docs/bert.md. In short: AdamW at 1e-4 with BERT's linear warm-up and decay, batch 1024,
+stage 1 at n = 128 and stage 2 at n = 512 (``PRETRAIN_STAGES``); blocks under ``nnx.scan``,
+parameters and Adam's moments split over the devices (``mesh.fsdp=-1``), stage 2 recomputed in
+the backward pass (``model.remat='full'``). ``python compile.py --config=... --topology=...``
+says whether a column fits a TPU slice before it is rented (on v5e, stage 1 of every column fits on
+32 chips, fixed_d512_h32 on 64, and stage 2 on 16; v4 and v5p in BENCHMARKS.md).
 
 runlocal: the same code in a minute or two on a CPU, to check a setup end to end (the numbers
-mean nothing). The model keeps the column's h and its d / h / d_p relations, every width
-divided by 8 (d / 8; d_p / 8, or d / h for a baseline), with 2 layers, feed-forward 4 d,
-max_len 64 and a 512-token vocabulary: under 2M parameters. Batch 16, learning rate 1e-3 (a
-tiny model learns little in 200 steps at the full runs' 1e-4 to 2e-5), 10% warm-up.
-Pre-training reads this repository's README.md and docs/*.md (always in a clone; a vocabulary
-is trained on them, and a fifth of their paragraphs is held out): stage 1 at n = 32 for 200
-steps, stage 2 at n = 64 for 100. MNLI and SQuAD read small slices of their TFDS datasets
-(prepared as above: ``python -m fixed_head.data.prepare glue/mnli squad``, or with
-``--fake_sources`` for an offline check): 2,000 training examples (questions for SQuAD, n = 64,
-stride 32, questions cut to 16 tokens), 500 validation pairs each for MNLI and 300 questions
-for SQuAD, 200 steps. Chain them as the full runs, with ``,runlocal`` added to each
-``--config`` and ``--config.init_from`` pointing at the runlocal workdirs.
+mean nothing): every width divided by 8, 2 layers, a 512-token vocabulary trained on this
+repository's README.md and docs/*.md; MNLI and SQuAD read small slices of their TFDS
+datasets (``python -m fixed_head.data.prepare glue/mnli squad``, or ``--fake_sources``
+offline). Chain them as the full runs, with ``,runlocal`` added to each ``--config`` and
+``--config.init_from`` pointing at the runlocal workdirs.
 """
 
 import math
@@ -391,6 +315,8 @@ def get_config(arg: str = 'fixed_d512_h32'):
     _pretraining(c, options['stage'], runlocal)
   else:
     _finetuning(c, options['task'], runlocal)
+  # One value: the model reads the vocabulary's size from the data (set either field).
+  c.model.vocab_size = c.data.get_ref('vocab_size')
   if runlocal:
     c.batch_size = RUNLOCAL_BATCH
     c.optimizer.learning_rate = 1e-3

@@ -48,8 +48,9 @@ def get_config(variant: str = 'fixed'):
   c.data.long_docs = 'split'
 
   m = c.model
-  m.vocab_size = c.data.vocab_size
-  m.max_len = SEQ_LEN
+  # One value each: the model reads the data's vocabulary and length (set either field).
+  m.vocab_size = c.data.get_ref('vocab_size')
+  m.max_len = c.data.get_ref('seq_len')
   m.emb_dim = 128  # d
   m.num_heads = 8  # h
   m.head_size = SEQ_LEN if variant == 'fixed' else None  # d_p = n = 64, or d / h = 16

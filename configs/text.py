@@ -5,8 +5,8 @@ r"""A small fixed-head LM on your own UTF-8 text files (one document per line by
 
 Without --config.data.files it trains on this repository's README.md, a quick offline
 check. Byte-level tokens by default; for a SentencePiece vocabulary add
-``--config.data.tokenizer=sentencepiece --config.data.vocab_size=8000
---config.model.vocab_size=8000``: it is trained on the train documents the first time and
+``--config.data.tokenizer=sentencepiece --config.data.vocab_size=8000`` (the model reads its
+vocabulary size from there): it is trained on the train documents the first time and
 kept in ``WORKDIR/tokenizer/`` (or at ``--config.data.tokenizer_path``), reused after.
 """
 
@@ -36,8 +36,9 @@ def get_config(variant: str = 'fixed'):
   c.data.long_docs = 'split'  # or 'truncate' (counted in the log either way)
 
   m = c.model
-  m.vocab_size = c.data.vocab_size
-  m.max_len = SEQ_LEN
+  # One value each: the model reads the data's vocabulary and length (set either field).
+  m.vocab_size = c.data.get_ref('vocab_size')
+  m.max_len = c.data.get_ref('seq_len')
   m.emb_dim = 128
   m.num_heads = 8
   m.head_size = SEQ_LEN if variant == 'fixed' else None  # d_p = n, or d / h = 16

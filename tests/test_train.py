@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -265,6 +266,21 @@ def test_eval_of_a_missing_workdir_or_a_file_says_which(tmp_path):
   assert not os.path.exists(missing) and a_file.read_text() == 'x'
 
 
+def _unlinked(c):
+  """``c`` with model.max_len and model.vocab_size set on their own, not read from the data
+  (as the repository's LM configs do): a config that can set them apart."""
+  c.model = ml_collections.ConfigDict(c.model.to_dict())
+  return c
+
+
+def test_the_lm_configs_set_the_vocabulary_and_length_once():
+  c = tiny_config()
+  c.data.update(dict(seq_len=12, vocab_size=10))
+  assert (c.model.max_len, c.model.vocab_size) == (12, 10)
+  c.model.vocab_size = 9  # either side: one value
+  assert c.data.vocab_size == 9
+
+
 @pytest.mark.parametrize('change,message', [
     (lambda c: c.model.update(dict(emb_dim=-4)), r'model.emb_dim=-4: must be a positive'),
     (lambda c: c.model.update(dict(num_heads=3, head_size=None)),
@@ -278,7 +294,7 @@ def test_eval_of_a_missing_workdir_or_a_file_says_which(tmp_path):
     (lambda c: c.update(dict(num_train_steps=0)), r'config.num_train_steps=0'),
     (lambda c: c.evals.update(dict(x=dict(type='bleu'))), r"config.evals.x.type='bleu'"),
     (lambda c: c.data.update(dict(name='c4')), r"config.data.name='c4'"),
-    (lambda c: c.data.update(dict(seq_len=9)), r'config.data.seq_len=9 exceeds'),
+    (lambda c: _unlinked(c).data.update(dict(seq_len=9)), r'config.data.seq_len=9 exceeds'),
     (lambda c: c.data.update(dict(memory_len=8)), r'memory_len=8: must be an integer in'),
     (lambda c: c.data.update(dict(copies=3)), r"data options for data.name='synthetic'.*copies"),
     (lambda c: c.update(dict(dropout_rng_impl='philox')), r"config.dropout_rng_impl='philox'"),
