@@ -15,10 +15,9 @@ import numpy as np
 from absl import app, flags
 
 from fixed_head import files
-from fixed_head.data import tokenizers
 from fixed_head.errors import UsageError
 from fixed_head.sampling import sample
-from fixed_head.train import launch, run_record, trainer
+from fixed_head.train import launch, run_record, trainer, vocab
 
 flags.DEFINE_string('workdir', None, 'Workdir of a trained text LM run.')
 flags.DEFINE_multi_string('prompt', None, 'Text to continue (repeat the flag for several).')
@@ -35,15 +34,11 @@ def run_tokenizer(workdir: str):
   if not files.exists(files.join(workdir, run_record.CONFIG)):
     raise UsageError(f'--workdir={workdir} holds no {run_record.CONFIG}: not the workdir of a '
                      'training run.')
-  data = run_record.load_config(workdir).data
-  kind = data.get('tokenizer')
-  if kind is None:
-    raise UsageError(f'{workdir}: its data ({data.name!r}) has no text tokenizer; sample '
+  config = run_record.load_config(workdir)
+  if config.data.get('tokenizer') is None:
+    raise UsageError(f'{workdir}: its data ({config.data.name!r}) has no text tokenizer; sample '
                      'token ids with fixed_head.sampling.sample (see notebooks/).')
-  path = data.get('tokenizer_path') or tokenizers.default_model_path(workdir, data.vocab_size)
-  if kind == 'sentencepiece' and not files.exists(files.absolute(path)):
-    raise UsageError(f'{path}: the run\'s SentencePiece model is missing.')
-  return tokenizers.build_tokenizer(kind, vocab_size=data.vocab_size, model_path=path)
+  return vocab.for_run(config, workdir, train=False)
 
 
 def main(argv):

@@ -38,7 +38,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from fixed_head.experiments import timing
-from fixed_head.train import trainer
+from fixed_head.train import trainer, vocab
 from fixed_head.data import build_source, prepacked, train_iterator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -145,7 +145,8 @@ def prepack(config: dict, tmp: str) -> str:
   is the array_record source's): its directory."""
   directory = os.path.join(tmp, 'prepacked')
   if not os.path.isfile(os.path.join(directory, prepacked.METADATA)):
-    source = build_source(config, 'train', workdir=os.path.join(tmp, 'array_record'))
+    tokenizer = vocab.for_data(config, workdir=os.path.join(tmp, 'array_record'))
+    source = build_source(config, 'train', tokenizer=tokenizer)
     start = time.perf_counter()
     metadata = prepacked.prepare(source, directory, log=lambda _: None)
     seconds = time.perf_counter() - start
@@ -166,7 +167,7 @@ def time_pipeline(source_name: str, seq_len: int, tmp: str, read_threads: int = 
   with mock:
     config = _data_config(source_name, seq_len, tmp, read_threads)
     workdir = os.path.join(tmp, 'array_record' if source_name == 'prepacked' else source_name)
-    source = build_source(config, 'train', workdir=workdir)
+    source = build_source(config, 'train', tokenizer=vocab.for_data(config, workdir=workdir))
     iterator = train_iterator(source, f.batch_size)
     for _ in range(f.batches):  # warm-up: reader threads started, buffers full
       next(iterator)

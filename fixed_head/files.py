@@ -16,6 +16,7 @@ backend that is tested, and TensorFlow out.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -73,6 +74,15 @@ def read_text(path: str | os.PathLike) -> str:
 
 def read_bytes(path: str | os.PathLike) -> bytes:
   return epath.Path(path).read_bytes()
+
+
+def sha256(path: str | os.PathLike) -> str:
+  """The hex sha256 of the file's bytes, read a MiB at a time."""
+  digest = hashlib.sha256()
+  with epath.Path(path).open('rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
 
 
 def make_dirs(path: str | os.PathLike) -> None:

@@ -101,7 +101,7 @@ def test_move_tree_moves_every_file_and_leaves_no_source(where, bucket, tmp_path
 def test_the_tokenizers_a_run_trains_are_kept_in_a_bucket_workdir(bucket):
   """SentencePiece and WordPiece, trained on first use into a gs:// workdir, then read back
   from it by the resumed run without training again."""
-  from fixed_head.data import tokenizers, wordpiece  # pylint: disable=g-import-not-at-top
+  from fixed_head.train import vocab  # pylint: disable=g-import-not-at-top
   from test_tokenizers import VOCAB, _corpus  # pylint: disable=g-import-not-at-top
   from test_wordpiece import corpus  # pylint: disable=g-import-not-at-top
   texts = _corpus() + corpus(100)
@@ -112,13 +112,13 @@ def test_the_tokenizers_a_run_trains_are_kept_in_a_bucket_workdir(bucket):
     return iter(texts)
 
   workdir = f'{bucket}/tokenized'
-  sp = tokenizers.for_run('sentencepiece', VOCAB, workdir=workdir, texts_fn=texts_fn)
+  sp = vocab.sentencepiece(VOCAB, workdir=workdir, texts_fn=texts_fn)
   assert sp.model_path == f'{workdir}/tokenizer/sentencepiece_{VOCAB}.model'
-  again = tokenizers.for_run('sentencepiece', VOCAB, workdir=workdir, texts_fn=texts_fn)
+  again = vocab.sentencepiece(VOCAB, workdir=workdir, texts_fn=texts_fn)
   assert calls == [1] and again.encode(texts[3]) == sp.encode(texts[3])
-  wp = wordpiece.for_run(vocab=None, vocab_size=300, workdir=workdir, init_from=None,
-                         texts_fn=texts_fn, log=lambda _: None)
+  wp = vocab.wordpiece_vocab(vocab=None, vocab_size=300, workdir=workdir, init_from=None,
+                             texts_fn=texts_fn, log=lambda _: None)
   assert files.exists(f'{workdir}/vocab.txt') and calls == [1, 1]
-  resumed = wordpiece.for_run(vocab=None, vocab_size=300, workdir=workdir, init_from=None,
-                              texts_fn=texts_fn, log=lambda _: None)
+  resumed = vocab.wordpiece_vocab(vocab=None, vocab_size=300, workdir=workdir,
+                                  init_from=None, texts_fn=texts_fn, log=lambda _: None)
   assert resumed.vocab == wp.vocab and resumed.path == f'{workdir}/vocab.txt' and calls == [1, 1]

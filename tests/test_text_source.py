@@ -10,6 +10,7 @@ from fixed_head.train import trainer
 from fixed_head.data import build_source, text
 
 import repo_configs
+import resolved
 
 default_config = repo_configs.load('default')
 
@@ -70,20 +71,20 @@ def test_sentencepiece_vocabulary_is_trained_once_and_reused(tmp_path):
   config = data_config(pattern, tokenizer='sentencepiece', tokenizer_path=str(model),
                        log=lambda _: None)
   config['vocab_size'] = 40
-  first = build_source(config, 'train')
+  first = resolved.source(config, 'train')
   mtime = os.path.getmtime(model)
-  again = build_source(config, 'eval')
+  again = resolved.source(config, 'eval')
   assert os.path.getmtime(model) == mtime and again.tokenizer.vocab_size == 40
   assert first.get_batch([0])['tokens'].max() < 40
   config['vocab_size'] = 50
   with pytest.raises(ValueError, match='vocab'):
-    build_source(config, 'train')
+    resolved.source(config, 'train')
 
 
 def test_sentencepiece_defaults_to_the_workdir(tmp_path):
   config = data_config(write_corpus(tmp_path), tokenizer='sentencepiece', log=lambda _: None)
   config['vocab_size'] = 40
-  source = build_source(config, 'train', workdir=str(tmp_path / 'run'))
+  source = resolved.source(config, 'train', workdir=str(tmp_path / 'run'))
   assert source.tokenizer.model_path == str(tmp_path / 'run' / 'tokenizer' /
                                             'sentencepiece_40.model')
   assert os.path.isfile(source.tokenizer.model_path)
@@ -99,7 +100,7 @@ def test_bad_input_names_the_path_or_field(tmp_path):
   with pytest.raises(ValueError, match=r'data.vocab_size=300 does not match the byte'):
     build_source(dict(data_config(pattern), vocab_size=300), 'train')
   with pytest.raises(ValueError, match="data.tokenizer_path"):  # no path and no workdir
-    build_source(data_config(pattern, tokenizer='sentencepiece'), 'train')
+    resolved.source(data_config(pattern, tokenizer='sentencepiece'), 'train')
 
 
 def test_training_runs_on_a_text_corpus(tmp_path):

@@ -7,8 +7,8 @@ import pytest
 
 from fixed_head.data import tokenizers
 from fixed_head.errors import UsageError
-from fixed_head.data.tokenizers import (ByteTokenizer, SentencePieceTokenizer, build_tokenizer,
-                                        encode_documents, load_or_train)
+from fixed_head.data.tokenizers import ByteTokenizer, SentencePieceTokenizer, encode_documents
+from fixed_head.train import vocab
 
 VOCAB = 120
 
@@ -88,7 +88,7 @@ def test_load_or_train_reuses_the_saved_model(tmp_path, monkeypatch):
     calls.append(1)
     return _corpus()
 
-  first = load_or_train(path, texts_fn, VOCAB)
+  first = vocab.sentencepiece(VOCAB, model_path=path, texts_fn=texts_fn)
   assert calls == [1] and os.path.isfile(path)
   mtime = os.stat(path).st_mtime_ns
 
@@ -96,18 +96,18 @@ def test_load_or_train_reuses_the_saved_model(tmp_path, monkeypatch):
     raise AssertionError('load_or_train retrained an existing model')
 
   monkeypatch.setattr(SentencePieceTokenizer, 'train', no_training)
-  second = load_or_train(path, texts_fn, VOCAB)
+  second = vocab.sentencepiece(VOCAB, model_path=path, texts_fn=texts_fn)
   assert calls == [1] and os.stat(path).st_mtime_ns == mtime
   text = 'the cat reads a book 7 times.'
   assert second.encode(text) == first.encode(text)
-  # The same through the factory.
-  assert build_tokenizer('sentencepiece', model_path=path, vocab_size=VOCAB,
-                         texts_fn=texts_fn).vocab_size == VOCAB
+  # The same through the run's resolver.
+  assert vocab.for_data({'name': 'text', 'files': '', 'tokenizer': 'sentencepiece',
+                         'tokenizer_path': path, 'vocab_size': VOCAB}).vocab_size == VOCAB
 
 
 def test_vocab_mismatch_error_names_path_sizes_and_field(sp_model):
   with pytest.raises(ValueError) as info:
-    load_or_train(sp_model.model_path, _corpus, VOCAB + 8)
+    vocab.sentencepiece(VOCAB + 8, model_path=sp_model.model_path, texts_fn=_corpus)
   message = str(info.value)
   assert sp_model.model_path in message
   assert str(VOCAB) in message and str(VOCAB + 8) in message
@@ -119,7 +119,7 @@ def test_missing_model_error_names_the_path(tmp_path):
   with pytest.raises(UsageError, match="nope.model"):
     SentencePieceTokenizer.load(path)
   with pytest.raises(UsageError, match="nope.model"):
-    build_tokenizer('sentencepiece', model_path=path)
+    vocab.sentencepiece(VOCAB, model_path=path)
 
 
 def test_write_is_atomic_and_leaves_no_temp_file(tmp_path, monkeypatch):
@@ -154,4 +154,4 @@ def test_encode_documents_adds_bos_and_eos():
 
 def test_unknown_kind_is_refused():
   with pytest.raises(ValueError, match="kind='wordpiece' is not one of"):
-    build_tokenizer('wordpiece')
+    vocab.for_data({'name': 'text', 'files': '', 'tokenizer': 'wordpiece', 'vocab_size': VOCAB})

@@ -9,6 +9,7 @@ import pytest
 from fixed_head.data import wordpiece
 from fixed_head.data.wordpiece import WordPieceTokenizer
 from fixed_head.errors import UsageError
+from fixed_head.train import vocab
 
 WORDS = ['un', '##aff', '##able', 'hello', 'world', ',', '!', 'want', '##ed', 'wa', 'runn',
          '##ing', '.', "'", 'don', 't', 'a', '##b', '##c', '日', '本']
@@ -176,7 +177,7 @@ def test_for_run_precedence(tmp_path, trained):
   def run(**kw):
     args = dict(vocab=None, vocab_size=300, workdir=None, init_from=None, texts_fn=texts_fn,
                 log=lines.append)
-    return wordpiece.for_run(**{**args, **kw})
+    return vocab.wordpiece_vocab(**{**args, **kw})
 
   workdir, init_from = tmp_path / 'run', tmp_path / 'pretrain'
   # Nothing there: trained on texts_fn() and saved as workdir/vocab.txt, with one line.
@@ -203,10 +204,11 @@ def test_for_run_errors(tmp_path, trained):
   _, trained_path = trained
   with pytest.raises(UsageError, match=r'data\.vocab_size=512 .*\(300 tokens\).*'
                                        r'model\.vocab_size to 300'):
-    wordpiece.for_run(vocab=trained_path, vocab_size=512, workdir=None, init_from=None,
+    vocab.wordpiece_vocab(vocab=trained_path, vocab_size=512, workdir=None, init_from=None,
                       texts_fn=list)
   with pytest.raises(UsageError, match=r"data\.vocab='.*missing.txt' does not exist"):
-    wordpiece.for_run(vocab=str(tmp_path / 'missing.txt'), vocab_size=300,
-                      workdir=str(tmp_path), init_from=None, texts_fn=list)
+    vocab.wordpiece_vocab(vocab=str(tmp_path / 'missing.txt'), vocab_size=300,
+                          workdir=str(tmp_path), init_from=None, texts_fn=list)
   with pytest.raises(UsageError, match=r'data\.vocab is unset and there is no workdir'):
-    wordpiece.for_run(vocab=None, vocab_size=300, workdir=None, init_from=None, texts_fn=list)
+    vocab.wordpiece_vocab(vocab=None, vocab_size=300, workdir=None, init_from=None,
+                          texts_fn=list)

@@ -14,42 +14,35 @@ process_index=, process_count=)``; any other source is read by index (``IndexIte
 The 'tfds' source can instead read its train rows from a pre-packed copy made once
 (``data.prepacked_dir``; ``python -m fixed_head.data.prepacked``, module ``prepacked``).
 
-Sources that keep files of their own (a SentencePiece model or WordPiece vocabulary
-trained on first use) are given the run's ``workdir``, and the BERT sources also
-``init_from``, the pre-training run a fine-tuning run starts from, whose vocabulary they
-reuse.
+Sources only read data. A source of text is given its tokenizer object (``tokenizer=``):
+the run resolves it once, before any source is built (``fixed_head.train.vocab``), from
+the config fields the source's ``TOKENIZER_FIELDS`` name, and trains it, when it must, on
+the texts ``train_texts(data_config)`` yields (each source module's own ``train_texts``).
 
 BERT rows carry ``weight`` [b] (1.0); rows an evaluation pads with have weight 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from fixed_head.data import bert_pretraining, glue, order, squad, synthetic, text, tfds_text
+from fixed_head.data import (bert_pretraining, glue, order, squad, synthetic, text, tfds_text,
+                             tokenizers)
 from fixed_head.errors import UsageError
 
 Batch = dict[str, np.ndarray]
 
 
-def _source(cls, *, takes_workdir: bool = False, takes_init_from: bool = False
-            ) -> Callable[..., Any]:
-  """A registry entry: (data config, split, num_examples, workdir, init_from) ->
-  cls(split=..., num_examples=..., [workdir=...,] [init_from=...,] **options)."""
-
-  def build(data_config: Mapping[str, Any], split: str, num_examples: int | None,
-            workdir: str | None, init_from: str | None):
-    options = {k: v for k, v in data_config.items() if k != 'name'}
-    if takes_workdir:
-      options['workdir'] = workdir
-    if takes_init_from:
-      options['init_from'] = init_from
-    return cls(split=split, num_examples=num_examples, **options)
-
-  return build
+class Source(NamedTuple):
+  """A registry entry: the source class (built as ``cls(split=, num_examples=, [tokenizer=,]
+  **options)``) and, for a source of text, its module's ``train_texts(options)``: the raw
+  train texts its tokenizer is trained on (no tokenizer needed)."""
+  cls: type
+  train_texts: Callable[[Mapping[str, Any]], Iterable[str]] | None = None
 
 
 # Seeds each have one name in every source: data.language_seed, the synthetic language itself
@@ -81,15 +74,15 @@ def _check_names(data_config: Mapping[str, Any]) -> None:
                        f'data.{new} ({_MEANING[new]}); set data.{new} instead.')
 
 
-SOURCES: dict[str, Callable[..., Any]] = {
-    'synthetic': _source(synthetic.SyntheticCopyLM),  # the embedded default
-    'text': _source(text.TextFilesLM, takes_workdir=True),  # local UTF-8 files
-    'tfds': _source(tfds_text.TfdsTextLM, takes_workdir=True),  # TFDS through Grain (LM1B)
+SOURCES: dict[str, Source] = {
+    'synthetic': Source(synthetic.SyntheticCopyLM),  # the embedded default
+    'text': Source(text.TextFilesLM, text.train_texts),  # local UTF-8 files
+    'tfds': Source(tfds_text.TfdsTextLM, tfds_text.train_texts),  # TFDS through Grain (LM1B)
     # BERT: masked-LM + NSP rows from local text or TFDS (Wikipedia), and fine-tuning data.
-    'bert_pretraining': _source(bert_pretraining.BertPretrainingData, takes_workdir=True,
-                                takes_init_from=True),
-    'glue': _source(glue.GlueData, takes_workdir=True, takes_init_from=True),  # MNLI
-    'squad': _source(squad.SquadData, takes_workdir=True, takes_init_from=True),  # SQuAD v1.1
+    'bert_pretraining': Source(bert_pretraining.BertPretrainingData,
+                               bert_pretraining.train_texts),
+    'glue': Source(glue.GlueData, glue.train_texts),  # MNLI
+    'squad': Source(squad.SquadData, squad.train_texts),  # SQuAD v1.1
 }
 
 
@@ -139,21 +132,79 @@ def check_batch_spec(batch: Mapping[str, np.ndarray],
                      f'{dict(spec)}: fix data.batch_spec or the source.')
 
 
-def build_source(data_config: Mapping[str, Any], split: str,
-                 num_examples: int | None = None, *, workdir: str | None = None,
-                 init_from: str | None = None):
-  """The source ``data_config.name`` for ``split`` ('train' or 'eval'); ``workdir`` is
-  where a source keeps files it makes (a trained tokenizer); ``init_from`` the run a
-  fine-tuning run starts from."""
-  data_config = data_config.to_dict() if hasattr(data_config, 'to_dict') else dict(data_config)
+def _entry(data_config: Mapping[str, Any]) -> Source:
   name = data_config.get('name')
   if name not in SOURCES:
     raise UsageError(f'data.name={name!r} is not one of {sorted(SOURCES)}.')
   _check_names(data_config)
-  try:
-    return SOURCES[name](data_config, split, num_examples, workdir, init_from)
+  return SOURCES[name]
+
+
+def _as_dict(data_config: Mapping[str, Any]) -> dict[str, Any]:
+  return data_config.to_dict() if hasattr(data_config, 'to_dict') else dict(data_config)
+
+
+def _tokenizer_fields(cls) -> dict[str, Any]:
+  return getattr(cls, 'TOKENIZER_FIELDS', {})
+
+
+def tokenizer_options(data_config: Mapping[str, Any]) -> dict[str, Any] | None:
+  """The fields of ``data_config`` that choose its source's tokenizer (the source's
+  ``TOKENIZER_FIELDS``, each given or at its default) and ``'tokenizer'``, its kind:
+  'byte', 'sentencepiece' or, for the BERT sources, 'wordpiece'. None for a source that
+  reads no text (synthetic)."""
+  data_config = _as_dict(data_config)
+  fields = _tokenizer_fields(_entry(data_config).cls)
+  if not fields:
+    return None
+  options = {k: data_config.get(k, default) for k, default in fields.items()}
+  options.setdefault('tokenizer', 'wordpiece')  # the BERT sources name no kind: data.vocab
+  return options
+
+
+def train_texts(data_config: Mapping[str, Any]) -> Iterable[str]:
+  """The raw train texts of ``data_config``'s source (its module's ``train_texts`` of the
+  config completed with the source's defaults): what its tokenizer is trained on."""
+  data_config = _as_dict(data_config)
+  entry = _entry(data_config)
+  parameters = inspect.signature(entry.cls).parameters.values()
+  options = {p.name: p.default for p in parameters if p.default is not p.empty}
+  options.update(_tokenizer_fields(entry.cls))
+  options.update({k: v for k, v in data_config.items() if k != 'name'})
+  return entry.train_texts(options)
+
+
+def build_source(data_config: Mapping[str, Any], split: str,
+                 num_examples: int | None = None, *, tokenizer=None):
+  """The source ``data_config.name`` for ``split`` ('train' or 'eval'), reading text with
+  ``tokenizer`` (the run's, ``fixed_head.train.vocab.for_run``). Without one, a source of
+  text gets the byte tokenizer where the config asks for it; a trained one must be given."""
+  data_config = _as_dict(data_config)
+  name = data_config.get('name')
+  cls = _entry(data_config).cls
+  fields = _tokenizer_fields(cls)
+  options = {k: v for k, v in data_config.items() if k != 'name' and k not in fields}
+  if fields:
+    if tokenizer is None:
+      tokenizer = _byte_tokenizer(data_config)
+    options['tokenizer'] = tokenizer
+  try:  # only the options are checked here: a TypeError inside the constructor is a bug
+    bound = inspect.signature(cls).bind(split=split, num_examples=num_examples, **options)
   except TypeError as e:  # an unknown or missing option for this source
-    raise UsageError(f'data options for data.name={name!r}: {e}') from e
+    raise UsageError(f'data options for data.name={name!r}: {e}') from None
+  return cls(*bound.args, **bound.kwargs)
+
+
+def _byte_tokenizer(data_config: Mapping[str, Any]) -> tokenizers.ByteTokenizer:
+  """The tokenizer a source of text reads with when none is given: bytes, if the config
+  asks for them."""
+  options = tokenizer_options(data_config)
+  if options['tokenizer'] != 'byte':
+    raise UsageError(
+        f"data.name={data_config['name']!r} reads with the {options['tokenizer']} tokenizer: "
+        'pass it as build_source(..., tokenizer=...); fixed_head.train.vocab.for_data '
+        'resolves (and trains) it.')
+  return tokenizers.byte_tokenizer(options['vocab_size'])
 
 
 def train_iterator(source, global_batch_size: int, *, process_index: int = 0,

@@ -5,8 +5,9 @@ Documents are lists of sentences: local text (``data.files``, Google's format: o
 per line, documents separated by blank lines) or TFDS datasets (``data.dataset``, e.g.
 ``'wikipedia/20230601.en'``, or a list of them, whose documents are concatenated; a record's
 text is split into sentences at newlines and after '.', '!' or '?' followed by space).
-Sentences are WordPiece-tokenised (``wordpiece.for_run``: ``data.vocab``, the vocabulary of
-the run given as ``init_from``, the workdir's, or one trained on the train documents).
+Sentences are WordPiece-tokenised with the run's vocabulary (``fixed_head.train.vocab``:
+``data.vocab``, the vocabulary of the run given as ``init_from``, the workdir's, or one
+trained on ``train_texts``, the first train documents).
 
 Row k of the train split is a pure function of (``data.shuffle_seed``, split, k): epoch
 e = k // D visits the D train documents in a seeded order new each epoch
@@ -44,7 +45,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -327,100 +328,130 @@ def _check_probability(name: str, value, low_open: bool) -> None:
                      f'{"(0, 1]" if low_open else "[0, 1]"}.')
 
 
+def _check_corpus(files, dataset) -> None:
+  if (files is None) == (dataset is None):
+    raise UsageError('data.files / data.dataset: give exactly one of them (a glob of text '
+                     "files, or a TFDS dataset name such as 'wikipedia/20230601.en').")
+
+
+def _check_options(*, seq_len, max_predictions_per_seq, masked_lm_prob, short_seq_prob,
+                   eval_fraction, shuffle_seed, num_examples) -> None:
+  """UsageError naming the first field of these that is out of range."""
+  if not isinstance(seq_len, int) or seq_len < 8:
+    raise UsageError(f'data.seq_len={seq_len!r}: must be an int >= 8 ([CLS] A [SEP] B [SEP] '
+                     'needs room; BERT uses 128, then 512).')
+  if (not isinstance(max_predictions_per_seq, int) or
+      not 1 <= max_predictions_per_seq <= seq_len - 3):
+    raise UsageError(f'data.max_predictions_per_seq={max_predictions_per_seq!r}: must be an '
+                     f'int in [1, seq_len - 3 = {seq_len - 3}] (BERT: 20 for 128 tokens).')
+  _check_probability('masked_lm_prob', masked_lm_prob, low_open=True)
+  _check_probability('short_seq_prob', short_seq_prob, low_open=False)
+  if not isinstance(eval_fraction, (int, float)) or not 0 < eval_fraction < 1:
+    raise UsageError(f'data.eval_fraction={eval_fraction!r}: must lie in (0, 1).')
+  if not isinstance(shuffle_seed, int) or shuffle_seed < 0:
+    raise UsageError(f'data.shuffle_seed={shuffle_seed!r}: must be an int >= 0.')
+  if num_examples is not None and (not isinstance(num_examples, int) or num_examples < 1):
+    raise UsageError(f'num_examples={num_examples!r}: must be a positive int or None.')
+
+
+def local_documents(files: str | Sequence[str], split: str, eval_fraction: float,
+                    split_seed: int) -> list[list[str]]:
+  """The documents of ``split`` of a local corpus (each one a list of sentences)."""
+  return text_lib.split_documents(read_sentence_documents(files), split, eval_fraction,
+                                  split_seed)
+
+
+def tfds_parts(dataset: str | Sequence[str], split: str, *, data_dir, feature: str,
+               train_split: str, eval_split: str | None, eval_fraction: float) -> list[tuple]:
+  """(reader, first, stop) of each TFDS dataset for ``split``: 'train' reads ``train_split``
+  but its last ``eval_fraction`` when ``eval_split`` is None, 'eval' that last part or all of
+  ``eval_split``."""
+  parts = []
+  for name in _as_list(dataset):
+    if split == 'eval' and eval_split is not None:
+      reader, size = _open_tfds(name, eval_split, data_dir=data_dir, feature=feature,
+                                split_field='data.eval_split')
+      parts.append((reader, 0, size))
+      continue
+    reader, size = _open_tfds(name, train_split, data_dir=data_dir, feature=feature,
+                              split_field='data.train_split')
+    held_out = math.ceil(size * eval_fraction) if eval_split is None else 0
+    if eval_split is None and size - held_out < 1:
+      raise UsageError(f'data.eval_fraction={eval_fraction}: {name} {train_split!r} has '
+                       f'{size} records, too few to hold some out; set data.eval_split.')
+    parts.append((reader, 0, size - held_out) if split == 'train' else
+                 (reader, size - held_out, size))
+  return parts
+
+
+def train_texts(options) -> Iterator[str]:
+  """The first ``data.tokenizer_max_documents`` train documents of a complete data config
+  (shared equally among its TFDS datasets), each as one text: what a new vocabulary learns."""
+  max_documents = options['tokenizer_max_documents']
+  if not isinstance(max_documents, int) or max_documents < 1:
+    raise UsageError(f'data.tokenizer_max_documents={max_documents!r}: must be a '
+                     'positive int.')
+  _check_corpus(options['files'], options['dataset'])
+  if options['files'] is not None:
+    docs = local_documents(options['files'], 'train', options['eval_fraction'],
+                           options['split_seed'])
+    return ('\n'.join(d) for d in docs[:max_documents])
+  parts = tfds_parts(options['dataset'], 'train', data_dir=options['data_dir'],
+                     feature=options['feature'], train_split=options['train_split'],
+                     eval_split=options['eval_split'], eval_fraction=options['eval_fraction'])
+  share = math.ceil(max_documents / len(parts))
+  return (text for reader, first, stop in parts
+          for begin in range(first, min(stop, first + share), 256)
+          for text in reader.texts(range(begin, min(stop, first + share, begin + 256))))
+
+
 class BertPretrainingData:
   """Random-access source of BERT pre-training rows (format in the module doc).
 
   ``len``, ``[i]``, ``get_batch(indices)`` (the rows stacked; ``nsp_label`` and ``weight``
-  become [b]), ``vocab_size``, ``seq_len``, ``tokenizer`` (a ``WordPieceTokenizer``).
+  become [b]), ``vocab_size``, ``seq_len``, ``tokenizer`` (the run's ``WordPieceTokenizer``).
 
   Local text (``files``): the documents go to 'eval' with probability ``eval_fraction``
   (seeded by ``split_seed``), else to 'train'; all are tokenised at once and held. TFDS
   (``dataset``): 'train' reads ``train_split`` of each dataset; 'eval' reads ``eval_split``,
   or, when that is None, the last ``eval_fraction`` of each ``train_split`` (which train then
   leaves out); records are read and tokenised on demand, the last ``cache_documents`` kept.
-  The vocabulary is trained, if needed, on the first ``tokenizer_max_documents`` train
-  documents.
   """
 
-  def __init__(self, *, split: str, num_examples: int | None = None,
-               workdir: str | None = None, init_from: str | None = None, seq_len: int = 128,
-               max_predictions_per_seq: int = 20, masked_lm_prob: float = 0.15,
-               short_seq_prob: float = 0.1, vocab: str | None = None,
-               vocab_size: int = 30522, lower_case: bool = True, shuffle_seed: int = 0,
+  # The config fields that choose the vocabulary (the run's resolver reads them, not the
+  # source), with their defaults; a new one is trained on the first tokenizer_max_documents
+  # train documents (``train_texts``).
+  TOKENIZER_FIELDS = {'vocab': None, 'vocab_size': 30522, 'lower_case': True,
+                      'tokenizer_max_documents': 20_000}
+
+  def __init__(self, *, split: str, tokenizer, num_examples: int | None = None,
+               seq_len: int = 128, max_predictions_per_seq: int = 20,
+               masked_lm_prob: float = 0.15, short_seq_prob: float = 0.1, shuffle_seed: int = 0,
                files: str | Sequence[str] | None = None,
                dataset: str | Sequence[str] | None = None, data_dir: str | None = None,
                train_split: str = 'train', eval_split: str | None = None,
                eval_fraction: float = 0.01, split_seed: int = 0, feature: str = 'text',
-               tokenizer_max_documents: int = 20_000, cache_documents: int = 8192,
-               log: Callable[[str], None] = print):
+               cache_documents: int = 8192, log: Callable[[str], None] = print):
     if split not in SPLITS:
       raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
-    if (files is None) == (dataset is None):
-      raise UsageError('data.files / data.dataset: give exactly one of them (a glob of text '
-                       "files, or a TFDS dataset name such as 'wikipedia/20230601.en').")
-    if not isinstance(seq_len, int) or seq_len < 8:
-      raise UsageError(f'data.seq_len={seq_len!r}: must be an int >= 8 ([CLS] A [SEP] B [SEP] '
-                       'needs room; BERT uses 128, then 512).')
-    if (not isinstance(max_predictions_per_seq, int) or
-        not 1 <= max_predictions_per_seq <= seq_len - 3):
-      raise UsageError(f'data.max_predictions_per_seq={max_predictions_per_seq!r}: must be an '
-                       f'int in [1, seq_len - 3 = {seq_len - 3}] (BERT: 20 for 128 tokens).')
-    _check_probability('masked_lm_prob', masked_lm_prob, low_open=True)
-    _check_probability('short_seq_prob', short_seq_prob, low_open=False)
-    if not isinstance(eval_fraction, (int, float)) or not 0 < eval_fraction < 1:
-      raise UsageError(f'data.eval_fraction={eval_fraction!r}: must lie in (0, 1).')
-    if not isinstance(shuffle_seed, int) or shuffle_seed < 0:
-      raise UsageError(f'data.shuffle_seed={shuffle_seed!r}: must be an int >= 0.')
-    if num_examples is not None and (not isinstance(num_examples, int) or num_examples < 1):
-      raise UsageError(f'num_examples={num_examples!r}: must be a positive int or None.')
-    if not isinstance(tokenizer_max_documents, int) or tokenizer_max_documents < 1:
-      raise UsageError(f'data.tokenizer_max_documents={tokenizer_max_documents!r}: must be a '
-                       'positive int.')
+    _check_corpus(files, dataset)
+    _check_options(seq_len=seq_len, max_predictions_per_seq=max_predictions_per_seq,
+                   masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
+                   eval_fraction=eval_fraction, shuffle_seed=shuffle_seed,
+                   num_examples=num_examples)
     self.split, self.seq_len, self.shuffle_seed = split, seq_len, shuffle_seed
     self.max_predictions_per_seq = max_predictions_per_seq
     self.masked_lm_prob, self.short_seq_prob = masked_lm_prob, short_seq_prob
-    tokenizer_args = dict(vocab=vocab, vocab_size=vocab_size, workdir=workdir,
-                          init_from=init_from, lower_case=lower_case, log=log)
+    self.tokenizer = tokenizer
     if files is not None:
-      docs = read_sentence_documents(files)
-      mine = text_lib.split_documents(docs, split, eval_fraction, split_seed)
-      train_docs = mine if split == 'train' else text_lib.split_documents(
-          docs, 'train', eval_fraction, split_seed)
-      self.tokenizer = wordpiece.for_run(
-          texts_fn=lambda: ('\n'.join(d) for d in train_docs[:tokenizer_max_documents]),
-          **tokenizer_args)
-      encode = self.tokenizer.encode
-      self.documents = InMemoryDocuments([encode(s) for s in d] for d in mine)
-      describe = f'{_as_list(files)}'
-      detail = f', {self.documents.num_tokens} tokens'
+      mine = local_documents(files, split, eval_fraction, split_seed)
+      self.documents = InMemoryDocuments([tokenizer.encode(s) for s in d] for d in mine)
+      describe, detail = f'{_as_list(files)}', f', {self.documents.num_tokens} tokens'
     else:
-      parts = {'train': [], 'eval': []}
-      for name in _as_list(dataset):
-        reader, size = _open_tfds(name, train_split, data_dir=data_dir, feature=feature,
-                                  split_field='data.train_split')
-        held_out = math.ceil(size * eval_fraction) if eval_split is None else 0
-        if eval_split is None and size - held_out < 1:
-          raise UsageError(f'data.eval_fraction={eval_fraction}: {name} {train_split!r} has '
-                           f'{size} records, too few to hold some out; set data.eval_split.')
-        parts['train'].append((reader, 0, size - held_out))
-        if split == 'eval':
-          if eval_split is None:
-            parts['eval'].append((reader, size - held_out, size))
-          else:
-            eval_reader, eval_size = _open_tfds(name, eval_split, data_dir=data_dir,
-                                                feature=feature, split_field='data.eval_split')
-            parts['eval'].append((eval_reader, 0, eval_size))
-      train_parts = parts['train']
-
-      def train_texts():
-        share = math.ceil(tokenizer_max_documents / len(train_parts))
-        for reader, first, stop in train_parts:
-          for begin in range(first, min(stop, first + share), 256):
-            yield from reader.texts(range(begin, min(stop, first + share, begin + 256)))
-
-      self.tokenizer = wordpiece.for_run(texts_fn=train_texts, **tokenizer_args)
-      self.documents = TfdsDocuments(parts[split], self.tokenizer,
-                                     cache_documents=cache_documents)
+      parts = tfds_parts(dataset, split, data_dir=data_dir, feature=feature,
+                         train_split=train_split, eval_split=eval_split,
+                         eval_fraction=eval_fraction)
+      self.documents = TfdsDocuments(parts, tokenizer, cache_documents=cache_documents)
       if eval_split is not None:
         describe = f'{_as_list(dataset)} {train_split if split == "train" else eval_split!r}'
       else:

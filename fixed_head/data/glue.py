@@ -17,8 +17,9 @@ Split 'eval' reads ``eval_split`` in stored order. MNLI has two validation sets:
 two evaluators, one with ``data.eval_split`` overridden to 'validation_mismatched' (the
 default is 'validation_matched'). The test splits have no labels (-1) and are refused.
 
-The vocabulary is ``wordpiece.for_run``'s: ``data.vocab``, else the pre-trained run's
-(``init_from/vocab.txt``), else the workdir's, else one trained on the train texts.
+The vocabulary is the run's (``fixed_head.train.vocab``): ``data.vocab``, else the
+pre-trained run's (``init_from/vocab.txt``), else the workdir's, else one trained on
+``train_texts``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from fixed_head.data import order, packing, tfds_text, wordpiece
+from fixed_head.data import order, packing, tfds_text
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
@@ -65,6 +66,27 @@ def pair_row(a: Sequence[int], b: Sequence[int], seq_len: int, tokenizer) -> Row
   return {'tokens': tokens, 'token_types': types, 'input_mask': mask}
 
 
+def open_records(task: str, tfds_split: str, data_dir: str | None, split_field: str):
+  """The records of ``tfds_split`` of GLUE ``task``, checked (``tfds_text.open_split``)."""
+  dataset, first, _, _ = TASKS[task]
+  return tfds_text.open_split(dataset, tfds_split, data_dir=data_dir, feature=first,
+                              split_field=split_field,
+                              dataset_field=f'data.task={task!r} (TFDS {dataset!r})')
+
+
+def train_texts(options) -> Iterator[str]:
+  """Both texts of every train record of a complete data config, in stored order: what a
+  new vocabulary learns."""
+  task = options['task']
+  if task not in TASKS:
+    raise UsageError(f'data.task={task!r}: must be one of {sorted(TASKS)}.')
+  _, first, second, _ = TASKS[task]
+  records = open_records(task, options['train_split'], options['data_dir'] or None,
+                         'data.train_split')
+  return (tfds_text.decode_text(records[i][field]) for i in range(len(records))
+          for field in (first, second))
+
+
 class GlueData:
   """MNLI rows {tokens, token_types, input_mask: int32 [n]; label: int32 []; weight:
   float32 []} (see the module docstring); ``num_classes`` 3.
@@ -74,11 +96,12 @@ class GlueData:
   """
 
   NAME = 'glue'
+  # The config fields that choose the vocabulary (the run's resolver reads them, not the
+  # source), with their defaults.
+  TOKENIZER_FIELDS = {'vocab': None, 'vocab_size': 30522, 'lower_case': True}
 
-  def __init__(self, *, split: str, num_examples: int | None = None,
-               workdir: str | None = None, init_from: str | None = None, task: str = 'mnli',
-               seq_len: int = 128, vocab: str | None = None, vocab_size: int = 30522,
-               lower_case: bool = True, data_dir: str | None = None,
+  def __init__(self, *, split: str, tokenizer, num_examples: int | None = None,
+               task: str = 'mnli', seq_len: int = 128, data_dir: str | None = None,
                train_split: str = 'train', eval_split: str = 'validation_matched',
                shuffle_seed: int = 0, log: Callable[[str], None] = print):
     if split not in SPLITS:
@@ -93,31 +116,15 @@ class GlueData:
     self.data_dir = data_dir or None
     self.split_field = f'data.{split}_split'
     self.tfds_split = train_split if split == 'train' else eval_split
-    self.records = self._open(self.tfds_split, self.split_field)
+    self.records = open_records(task, self.tfds_split, self.data_dir, self.split_field)
     self.num_records = len(self.records)
     if num_examples is not None:
       self.num_records = min(self.num_records, num_examples)
     self.order = order.of_split(self.num_records, split, shuffle_seed)
     self._label(0)  # an unlabelled split fails here, not at the first batch
-    self.tokenizer = wordpiece.for_run(
-        vocab=vocab, vocab_size=vocab_size, workdir=workdir, init_from=init_from,
-        lower_case=lower_case, log=log,
-        texts_fn=lambda: self.train_texts(train_split))
+    self.tokenizer = tokenizer
+    del log  # the source has nothing to report
     self._encoded: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}  # ids a, ids b, label
-
-  def _open(self, tfds_split: str, split_field: str):
-    return tfds_text.open_split(
-        self.dataset, tfds_split, data_dir=self.data_dir, feature=self.first,
-        split_field=split_field, dataset_field=f'data.task={self.task!r} (TFDS {self.dataset!r})')
-
-  def train_texts(self, train_split: str) -> Iterator[str]:
-    """Both texts of every train record, in stored order (what a new vocabulary learns)."""
-    records = self.records if self.split == 'train' else self._open(train_split,
-                                                                    'data.train_split')
-    for i in range(len(records)):
-      record = records[i]
-      yield tfds_text.decode_text(record[self.first])
-      yield tfds_text.decode_text(record[self.second])
 
   @property
   def vocab_size(self) -> int:

@@ -30,7 +30,6 @@ and positions are recomputed from it (``decode_rows``).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import time
@@ -39,7 +38,6 @@ from typing import Any
 
 import grain
 import numpy as np
-from etils import epath
 
 from fixed_head import files
 from fixed_head.data import order
@@ -70,13 +68,7 @@ def file_name(index: int) -> str:
   return f'rows-{index:05d}.array_record'
 
 
-def sha256_of(path: str) -> str:
-  """The file's sha256 (a tokenizer model, which may be in a gs:// workdir)."""
-  digest = hashlib.sha256()
-  with epath.Path(path).open('rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
+sha256_of = files.sha256  # a tokenizer model's, which may be in a gs:// workdir
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -427,7 +419,7 @@ def main(argv: Sequence[str]) -> None:
   """``python -m fixed_head.data.prepacked --config=... --workdir=...``."""
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   from fixed_head.data import build_source  # pylint: disable=g-import-not-at-top
-  from fixed_head.train import launch  # pylint: disable=g-import-not-at-top
+  from fixed_head.train import launch, vocab  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
   launch.quiet_start()
@@ -440,7 +432,8 @@ def main(argv: Sequence[str]) -> None:
   if not directory:
     raise UsageError("data.prepacked_dir='': set --config.data.prepacked_dir=DIR, the "
                      'directory the pre-packed copy is written to.')
-  source = build_source(dict(data, prepacked_dir=''), 'train', workdir=f.workdir)
+  tokenizer = vocab.for_data(data, workdir=f.workdir)  # the run's: read or trained there
+  source = build_source(dict(data, prepacked_dir=''), 'train', tokenizer=tokenizer)
   prepare(source, directory, workdir=f.workdir, rows_per_file=f.rows_per_file)
 
 

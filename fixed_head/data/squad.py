@@ -200,6 +200,27 @@ def _read(records, stop: int) -> Iterator:
     yield from (records[k] for k in keys)
 
 
+def open_records(tfds_split: str, data_dir: str | None, split_field: str):
+  """The records of ``tfds_split`` of SQuAD v1.1, checked (``tfds_text.open_split``)."""
+  return tfds_text.open_split(
+      DATASET, tfds_split, data_dir=data_dir, feature='context', split_field=split_field,
+      dataset_field=f"data.name='squad' (TFDS {DATASET!r})")
+
+
+def train_texts(options) -> Iterator[str]:
+  """Each train context of a complete data config (once per run of questions on it) and
+  each question, in stored order: what a new vocabulary learns."""
+  records = open_records(options['train_split'], options['data_dir'] or None,
+                         'data.train_split')
+  previous = None
+  for record in _read(records, len(records)):
+    context = tfds_text.decode_text(record['context'])
+    if context != previous:
+      yield context
+      previous = context
+    yield tfds_text.decode_text(record['question'])
+
+
 class SquadData:
   """SQuAD v1.1 span rows (see the module docstring).
 
@@ -209,13 +230,15 @@ class SquadData:
   """
 
   NAME = 'squad'
+  # The config fields that choose the vocabulary (the run's resolver reads them, not the
+  # source), with their defaults.
+  TOKENIZER_FIELDS = {'vocab': None, 'vocab_size': 30522, 'lower_case': True}
 
-  def __init__(self, *, split: str, num_examples: int | None = None,
-               workdir: str | None = None, init_from: str | None = None, seq_len: int = 384,
-               doc_stride: int = 128, max_query_len: int = 64, vocab: str | None = None,
-               vocab_size: int = 30522, lower_case: bool = True, data_dir: str | None = None,
-               train_split: str = 'train', eval_split: str = 'validation',
-               shuffle_seed: int = 0, log: Callable[[str], None] = print):
+  def __init__(self, *, split: str, tokenizer, num_examples: int | None = None,
+               seq_len: int = 384, doc_stride: int = 128, max_query_len: int = 64,
+               data_dir: str | None = None, train_split: str = 'train',
+               eval_split: str = 'validation', shuffle_seed: int = 0,
+               log: Callable[[str], None] = print):
     if split not in SPLITS:
       raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
     glue.check_positive_int('data.seq_len', seq_len, 5)
@@ -231,29 +254,9 @@ class SquadData:
     self.max_query_len, self.shuffle_seed, self._log = max_query_len, int(shuffle_seed), log
     self.data_dir = data_dir or None
     self.tfds_split = train_split if split == 'train' else eval_split
-    self.records = self._open(self.tfds_split, f'data.{split}_split')
-    self.tokenizer = wordpiece.for_run(
-        vocab=vocab, vocab_size=vocab_size, workdir=workdir, init_from=init_from,
-        lower_case=lower_case, log=log, texts_fn=lambda: self.train_texts(train_split))
+    self.records = open_records(self.tfds_split, self.data_dir, f'data.{split}_split')
+    self.tokenizer = tokenizer
     self._build(num_examples)
-
-  def _open(self, tfds_split: str, split_field: str):
-    return tfds_text.open_split(
-        DATASET, tfds_split, data_dir=self.data_dir, feature='context', split_field=split_field,
-        dataset_field=f"data.name='squad' (TFDS {DATASET!r})")
-
-  def train_texts(self, train_split: str) -> Iterator[str]:
-    """Each train context (once per run of questions on it) and each question, in stored
-    order: what a new vocabulary learns."""
-    records = self.records if self.split == 'train' else self._open(train_split,
-                                                                    'data.train_split')
-    previous = None
-    for record in _read(records, len(records)):
-      context = tfds_text.decode_text(record['context'])
-      if context != previous:
-        yield context
-        previous = context
-      yield tfds_text.decode_text(record['question'])
 
   @property
   def vocab_size(self) -> int:

@@ -1,8 +1,8 @@
 """A local text corpus as a language-modelling source (``config.data.name = 'text'``).
 
 A glob of UTF-8 files, one document per line or per file, is split deterministically
-into 'train' and 'eval' documents, tokenised (bytes, or a SentencePiece model trained on
-the train documents the first time and reused after), packed into rows of n tokens with
+into 'train' and 'eval' documents, tokenised with the run's tokenizer (bytes, or a
+SentencePiece model trained on ``train_texts``, the train documents, the first time), packed into rows of n tokens with
 segment ids and positions (or padded, one document per row), and held in memory.
 
 The train split repeats forever in a new seeded order each epoch (``order.EpochOrder``, seed
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import glob as glob_lib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +74,12 @@ def split_documents(docs: list[str], split: str, eval_fraction: float,
   return [d for d, keep in zip(docs, chosen) if keep]
 
 
+def train_texts(options: Mapping[str, Any]) -> list[str]:
+  """The train documents of a complete data config: what its SentencePiece model learns."""
+  return split_documents(read_documents(options['files'], options['doc_per']), 'train',
+                         options['eval_fraction'], options['split_seed'])
+
+
 class TextFilesLM:
   """Random-access source of packed rows from local text files.
 
@@ -82,30 +89,25 @@ class TextFilesLM:
   # An index iterator's state saved before order.STATE_VERSION reads the same rows here: the
   # one order is the one this source always had (data.IndexIterator.set_state).
   READS_V1_STATES = True
+  # The config fields that choose the tokenizer (the run's resolver reads them, not the
+  # source), with their defaults: bytes, or a SentencePiece model trained on at most
+  # tokenizer_max_sentences train documents.
+  TOKENIZER_FIELDS = {'tokenizer': 'byte', 'tokenizer_path': None, 'vocab_size': None,
+                      'tokenizer_max_sentences': 100_000}
 
-  def __init__(self, *, split: str, files: str, seq_len: int, vocab_size: int,
-               tokenizer: str = 'byte', tokenizer_path: str | None = None,
+  def __init__(self, *, split: str, files: str, seq_len: int, tokenizer,
                doc_per: str = 'line', eval_fraction: float = 0.05, split_seed: int = 0,
                shuffle_seed: int = 0, packing_mode: str = 'pack', long_docs: str = 'split',
-               tokenizer_max_sentences: int = 100_000, num_examples: int | None = None,
-               workdir: str | None = None, log=print):
+               num_examples: int | None = None, log=print):
     if split not in SPLITS:
       raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
     if packing_mode not in ('pack', 'pad'):
       raise UsageError(f"data.packing_mode={packing_mode!r}: must be 'pack' or 'pad'.")
     docs = read_documents(files, doc_per)
-    train_docs = split_documents(docs, 'train', eval_fraction, split_seed)
-    self.tokenizer = tokenizers.for_run(
-        tokenizer, vocab_size, model_path=tokenizer_path, workdir=workdir,
-        texts_fn=lambda: train_docs, max_sentences=tokenizer_max_sentences)
-    if self.tokenizer.vocab_size != vocab_size:
-      raise UsageError(f'data.vocab_size={vocab_size} does not match the {tokenizer} '
-                       f'tokenizer ({self.tokenizer.vocab_size} ids); set data.vocab_size and '
-                       f'model.vocab_size to {self.tokenizer.vocab_size}.')
-    self.split, self.seq_len, self.vocab_size = split, seq_len, vocab_size
+    self.tokenizer = tokenizer
+    self.split, self.seq_len, self.vocab_size = split, seq_len, tokenizer.vocab_size
     self.shuffle_seed = shuffle_seed
-    mine = train_docs if split == 'train' else split_documents(docs, 'eval', eval_fraction,
-                                                               split_seed)
+    mine = split_documents(docs, split, eval_fraction, split_seed)
     pack = packing.pack_documents if packing_mode == 'pack' else packing.pad_documents
     rows = pack(tokenizers.encode_documents(self.tokenizer, mine), seq_len,
                 long_docs=long_docs)

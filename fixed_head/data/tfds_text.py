@@ -2,10 +2,11 @@
 
 Any TFDS dataset with a text feature (``data.dataset``, ``data.feature``; LM1B first) is
 read without TensorFlow: ``tfds.data_source`` opens its prepared ArrayRecord files for
-random access and Grain reads them. Each record's text is tokenised (SentencePiece, trained
-on the first ``data.tokenizer_max_sentences`` train records the first time and kept in the
-workdir; or bytes), wrapped in bos/eos, and packed into rows of n tokens by
-``packing.Packer`` (mode 'pack' as ``pack_documents``, or 'pad', one document per row).
+random access and Grain reads them. Each record's text is tokenised with the run's tokenizer
+(SentencePiece, trained on ``train_texts``, the first ``data.tokenizer_max_sentences``
+train records, the first time and kept in the workdir; or bytes), wrapped in bos/eos, and
+packed into rows of n tokens by ``packing.Packer`` (mode 'pack' as ``pack_documents``, or
+'pad', one document per row).
 
 Train (``train_iterator``): the records in the one seeded order of ``order.EpochOrder``
 (seed ``data.shuffle_seed``, a new permutation each epoch, endless); process p of P reads
@@ -281,6 +282,34 @@ class TrainIterator(Iterator[Row]):
     self._rows.set_state(saved[str(self.process_index)])
 
 
+def check_read_threads(read_threads) -> None:
+  if not isinstance(read_threads, int) or read_threads < 0:
+    raise UsageError(f'data.read_threads={read_threads!r}: must be an int >= 0.')
+
+
+def chunks(records: grain.MapDataset, fn: Callable[[np.ndarray], list], read_threads: int
+           ) -> grain.IterDataset:
+  """``fn`` of each run of ``DOCS_PER_READ`` consecutive record indices of ``records``;
+  Grain's ``read_threads`` threads read and encode them ahead."""
+  options = grain.ReadOptions(num_threads=read_threads,
+                              prefetch_buffer_size=max(2, 2 * read_threads))
+  return records.batch(DOCS_PER_READ).map(fn).to_iter_dataset(options)
+
+
+def train_texts(options: Mapping[str, Any]) -> Iterable[str]:
+  """The first ``data.tokenizer_max_sentences`` texts of the train split of a complete data
+  config, in stored order (TFDS shuffles records when it prepares a dataset, so this is a
+  sample): what its SentencePiece model learns."""
+  data_dir, feature = options['data_dir'] or None, options['feature']
+  check_read_threads(options['read_threads'])
+  records = open_split(options['dataset'], options['train_split'], data_dir=data_dir,
+                       feature=feature, split_field='data.train_split')
+  reader = ReadDocuments(records, feature,
+                         raw=open_raw(options['dataset'], options['train_split'], data_dir))
+  first = grain.MapDataset.range(min(options['tokenizer_max_sentences'], len(records)))
+  return itertools.chain.from_iterable(chunks(first, reader.texts, options['read_threads']))
+
+
 def _prepacked():
   """``fixed_head.data.prepacked``, imported on use: ``python -m fixed_head.data.prepacked``
   runs it as ``__main__``, which must not find it imported by this package already."""
@@ -297,13 +326,17 @@ class TfdsTextLM:
   rows of one in-order pass (built at once for 'eval', on first use for 'train').
   """
 
-  def __init__(self, *, split: str, seq_len: int, vocab_size: int, dataset: str = 'lm1b',
+  # The config fields that choose the tokenizer (the run's resolver reads them, not the
+  # source), with their defaults: a SentencePiece model trained on the first
+  # tokenizer_max_sentences train records, or bytes.
+  TOKENIZER_FIELDS = {'tokenizer': 'sentencepiece', 'tokenizer_path': None, 'vocab_size': None,
+                      'tokenizer_max_sentences': 1_000_000}
+
+  def __init__(self, *, split: str, seq_len: int, tokenizer, dataset: str = 'lm1b',
                feature: str = 'text', train_split: str = 'train', eval_split: str = 'test',
-               data_dir: str | None = None, tokenizer: str = 'sentencepiece',
-               tokenizer_path: str | None = None, tokenizer_max_sentences: int = 1_000_000,
-               shuffle_seed: int = 0, packing_mode: str = 'pack', long_docs: str = 'split',
-               read_threads: int = 2, prepacked_dir: str = '', num_examples: int | None = None,
-               workdir: str | None = None, log: Callable[[str], None] = print):
+               data_dir: str | None = None, shuffle_seed: int = 0, packing_mode: str = 'pack',
+               long_docs: str = 'split', read_threads: int = 2, prepacked_dir: str = '',
+               num_examples: int | None = None, log: Callable[[str], None] = print):
     if split not in SPLITS:
       raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
     if packing_mode not in PACKING_MODES:
@@ -312,85 +345,57 @@ class TfdsTextLM:
       raise UsageError(f"data.long_docs={long_docs!r}: must be 'split' or 'truncate'.")
     if not isinstance(seq_len, int) or seq_len <= 0:
       raise UsageError(f'data.seq_len={seq_len!r}: must be a positive int (the row length n).')
-    if not isinstance(read_threads, int) or read_threads < 0:
-      raise UsageError(f'data.read_threads={read_threads!r}: must be an int >= 0.')
-    self.split, self.seq_len, self._vocab_size = split, seq_len, vocab_size
+    check_read_threads(read_threads)
+    self.split, self.seq_len, self.tokenizer = split, seq_len, tokenizer
     self.dataset, self.feature, self.data_dir = dataset, feature, data_dir or None
     self.train_split, self.shuffle_seed = train_split, shuffle_seed
     self.packing_mode, self.long_docs, self.read_threads = packing_mode, long_docs, read_threads
     self.num_examples, self._log = num_examples, log
     self.tfds_split = train_split if split == 'train' else eval_split
-    self.tokenizer_kind, self.workdir = tokenizer, workdir
-    self.prepacked: prepacked.PrepackedRows | None = None
-    if split == 'train' and prepacked_dir:  # the config's fields first: before any training
-      prepacked = _prepacked()
-      if files.is_url(prepacked_dir):
-        raise UsageError(f'data.prepacked_dir={prepacked_dir!r}: the pre-packed copy is read '
-                         'with the local file API; copy it to a local disk of each host and '
-                         'give that path.')
-      self.prepacked_dir = os.path.abspath(os.path.expanduser(prepacked_dir))
-      metadata = prepacked.read_metadata(self.prepacked_dir, workdir)
-      prepacked.check_identity(metadata, self.prepacked_identity(full=False),
-                               self.prepacked_dir, workdir)
     self.records = open_split(dataset, self.tfds_split, data_dir=self.data_dir, feature=feature,
                               split_field=f'data.{split}_split')
-    self.tokenizer = tokenizers.for_run(
-        tokenizer, vocab_size, model_path=tokenizer_path, workdir=workdir,
-        texts_fn=lambda: self.train_texts(tokenizer_max_sentences),
-        max_sentences=tokenizer_max_sentences)
-    if self.tokenizer.vocab_size != vocab_size:
-      raise UsageError(f'data.vocab_size={vocab_size} does not match the {tokenizer} '
-                       f'tokenizer ({self.tokenizer.vocab_size} ids); set data.vocab_size and '
-                       f'model.vocab_size to {self.tokenizer.vocab_size}.')
     self.read = ReadDocuments(self.records, feature, self.tokenizer,
                               raw=open_raw(dataset, self.tfds_split, self.data_dir))
     self._rows: dict[str, np.ndarray] | None = None
     self.stats: packing.PackingStats | None = None  # of the held rows
+    self.prepacked: prepacked.PrepackedRows | None = None
     if split == 'train' and prepacked_dir:
-      prepacked = _prepacked()
-      prepacked.check_identity(metadata, self.prepacked_identity(), self.prepacked_dir, workdir)
-      self.prepacked = prepacked.PrepackedRows(self.prepacked_dir, metadata)
-      self.stats = packing.PackingStats(**{k: v for k, v in metadata['stats'].items()
-                                           if k != 'fill'})
+      self._open_prepacked(prepacked_dir)
     if split == 'eval':
       self._hold_rows()
 
+  def _open_prepacked(self, prepacked_dir: str) -> None:
+    """Reads the train rows from the pre-packed copy in ``prepacked_dir``, once its metadata
+    agrees with this source (``prepacked_identity``)."""
+    prepacked = _prepacked()
+    if files.is_url(prepacked_dir):
+      raise UsageError(f'data.prepacked_dir={prepacked_dir!r}: the pre-packed copy is read '
+                       'with the local file API; copy it to a local disk of each host and '
+                       'give that path.')
+    self.prepacked_dir = os.path.abspath(os.path.expanduser(prepacked_dir))
+    metadata = prepacked.read_metadata(self.prepacked_dir)
+    prepacked.check_identity(metadata, self.prepacked_identity(), self.prepacked_dir)
+    self.prepacked = prepacked.PrepackedRows(self.prepacked_dir, metadata)
+    self.stats = packing.PackingStats(**{k: v for k, v in metadata['stats'].items()
+                                         if k != 'fill'})
+
   @property
   def vocab_size(self) -> int:
-    return self._vocab_size
-
-  def read_options(self) -> grain.ReadOptions:
-    """Grain's threads read and encode chunks of ``DOCS_PER_READ`` records ahead."""
-    return grain.ReadOptions(num_threads=self.read_threads,
-                             prefetch_buffer_size=max(2, 2 * self.read_threads))
+    return self.tokenizer.vocab_size
 
   def _chunks(self, records: grain.MapDataset, fn: Callable[[np.ndarray], list]
               ) -> grain.IterDataset:
-    """``fn`` of each run of ``DOCS_PER_READ`` consecutive record indices of ``records``."""
-    return records.batch(DOCS_PER_READ).map(fn).to_iter_dataset(self.read_options())
+    return chunks(records, fn, self.read_threads)
 
-  def train_texts(self, limit: int) -> Iterable[str]:
-    """The first ``limit`` texts of the train split in stored order (TFDS shuffles records
-    when it prepares a dataset, so this is a sample): what SentencePiece trains on."""
-    records = self.records if self.split == 'train' else open_split(
-        self.dataset, self.train_split, data_dir=self.data_dir, feature=self.feature)
-    reader = ReadDocuments(records, self.feature,
-                           raw=open_raw(self.dataset, self.train_split, self.data_dir))
-    first = grain.MapDataset.range(min(limit, len(records)))
-    return itertools.chain.from_iterable(self._chunks(first, reader.texts))
-
-  def prepacked_identity(self, *, full: bool = True) -> dict[str, Any]:
-    """What a pre-packed copy of this train split must agree with (``full``: also the
-    tokenizer's sha256 and the number of records, known once they are opened)."""
-    identity = {'dataset': self.dataset, 'split': self.tfds_split, 'feature': self.feature,
-                'seq_len': self.seq_len, 'packing_mode': self.packing_mode,
-                'long_docs': self.long_docs, 'tokenizer': self.tokenizer_kind,
-                'vocab_size': self._vocab_size}
-    if full:
-      path = getattr(self.tokenizer, 'model_path', None)
-      identity.update(tokenizer_sha256=_prepacked().sha256_of(path) if path else None,
-                      tokenizer_path=path, records=len(self.records))
-    return identity
+  def prepacked_identity(self) -> dict[str, Any]:
+    """What a pre-packed copy of this train split must agree with."""
+    path = getattr(self.tokenizer, 'model_path', None)
+    return {'dataset': self.dataset, 'split': self.tfds_split, 'feature': self.feature,
+            'seq_len': self.seq_len, 'packing_mode': self.packing_mode,
+            'long_docs': self.long_docs, 'tokenizer': self.tokenizer.KIND,
+            'vocab_size': self.vocab_size,
+            'tokenizer_sha256': files.sha256(path) if path else None,
+            'tokenizer_path': path, 'records': len(self.records)}
 
   def _packer(self, records: grain.MapDataset) -> packing.Packer:
     """The rows of the documents of ``records`` (record indices, in the order read), as a

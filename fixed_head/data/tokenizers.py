@@ -6,6 +6,9 @@ those), ``decode(ids) -> str`` (special ids skipped), ``vocab_size``, ``pad_id``
 in packed rows (``fixed_head.data.packing``).
 ``encode`` adds no bos/eos: the caller chooses, e.g. ``[tok.bos_id, *tok.encode(t), tok.eos_id]``.
 
+Which tokenizer a run reads with, and where its file is kept, is decided once for the run
+(``fixed_head.train.vocab``).
+
 No TensorFlow: SentencePiece models are trained from any iterable of strings with the
 ``sentencepiece`` package and written atomically, so a reader never sees half a file.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from fixed_head import files
 from fixed_head.errors import UsageError
@@ -26,6 +29,7 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 class ByteTokenizer:
   """UTF-8 bytes shifted by 3: id = byte + 3; ids 0/1/2 are pad/bos/eos."""
 
+  KIND = 'byte'
   _OFFSET = 3
   pad_id, bos_id, eos_id = PAD_ID, BOS_ID, EOS_ID
 
@@ -57,6 +61,8 @@ class ByteTokenizer:
 
 class SentencePieceTokenizer:
   """A SentencePiece model with pad 0, bos 1, eos 2, unk 3 (as trained by ``train``)."""
+
+  KIND = 'sentencepiece'
 
   def __init__(self, processor, model_path: str | None = None):
     self._sp = processor
@@ -103,7 +109,7 @@ class SentencePieceTokenizer:
     if not files.is_file(model_path):
       raise UsageError(
           f'SentencePiece model {model_path!r} does not exist: train it with '
-          'SentencePieceTokenizer.train / load_or_train, or fix the path.')
+          'SentencePieceTokenizer.train (train.py trains it on first use), or fix the path.')
     # read as bytes, so a gs:// model loads like a local one
     processor = spm.SentencePieceProcessor(model_proto=files.read_bytes(model_path))
     tokenizer = cls(processor, model_path)
@@ -165,65 +171,19 @@ class SentencePieceTokenizer:
     return cls.load(model_path, expected_vocab_size=vocab_size)
 
 
-def load_or_train(model_path: str, texts_fn: Callable[[], Iterable[str]], vocab_size: int,
-                  **train_kwargs) -> SentencePieceTokenizer:
-  """Loads ``model_path`` if it exists (checking ``vocab_size``), else trains it on
-  ``texts_fn()`` (called only when training) with ``SentencePieceTokenizer.train``."""
-  if files.is_file(model_path):
-    return SentencePieceTokenizer.load(model_path, expected_vocab_size=vocab_size)
-  return SentencePieceTokenizer.train(texts_fn(), model_path, vocab_size, **train_kwargs)
-
-
 def default_model_path(workdir: str, vocab_size: int) -> str:
   """Where a run keeps the SentencePiece model it trains: ``workdir/tokenizer/``."""
   return files.join(files.absolute(workdir), 'tokenizer', f'sentencepiece_{vocab_size}.model')
 
 
-def for_run(kind: str, vocab_size: int, *, model_path: str | None = None,
-            workdir: str | None = None, texts_fn: Callable[[], Iterable[str]],
-            max_sentences: int = 1_000_000):
-  """The tokenizer a run's ``config.data`` asks for (``data.tokenizer``, ``data.vocab_size``,
-  ``data.tokenizer_path``).
-
-  SentencePiece reads ``model_path``, by default ``default_model_path(workdir)``; when the
-  file is missing it is trained on the first ``max_sentences`` of ``texts_fn()``. With
-  several JAX processes only process 0 trains; the others wait at a barrier, then load
-  the file (so the path must be on a file system all processes see).
-  """
-  if kind == 'byte':
-    return ByteTokenizer()
-  if kind != 'sentencepiece':
-    raise UsageError(f"data.tokenizer={kind!r}: must be 'byte' or 'sentencepiece'.")
-  if not model_path:
-    if not workdir:
-      raise UsageError("data.tokenizer='sentencepiece' needs data.tokenizer_path (the model "
-                       'file, read or trained on first use) when no workdir is given.')
-    model_path = default_model_path(workdir, vocab_size)
-  model_path = files.absolute(model_path)
-  tokenizer = files.on_process_zero(
-      lambda: load_or_train(model_path, texts_fn, vocab_size, max_sentences=max_sentences),
-      f'sentencepiece:{model_path}')
-  if tokenizer is None:  # another process trained or checked it
-    tokenizer = SentencePieceTokenizer.load(model_path, expected_vocab_size=vocab_size)
+def byte_tokenizer(vocab_size: int) -> ByteTokenizer:
+  """The byte tokenizer of a config with ``data.vocab_size``, which must be its 259 ids."""
+  tokenizer = ByteTokenizer()
+  if tokenizer.vocab_size != vocab_size:
+    raise UsageError(f'data.vocab_size={vocab_size} does not match the byte tokenizer '
+                     f'({tokenizer.vocab_size} ids); set data.vocab_size and model.vocab_size '
+                     f'to {tokenizer.vocab_size}.')
   return tokenizer
-
-
-def build_tokenizer(kind: str, *, vocab_size: int | None = None, model_path: str | None = None,
-                    texts_fn: Callable[[], Iterable[str]] | None = None, **train_kwargs):
-  """``kind='byte'``: a ByteTokenizer; ``'sentencepiece'``: ``load_or_train`` (or ``load``
-  when no ``texts_fn`` is given) of ``model_path``."""
-  if kind == 'byte':
-    return ByteTokenizer() if vocab_size is None else ByteTokenizer(vocab_size)
-  if kind == 'sentencepiece':
-    if not model_path:
-      raise ValueError("tokenizer kind='sentencepiece' needs model_path (the .model file).")
-    if texts_fn is None:
-      return SentencePieceTokenizer.load(model_path, expected_vocab_size=vocab_size)
-    if vocab_size is None:
-      raise ValueError("tokenizer kind='sentencepiece' with texts_fn needs vocab_size "
-                       '(data.vocab_size) to train a model.')
-    return load_or_train(model_path, texts_fn, vocab_size, **train_kwargs)
-  raise ValueError(f"tokenizer kind={kind!r} is not one of ['byte', 'sentencepiece'].")
 
 
 def encode_documents(tokenizer, texts: Iterable[str], *, add_bos: bool = True,

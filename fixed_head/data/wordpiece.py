@@ -12,8 +12,9 @@ trained on basic-tokenised text (so no piece crosses punctuation), its pieces be
 WordPiece tokens ('▁word' -> 'word', 'piece' -> '##piece') after [PAD]=0, [UNK]=1, [CLS]=2,
 [SEP]=3, [MASK]=4 and every character seen (bare and ``##``), and the list is padded with
 ``[unused0]``, ``[unused1]``, ... to exactly ``vocab_size`` when the corpus yields fewer
-pieces. ``for_run`` picks a run's vocabulary: ``data.vocab``, the one of the run it is
-initialised from, the one in its workdir, or a newly trained one saved there.
+pieces. Which vocabulary a run reads with (``data.vocab``, the one of the run it is
+initialised from, the one in its workdir, or a newly trained one saved there) is decided once
+for the run (``fixed_head.train.vocab``).
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from __future__ import annotations
 import collections
 import functools
 import io
-import itertools
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from fixed_head import files
 from fixed_head.errors import UsageError
@@ -124,6 +124,8 @@ class WordPieceTokenizer:
   ``lower_case`` must match the vocabulary: True for 'uncased' BERT models (and for
   vocabularies ``train_vocab`` makes with its default), False for 'cased' ones.
   """
+
+  KIND = 'wordpiece'
 
   def __init__(self, vocab: Sequence[str], *, lower_case: bool = True,
                path: str | None = None):
@@ -368,62 +370,3 @@ def train_vocab(texts: Iterable[str], vocab_size: int, path: str, *, lower_case:
                                  lower_case=lower_case)
   tokenizer.save(path)
   return tokenizer
-
-
-def for_run(*, vocab: str | None, vocab_size: int, workdir: str | None,
-            init_from: str | None, texts_fn: Callable[[], Iterable[str]],
-            lower_case: bool = True, max_sentences: int = 1_000_000,
-            log: Callable[[str], None] = print) -> WordPieceTokenizer:
-  """The vocabulary of a run, the first of: ``vocab`` (``data.vocab``, a path);
-  ``init_from/vocab.txt`` (fine-tuning reuses the pre-training run's vocabulary);
-  ``workdir/vocab.txt`` (a resumed run); else one trained on ``texts_fn()`` (called only
-  then) and saved as ``workdir/vocab.txt``. Its size must be ``vocab_size``.
-
-  With several JAX processes only process 0 trains; the others wait at a barrier, then
-  read the file (so the workdir must be on a file system all processes see).
-  """
-  if vocab:
-    path = files.absolute(vocab)
-    if not files.is_file(path):
-      raise UsageError(f'data.vocab={vocab!r} does not exist: give the path of a BERT '
-                       'vocab.txt, or leave data.vocab unset to train one in the workdir.')
-  else:
-    candidates = [files.join(files.absolute(d), VOCAB_FILE) for d in (init_from, workdir) if d]
-    path = next((p for p in candidates if files.is_file(p)), None)
-  if path is None:
-    if not workdir:
-      raise UsageError('data.vocab is unset and there is no workdir to train one in: set '
-                       'data.vocab to a BERT vocab.txt.')
-    path = files.join(files.absolute(workdir), VOCAB_FILE)
-
-    def train():
-      read = itertools.count()
-      counted = (t for t, _ in zip(texts_fn(), read))
-      train_vocab(counted, vocab_size, path, lower_case=lower_case,
-                  max_sentences=max_sentences)
-      log(f'wordpiece: trained a {vocab_size}-token vocabulary on {next(read)} texts; saved '
-          f'{path}')
-
-    files.on_process_zero(train, f'wordpiece:{path}')
-  tokenizer = WordPieceTokenizer.load(path, lower_case=lower_case)
-  if tokenizer.vocab_size != vocab_size:
-    raise UsageError(f'data.vocab_size={vocab_size} does not match the vocabulary {path!r} '
-                     f'({tokenizer.vocab_size} tokens); set data.vocab_size and '
-                     f'model.vocab_size to {tokenizer.vocab_size}.')
-  _keep_copy(tokenizer, path, workdir)
-  return tokenizer
-
-
-def _keep_copy(tokenizer: WordPieceTokenizer, path: str, workdir: str | None) -> None:
-  """Saves the vocabulary a run uses as ``workdir/vocab.txt`` (process 0) when it came from
-  elsewhere, so every workdir holds its own: a run started from it (``init_from``) finds it,
-  however long the chain (pre-training stage 1 -> stage 2 -> fine-tuning)."""
-  if not workdir:
-    return
-  import jax  # pylint: disable=g-import-not-at-top
-  workdir = files.absolute(workdir)
-  copy = files.join(workdir, VOCAB_FILE)
-  if jax.process_index() != 0 or files.exists(copy) or files.absolute(path) == copy:
-    return
-  files.make_dirs(workdir)
-  files.write_atomically(copy, _vocab_text(tokenizer.vocab))

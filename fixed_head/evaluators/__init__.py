@@ -2,7 +2,8 @@
 
 The same evaluators run during training (every ``eval_every_steps``) and in ``eval.py``.
 Each one is built once (its step compiled once), reads its own data (``config.data`` with
-its ``data`` option laid over it) and is then called with parameters.
+its ``data`` option laid over it, with the run's tokenizer) and is then called with
+parameters.
 
   'lm'              next-token loss, perplexity, accuracy          (task 'lm')
   'pretraining'     masked-LM and next-sentence loss and accuracy  (task 'bert_pretraining')
@@ -32,13 +33,13 @@ __all__ = ['EVALUATORS', 'build_evaluators', 'evaluator_data']
 
 
 def build_evaluators(config, task, model_of: Callable, put_batch: Callable, *,
-                     workdir: str | None = None, process_index: int = 0, process_count: int = 1,
+                     tokenizer=None, process_index: int = 0, process_count: int = 1,
                      replicated=None) -> dict[str, Any]:
-  """One evaluator per entry of ``config.evals``."""
+  """One evaluator per entry of ``config.evals``, each reading with the run's
+  ``tokenizer``."""
   return {
       name: EVALUATORS[spec['type']](
-          spec, config.data, task, model_of, put_batch, workdir=workdir,
-          init_from=config.init_from, process_index=process_index,
-          process_count=process_count, replicated=replicated)
+          spec, config.data, task, model_of, put_batch, tokenizer=tokenizer,
+          process_index=process_index, process_count=process_count, replicated=replicated)
       for name, spec in config.evals.items()
   }

@@ -3,7 +3,9 @@
 
 Each evaluator has its own data: ``config.data`` with the evaluator's ``data`` option laid
 over it, so MNLI's two validation sets are two evaluators that differ in
-``data.eval_split``, and an evaluator may read a corpus the run never trains on.
+``data.eval_split``, and an evaluator may read a corpus the run never trains on. It reads
+with the run's tokenizer (``fixed_head.train.vocab``), so its ``data`` may not change the
+fields that choose it.
 """
 
 from __future__ import annotations
@@ -76,12 +78,18 @@ class TaskEvaluator:
     if data is not None and not hasattr(data, 'items'):
       raise UsageError(f'{prefix}.data={data!r}: must be a dict of config.data fields to '
                        'change for this evaluator, e.g. dict(eval_split="validation").')
+    changed = {k for k, _ in data.items()} if data is not None else set()
+    fixed = sorted(changed & {'name', 'vocab_size', 'tokenizer', 'tokenizer_path', 'vocab',
+                              'lower_case'})
+    if fixed:
+      raise UsageError(f'{prefix}.data sets {fixed}: an evaluator reads the run\'s own data '
+                       'source with the run\'s tokenizer; change those in config.data.')
 
   def __init__(self, spec: Mapping[str, Any], data_config: Mapping[str, Any], task,
-               model_of: Callable, put_batch: Callable, *, workdir: str | None = None,
-               init_from: str | None = None, process_index: int = 0, process_count: int = 1,
-               replicated=None):
-    """model_of(params) -> the nnx model; put_batch(local numpy batch) -> global arrays."""
+               model_of: Callable, put_batch: Callable, *, tokenizer=None,
+               process_index: int = 0, process_count: int = 1, replicated=None):
+    """model_of(params) -> the nnx model; put_batch(local numpy batch) -> global arrays;
+    tokenizer: the run's (``fixed_head.train.vocab.for_run``; None for synthetic data)."""
     options = {**self.OPTIONS, **dict(spec)}
     self.options = options
     self.split = options['split']
@@ -89,8 +97,7 @@ class TaskEvaluator:
     self.num_examples = options['num_examples']
     self.task = task
     self.source = data_lib.build_source(evaluator_data(data_config, options), self.split,
-                                        num_examples=self.num_examples, workdir=workdir,
-                                        init_from=init_from)
+                                        num_examples=self.num_examples, tokenizer=tokenizer)
     self.put_batch = put_batch
     self.model_of = model_of
     self.replicated = replicated

@@ -41,7 +41,8 @@ from fixed_head import tasks as tasks_lib
 from fixed_head.config import ModelConfig
 from fixed_head.errors import (CheckpointError, Interrupted, NonFiniteLoss, Preempted,
                                UsageError)
-from fixed_head.train import optim, preemption, profiling, run_config, run_record, sharding
+from fixed_head.train import (optim, preemption, profiling, run_config, run_record, sharding,
+                              vocab)
 from fixed_head.train.metric_writer import MetricWriter
 
 State = dict[str, Any]
@@ -234,9 +235,9 @@ def _check_source(setup: Setup, source, where: str = 'config.data') -> None:
   setup.task.check_source(source, where)
 
 
-def _build_evaluators(setup: Setup, workdir: str) -> dict[str, Any]:
+def _build_evaluators(setup: Setup, tokenizer) -> dict[str, Any]:
   return evaluators_lib.build_evaluators(
-      setup.config, setup.task, setup.model_of, setup.put_batch, workdir=workdir,
+      setup.config, setup.task, setup.model_of, setup.put_batch, tokenizer=tokenizer,
       process_index=jax.process_index(), process_count=jax.process_count(),
       replicated=sharding.replicated(setup.mesh))
 
@@ -398,8 +399,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # A new run's starting point must fit before anything is built or written.
   pretrained = check_init_from(config, setup.model_config) if (
       saved is None and config.init_from) else None
-  source = data_lib.build_source(config.data, 'train', workdir=workdir,
-                                 init_from=config.init_from)
+  tokenizer = vocab.for_run(config, workdir, log=log)  # once: every source reads with it
+  source = data_lib.build_source(config.data, 'train', tokenizer=tokenizer)
   _check_source(setup, source)
   _make_workdir(workdir)
   train_iter = data_lib.train_iterator(source, config.batch_size, process_index=process_index,
@@ -435,6 +436,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         state['params'] = load_pretrained(setup, state['params'], pretrained, log)
 
     if process_index == 0:
+      vocab.record(workdir, tokenizer)
       changes = run_record.record(config, workdir, saved, start_step)
       if changes:
         log(f'Settings changed from step {start_step} on (recorded in '
@@ -446,7 +448,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                f'{mc.num_layers} layers, d={mc.emb_dim}, h={mc.num_heads}, '
                f'd_p={mc.resolved_head_size} ({"fixed" if mc.is_fixed_head else "baseline d/h"})'
                f', mesh {dict(setup.mesh.shape)}, workdir {workdir}')
-    evaluators = _build_evaluators(setup, workdir)
+    evaluators = _build_evaluators(setup, tokenizer)
     profiler = profiling.StepProfiler(config.profile_steps, workdir, start_step,
                                       end_step, writer.log)
     with preemption.PreemptionWatcher() as watcher:
@@ -549,7 +551,8 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   config = setup.config
   target = run_record.eval_target(config, workdir, other_data=other_data)
   step, params = checkpoints.load_params(workdir, step, setup.abstract_state['params'])
-  evaluators = _build_evaluators(setup, workdir)
+  tokenizer = vocab.for_run(config, workdir, train=False)  # the run's, never trained here
+  evaluators = _build_evaluators(setup, tokenizer)
   results = {name: evaluator(params) for name, evaluator in evaluators.items()}
   path = files.join(workdir, 'eval', target.format(step=step))
   if jax.process_index() == 0:
