@@ -10,3 +10,9 @@ def source(data_config, split, num_examples=None, *, workdir=None, init_from=Non
   tokenizer = vocab.for_data(data_config, workdir=workdir, init_from=init_from,
                              log=data_config.get('log', print))
   return build_source(data_config, split, num_examples, tokenizer=tokenizer)
+
+
+def built(name, split, *, num_examples=None, workdir=None, init_from=None, **data):
+  """The source ``name`` of the data fields ``data``, as ``source`` builds it."""
+  return source({'name': name, **data}, split, num_examples, workdir=workdir,
+                init_from=init_from)

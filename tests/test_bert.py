@@ -13,12 +13,12 @@ import pytest
 import tensorflow_datasets as tfds
 import tensorflow_datasets.text.glue  # noqa: F401  registers 'glue/mnli' under mock_data
 
-from fixed_head import data as data_lib
 from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
 from fixed_head.experiments import over_seeds
 from fixed_head.train import run_config, trainer
 from test_finetune_data import fake_tfds
+import resolved
 from test_train import REPO, final_params, losses
 
 ONE = jax.devices()[:1]
@@ -90,7 +90,7 @@ def test_pretraining_trains_evaluates_and_keeps_its_vocabulary(pretrained):
   np.testing.assert_allclose(train['loss'], train['mlm_loss'] + train['nsp_loss'], rtol=1e-5)
   assert train['mlm_loss'] < np.log(VOCAB) + 1.0  # near uniform at worst, not diverging
   valid = result['evals']['valid']
-  eval_docs = len(data_lib.build_source(config.data, 'eval', workdir=workdir))
+  eval_docs = len(resolved.source(config.data, 'eval', workdir=workdir))
   assert 0 < eval_docs < 24 and valid['num_rows'] == eval_docs  # one row per eval document
   assert 0 < valid['num_predictions'] <= 6 * 3
   assert os.path.exists(os.path.join(workdir, 'vocab.txt'))

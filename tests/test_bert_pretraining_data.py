@@ -16,6 +16,8 @@ from fixed_head.data import wordpiece
 from fixed_head.data.order import ENDLESS
 from fixed_head.errors import UsageError
 
+import resolved
+
 GOOGLE_SPECIALS = (0, 100, 101, 102, 103)  # [PAD] [UNK] [CLS] [SEP] [MASK] in Google's vocab
 CLS, SEP, MASK = 101, 102, 103
 
@@ -228,8 +230,8 @@ def _local(tmp_path_factory):
   lines = []
   kw = dict(files=str(root / 'corpus.txt'), workdir=workdir, vocab_size=150, seq_len=48,
             max_predictions_per_seq=6, eval_fraction=0.2, log=lines.append)
-  train = bp.BertPretrainingData(split='train', **kw)
-  evaluation = bp.BertPretrainingData(split='eval', **kw)
+  train = resolved.built('bert_pretraining', 'train', **kw)
+  evaluation = resolved.built('bert_pretraining', 'eval', **kw)
   return train, evaluation, docs, kw, lines
 
 
@@ -269,16 +271,16 @@ def test_local_source_end_to_end(local):
 
 def test_rows_are_a_function_of_seed_split_and_index(local):
   train, evaluation, _, kw, _ = local
-  again = bp.BertPretrainingData(split='train', **kw)
-  other_seed = bp.BertPretrainingData(split='train', **{**kw, 'shuffle_seed': 1})
+  again = resolved.built('bert_pretraining', 'train', **kw)
+  other_seed = resolved.built('bert_pretraining', 'train', **{**kw, 'shuffle_seed': 1})
   ks = [0, 1, 17, 123_457, 3 * 10**7]
   rows = train.get_batch(ks)
   for key, value in again.get_batch(ks[::-1]).items():  # other order, other instance
     np.testing.assert_array_equal(value[::-1], rows[key])
   assert not np.array_equal(other_seed.get_batch(ks)['tokens'], rows['tokens'])
+  again_eval = resolved.built('bert_pretraining', 'eval', **kw)
   np.testing.assert_array_equal(evaluation.get_batch([0, 1])['tokens'],
-                                bp.BertPretrainingData(split='eval', **kw).get_batch([0, 1])[
-                                    'tokens'])
+                                again_eval.get_batch([0, 1])['tokens'])
   # Epoch e visits every train document once, in an order new each epoch.
   d = train.num_documents
   first = [train.document_of(k) for k in range(d)]
@@ -291,9 +293,10 @@ def test_rows_are_a_function_of_seed_split_and_index(local):
 
 def test_num_examples_caps_both_splits(local):
   _, evaluation, _, kw, _ = local
-  assert len(bp.BertPretrainingData(split='train', num_examples=64, **kw)) == 64
-  assert len(bp.BertPretrainingData(split='eval', num_examples=2, **kw)) == 2
-  assert len(bp.BertPretrainingData(split='eval', num_examples=10**6, **kw)) == len(evaluation)
+  assert len(resolved.built('bert_pretraining', 'train', num_examples=64, **kw)) == 64
+  assert len(resolved.built('bert_pretraining', 'eval', num_examples=2, **kw)) == 2
+  assert len(resolved.built('bert_pretraining', 'eval', num_examples=10**6, **kw)
+             ) == len(evaluation)
 
 
 def test_read_sentence_documents(tmp_path):
@@ -317,9 +320,9 @@ def test_tfds_wikipedia_source(tmp_path):
   with tfds.testing.mock_data(num_examples=40):
     records = [r['text'] for r in tfds.data_source('wikipedia/20230601.en', split='train',
                                                    download=False)]
-    train = bp.BertPretrainingData(split='train', **kw)
-    evaluation = bp.BertPretrainingData(split='eval', **kw)
-    both = bp.BertPretrainingData(split='train', **{**kw, 'dataset': [kw['dataset']] * 2})
+    train = resolved.built('bert_pretraining', 'train', **kw)
+    evaluation = resolved.built('bert_pretraining', 'eval', **kw)
+    both = resolved.built('bert_pretraining', 'train', **{**kw, 'dataset': [kw['dataset']] * 2})
     tok = train.tokenizer
     assert (tmp_path / 'vocab.txt').is_file() and tok.vocab_size == 120
     assert train.num_documents == 36 and evaluation.num_documents == 4  # the last 10% held out
@@ -333,12 +336,13 @@ def test_tfds_wikipedia_source(tmp_path):
       tokens, sep, _ = check_row(evaluation[i], tok, 24, 4)
       assert tok.decode(tokens[1:sep]).lstrip('#') in texts[36 + i]  # eval row i: document i
     for key, value in train[3].items():
-      np.testing.assert_array_equal(bp.BertPretrainingData(split='train', **kw)[3][key], value)
+      np.testing.assert_array_equal(
+          resolved.built('bert_pretraining', 'train', **kw)[3][key], value)
     with pytest.raises(UsageError, match="data.dataset='bookcorpus'"):
-      bp.BertPretrainingData(split='train', **{**kw, 'dataset': 'bookcorpus'})
+      resolved.built('bert_pretraining', 'train', **{**kw, 'dataset': 'bookcorpus'})
     # An eval_split of its own: all its records, and train keeps all of train_split.
     for split in ('train', 'eval'):
-      assert bp.BertPretrainingData(split=split, **{**kw, 'eval_split': 'train'}
+      assert resolved.built('bert_pretraining', split, **{**kw, 'eval_split': 'train'}
                                     ).num_documents == 40
 
 
@@ -351,14 +355,19 @@ def test_bad_options_name_the_field(tmp_path, field, value):
   kw = {'files': str(tmp_path / 'none.txt'), 'workdir': str(tmp_path), 'seq_len': 48,
         field: value}
   with pytest.raises(UsageError, match='^' + re.escape(f'data.{field}={value!r}')):
-    bp.BertPretrainingData(split='train', **kw)
+    if field == 'tokenizer_max_documents':  # the run's resolver reads it, to train
+      resolved.built('bert_pretraining', 'train', **kw)
+    else:  # the source's own fields, checked before it reads a file
+      del kw['workdir']
+      tokenizer = wordpiece.WordPieceTokenizer(list(wordpiece.SPECIAL_TOKENS))
+      bp.BertPretrainingData(split='train', tokenizer=tokenizer, **kw)
 
 
 def test_files_and_dataset_exclusive(tmp_path):
   with pytest.raises(UsageError, match=r'data\.files / data\.dataset: give exactly one'):
-    bp.BertPretrainingData(split='train', workdir=str(tmp_path))
+    resolved.built('bert_pretraining', 'train', workdir=str(tmp_path))
   with pytest.raises(UsageError, match=r'data\.files / data\.dataset: give exactly one'):
-    bp.BertPretrainingData(split='train', files='x', dataset='y', workdir=str(tmp_path))
+    resolved.built('bert_pretraining', 'train', files='x', dataset='y', workdir=str(tmp_path))
   with pytest.raises(UsageError, match=r"data\.files='.*none\.txt' matches no file"):
-    bp.BertPretrainingData(split='train', files=str(tmp_path / 'none.txt'),
+    resolved.built('bert_pretraining', 'train', files=str(tmp_path / 'none.txt'),
                            workdir=str(tmp_path))

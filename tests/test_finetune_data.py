@@ -10,6 +10,8 @@ from fixed_head.data import glue, squad, wordpiece
 from fixed_head.data.order import ENDLESS
 from fixed_head.errors import UsageError
 
+import resolved
+
 CONTEXT = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, "
            "France. It is named after the engineer Gustave Eiffel, whose company designed and "
            "built the tower from 1887 to (1889), as the entrance arch to the World's Fair.")
@@ -64,7 +66,7 @@ def squad_source(vocab, records, split='eval', **options):
   options = {'vocab': path, 'vocab_size': size, 'seq_len': 24, 'doc_stride': 5,
              'max_query_len': 8, **options}
   with fake_tfds({'train': records, 'validation': records}):
-    return squad.SquadData(split=split, log=lambda _: None, **options)
+    return resolved.built('squad', split, log=lambda _: None, **options)
 
 
 def test_doc_spans_and_max_context_by_hand():
@@ -256,11 +258,11 @@ def test_squad_num_examples_caps_features_at_whole_questions(vocab):
 def test_squad_under_mock_data_builds_eval_rows(vocab):
   path, size = vocab
   with tfds.testing.mock_data(num_examples=5):
-    source = squad.SquadData(split='eval', vocab=path, vocab_size=size, seq_len=32,
+    source = resolved.built('squad', 'eval', vocab=path, vocab_size=size, seq_len=32,
                              max_query_len=6, doc_stride=8, log=lambda _: None)
     # mock answers are random characters, not at their answer_start: nothing to train on
     with pytest.raises(UsageError, match=r"data.train_split='train' of squad gives no"):
-      squad.SquadData(split='train', vocab=path, vocab_size=size, seq_len=32,
+      resolved.built('squad', 'train', vocab=path, vocab_size=size, seq_len=32,
                       max_query_len=6, doc_stride=8, log=lambda _: None)
   assert len(source.examples) == 5 and len(source) >= 5
   batch = source.get_batch([0, len(source) - 1])
@@ -278,7 +280,8 @@ def test_squad_errors_name_fields(vocab, tmp_path):
   with pytest.raises(UsageError, match=r'^data.vocab_size=99 does not match'):
     squad_source(vocab, [squad_record('q1', Q_WHEN, A_WHEN)], vocab_size=99)
   with pytest.raises(UsageError, match=r"^data.name='squad' \(TFDS 'squad'\) is not prepared"):
-    squad.SquadData(split='eval', data_dir=str(tmp_path), vocab=vocab[0])
+    resolved.built('squad', 'eval', data_dir=str(tmp_path), vocab=vocab[0],
+                   vocab_size=vocab[1])
 
 
 def mnli_record(premise, hypothesis, label, as_bytes=False):
@@ -301,9 +304,9 @@ def test_mnli_pair_layout_and_truncation(vocab):
   premise, hypothesis = 'The cat sat on the mat.', 'A cat sat down.'
   records = [mnli_record(premise, hypothesis, 2), mnli_record(hypothesis, premise, 0, True)]
   with fake_tfds({'validation_matched': records, 'validation_mismatched': records[:1]}):
-    source = glue.GlueData(split='eval', vocab=path, vocab_size=size, seq_len=16)
-    short = glue.GlueData(split='eval', vocab=path, vocab_size=size, seq_len=10)
-    mismatched = glue.GlueData(split='eval', vocab=path, vocab_size=size,
+    source = resolved.built('glue', 'eval', vocab=path, vocab_size=size, seq_len=16)
+    short = resolved.built('glue', 'eval', vocab=path, vocab_size=size, seq_len=10)
+    mismatched = resolved.built('glue', 'eval', vocab=path, vocab_size=size,
                                eval_split='validation_mismatched')
   assert (len(source), source.num_classes, len(mismatched)) == (2, 3, 1)
   a, b = tok.encode(premise), tok.encode(hypothesis)  # 7 and 5 tokens
@@ -329,14 +332,14 @@ def test_mnli_refuses_unlabelled_splits(vocab):
   with fake_tfds({'test_matched': [mnli_record('a cat', 'the mat', -1)]}):
     with pytest.raises(UsageError, match=r"^data.eval_split='test_matched': record 0 .* "
                                          r'label -1 \(-1: the split has no labels'):
-      glue.GlueData(split='eval', vocab=path, vocab_size=size, eval_split='test_matched')
+      resolved.built('glue', 'eval', vocab=path, vocab_size=size, eval_split='test_matched')
 
 
 def test_mnli_under_mock_data(tmp_path):
   with tfds.testing.mock_data(num_examples=7):
-    train = glue.GlueData(split='train', workdir=str(tmp_path), vocab_size=64, seq_len=20,
+    train = resolved.built('glue', 'train', workdir=str(tmp_path), vocab_size=64, seq_len=20,
                           shuffle_seed=3, log=lambda _: None)  # trains a vocabulary
-    evaluation = glue.GlueData(split='eval', workdir=str(tmp_path), vocab_size=64,
+    evaluation = resolved.built('glue', 'eval', workdir=str(tmp_path), vocab_size=64,
                                seq_len=20, num_examples=4)
     batch = train.get_batch(range(8))
   assert (tmp_path / 'vocab.txt').exists() and train.vocab_size == 64
@@ -356,6 +359,6 @@ def test_mnli_under_mock_data(tmp_path):
 def test_mnli_errors_name_fields(vocab):
   path, size = vocab
   with pytest.raises(UsageError, match=r"^data.task='qqp': must be one of \['mnli'\]"):
-    glue.GlueData(split='eval', task='qqp', vocab=path, vocab_size=size)
+    resolved.built('glue', 'eval', task='qqp', vocab=path, vocab_size=size)
   with pytest.raises(UsageError, match=r'^data.seq_len=3: must be an integer >= 4'):
-    glue.GlueData(split='eval', seq_len=3, vocab=path, vocab_size=size)
+    resolved.built('glue', 'eval', seq_len=3, vocab=path, vocab_size=size)

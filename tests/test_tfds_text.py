@@ -14,6 +14,7 @@ from fixed_head.train import trainer
 from fixed_head.data import build_source, packing, tfds_text, tokenizers, train_iterator
 
 import repo_configs
+import resolved
 
 default_config = repo_configs.load('default')
 
@@ -156,11 +157,11 @@ def test_eval_is_one_pass_in_order(mock_lm1b):
 def test_sentencepiece_is_trained_into_the_workdir_once(mock_lm1b, tmp_path):
   del mock_lm1b
   config = data_config(tokenizer='sentencepiece', vocab_size=40)
-  source = build_source(config, 'train', workdir=str(tmp_path))
+  source = resolved.source(config, 'train', workdir=str(tmp_path))
   path = tmp_path / 'tokenizer' / 'sentencepiece_40.model'
   assert source.tokenizer.model_path == str(path)
   mtime = os.path.getmtime(path)
-  evaluation = build_source(config, 'eval', num_examples=4, workdir=str(tmp_path))
+  evaluation = resolved.source(config, 'eval', num_examples=4, workdir=str(tmp_path))
   assert os.path.getmtime(path) == mtime and evaluation.get_batch(range(4))['tokens'].max() < 40
   assert next(train_iterator(source, 4))['tokens'].max() < 40
 

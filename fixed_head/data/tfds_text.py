@@ -352,21 +352,29 @@ class TfdsTextLM:
     self.packing_mode, self.long_docs, self.read_threads = packing_mode, long_docs, read_threads
     self.num_examples, self._log = num_examples, log
     self.tfds_split = train_split if split == 'train' else eval_split
+    self.records = None
+    self.prepacked: prepacked.PrepackedRows | None = None
+    # A pre-packed copy must agree with the config and the tokenizer before the split is
+    # opened, and with the split's number of records once it is.
+    metadata = self._prepacked_metadata(prepacked_dir) if split == 'train' and prepacked_dir \
+        else None
     self.records = open_split(dataset, self.tfds_split, data_dir=self.data_dir, feature=feature,
                               split_field=f'data.{split}_split')
     self.read = ReadDocuments(self.records, feature, self.tokenizer,
                               raw=open_raw(dataset, self.tfds_split, self.data_dir))
     self._rows: dict[str, np.ndarray] | None = None
     self.stats: packing.PackingStats | None = None  # of the held rows
-    self.prepacked: prepacked.PrepackedRows | None = None
-    if split == 'train' and prepacked_dir:
-      self._open_prepacked(prepacked_dir)
+    if metadata is not None:
+      _prepacked().check_identity(metadata, self.prepacked_identity(), self.prepacked_dir)
+      self.prepacked = _prepacked().PrepackedRows(self.prepacked_dir, metadata)
+      self.stats = packing.PackingStats(**{k: v for k, v in metadata['stats'].items()
+                                           if k != 'fill'})
     if split == 'eval':
       self._hold_rows()
 
-  def _open_prepacked(self, prepacked_dir: str) -> None:
-    """Reads the train rows from the pre-packed copy in ``prepacked_dir``, once its metadata
-    agrees with this source (``prepacked_identity``)."""
+  def _prepacked_metadata(self, prepacked_dir: str) -> dict[str, Any]:
+    """The metadata of the pre-packed copy in ``prepacked_dir``, checked against this
+    source's config and tokenizer (``prepacked_identity``)."""
     prepacked = _prepacked()
     if files.is_url(prepacked_dir):
       raise UsageError(f'data.prepacked_dir={prepacked_dir!r}: the pre-packed copy is read '
@@ -375,9 +383,7 @@ class TfdsTextLM:
     self.prepacked_dir = os.path.abspath(os.path.expanduser(prepacked_dir))
     metadata = prepacked.read_metadata(self.prepacked_dir)
     prepacked.check_identity(metadata, self.prepacked_identity(), self.prepacked_dir)
-    self.prepacked = prepacked.PrepackedRows(self.prepacked_dir, metadata)
-    self.stats = packing.PackingStats(**{k: v for k, v in metadata['stats'].items()
-                                         if k != 'fill'})
+    return metadata
 
   @property
   def vocab_size(self) -> int:
@@ -388,14 +394,18 @@ class TfdsTextLM:
     return chunks(records, fn, self.read_threads)
 
   def prepacked_identity(self) -> dict[str, Any]:
-    """What a pre-packed copy of this train split must agree with."""
+    """What a pre-packed copy of this train split must agree with (the number of records
+    too, once the split is open)."""
     path = getattr(self.tokenizer, 'model_path', None)
-    return {'dataset': self.dataset, 'split': self.tfds_split, 'feature': self.feature,
-            'seq_len': self.seq_len, 'packing_mode': self.packing_mode,
-            'long_docs': self.long_docs, 'tokenizer': self.tokenizer.KIND,
-            'vocab_size': self.vocab_size,
-            'tokenizer_sha256': files.sha256(path) if path else None,
-            'tokenizer_path': path, 'records': len(self.records)}
+    identity = {'dataset': self.dataset, 'split': self.tfds_split, 'feature': self.feature,
+                'seq_len': self.seq_len, 'packing_mode': self.packing_mode,
+                'long_docs': self.long_docs, 'tokenizer': self.tokenizer.KIND,
+                'vocab_size': self.vocab_size,
+                'tokenizer_sha256': files.sha256(path) if path else None,
+                'tokenizer_path': path}
+    if self.records is not None:
+      identity['records'] = len(self.records)
+    return identity
 
   def _packer(self, records: grain.MapDataset) -> packing.Packer:
     """The rows of the documents of ``records`` (record indices, in the order read), as a
