@@ -58,12 +58,12 @@ def sentencepiece(vocab_size: int, *, model_path: str | None = None,
   model_path = files.absolute(model_path)
 
   def load_or_train():
-    if texts_fn is None and not files.is_file(model_path):
+    if files.is_file(model_path):
+      return tokenizers.SentencePieceTokenizer.load(model_path, expected_vocab_size=vocab_size)
+    if texts_fn is None:
       raise UsageError(f'SentencePiece model {model_path} does not exist and evaluation trains '
                        'none: evaluate the workdir train.py trained it in, or set '
                        'data.tokenizer_path to the model the run trained with.')
-    if files.is_file(model_path):
-      return tokenizers.SentencePieceTokenizer.load(model_path, expected_vocab_size=vocab_size)
     return tokenizers.SentencePieceTokenizer.train(texts_fn(), model_path, vocab_size,
                                                    max_sentences=max_sentences)
 
