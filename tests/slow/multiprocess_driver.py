@@ -39,22 +39,18 @@ train = _load_train_py()
 flags.DEFINE_integer('stop_after', None, 'End after this step, with a checkpoint there.')
 
 
-def recording_source(build, read: list[int]):
-  """The ``data_lib.SOURCES`` entry ``build``, with its train split appending to ``read``."""
+def recording_source(entry: data_lib.Source, read: list[int]) -> data_lib.Source:
+  """The ``data_lib.SOURCES`` entry ``entry``, with its train split appending to ``read``."""
 
-  def build_recording(data_config, split, num_examples, workdir, init_from):
-    source = build(data_config, split, num_examples, workdir, init_from)
-    if split == 'train':
-      get_batch = source.get_batch
+  class Recording(entry.cls):
 
-      def get_batch_recorded(indices):
-        read.extend(int(i) for i in indices)
-        return get_batch(indices)
+    def get_batch(self, indices):
+      if self.split == 'train':
+        indices = [int(i) for i in indices]
+        read.extend(indices)
+      return super().get_batch(indices)
 
-      source.get_batch = get_batch_recorded
-    return source
-
-  return build_recording
+  return entry._replace(cls=Recording)
 
 
 def main(argv):
