@@ -298,6 +298,31 @@ def test_truncate_pair_as_bert():
   assert glue.truncate_pair([1], [], 4) == ([1], [])
 
 
+def test_an_empty_second_text_has_no_second_segment_as_run_classifier():
+  class Ids:
+    cls_id, sep_id, pad_id = 101, 102, 0
+
+  row = glue.pair_row([5, 6, 7, 8], None, 5, Ids())  # [CLS] a [SEP], a cut to 5 - 2
+  assert row['tokens'].tolist() == [101, 5, 6, 7, 102]
+  assert row['token_types'].tolist() == [0] * 5 and row['input_mask'].tolist() == [1] * 5
+  row = glue.pair_row([5], None, 5, Ids())
+  assert row['tokens'].tolist() == [101, 5, 102, 0, 0]
+  assert row['input_mask'].tolist() == [1, 1, 1, 0, 0]
+  # With a second text, as before: [CLS] a [SEP] b [SEP]
+  assert glue.pair_row([5], [6], 5, Ids())['tokens'].tolist() == [101, 5, 102, 6, 102]
+
+
+def test_an_mnli_record_with_an_empty_hypothesis_is_one_segment(vocab):
+  path, size = vocab
+  tok = wordpiece.WordPieceTokenizer.load(path)
+  records = [mnli_record('The cat sat on the mat.', '', 1)]
+  with fake_tfds({'validation_matched': records, 'validation_mismatched': records}):
+    source = resolved.built('glue', 'eval', vocab=path, vocab_size=size, seq_len=16)
+  a = tok.encode('The cat sat on the mat.')
+  assert source[0]['tokens'].tolist() == [101, *a, 102] + [0] * (16 - len(a) - 2)
+  assert source[0]['token_types'].tolist() == [0] * 16
+
+
 def test_mnli_pair_layout_and_truncation(vocab):
   path, size = vocab
   tok = wordpiece.WordPieceTokenizer.load(path)

@@ -47,8 +47,9 @@ def test_greedy_longest_match_first(tok):
 
 def test_uncoverable_or_too_long_word_is_unk(tok):
   assert tok.wordpiece('unaffablex') == ['[UNK]']  # one piece missing: the whole word
-  assert tok.wordpiece('a' + 'b' * 99) == ['a'] + ['##b'] * 99  # 100 characters: fine
-  assert tok.wordpiece('a' + 'b' * 100) == ['[UNK]']  # 101: too long
+  # Google's WordpieceTokenizer: max_input_chars_per_word=200
+  assert tok.wordpiece('a' + 'b' * 199) == ['a'] + ['##b'] * 199  # 200 characters: fine
+  assert tok.wordpiece('a' + 'b' * 200) == ['[UNK]']  # 201: too long
   assert tok.tokenize('hello zebra world') == ['hello', '[UNK]', 'world']
 
 

@@ -52,11 +52,16 @@ def truncate_pair(a: Sequence[int], b: Sequence[int], max_len: int
   return a, b
 
 
-def pair_row(a: Sequence[int], b: Sequence[int], seq_len: int, tokenizer) -> Row:
+def pair_row(a: Sequence[int], b: Sequence[int] | None, seq_len: int, tokenizer) -> Row:
   """[CLS] a [SEP] b [SEP], truncated to ``seq_len`` and padded: tokens, token_types,
-  input_mask int32 [seq_len]."""
-  a, b = truncate_pair(a, b, seq_len - 3)
-  ids = [tokenizer.cls_id, *a, tokenizer.sep_id, *b, tokenizer.sep_id]
+  input_mask int32 [seq_len]. ``b=None`` (an empty second text): [CLS] a [SEP] alone, ``a``
+  cut to seq_len - 2, as run_classifier.py's convert_single_example does."""
+  if b is None:
+    a = list(a)[:seq_len - 2]
+    ids = [tokenizer.cls_id, *a, tokenizer.sep_id]
+  else:
+    a, b = truncate_pair(a, b, seq_len - 3)
+    ids = [tokenizer.cls_id, *a, tokenizer.sep_id, *b, tokenizer.sep_id]
   tokens = np.full((seq_len,), tokenizer.pad_id, np.int32)
   tokens[:len(ids)] = ids
   types = np.zeros((seq_len,), np.int32)
@@ -152,7 +157,8 @@ class GlueData:
       record = self.records[i]
       first, second = (tfds_text.decode_text(record[f]) for f in (self.first, self.second))
       self._encoded[i] = (np.asarray(self.tokenizer.encode(first), np.int32),
-                          np.asarray(self.tokenizer.encode(second), np.int32),
+                          # Google keeps no second segment (nor its [SEP]) for an empty text_b.
+                          np.asarray(self.tokenizer.encode(second), np.int32) if second else None,
                           self._label(i, record))
     a, b, label = self._encoded[i]
     row = pair_row(a, b, self.seq_len, self.tokenizer)

@@ -33,7 +33,7 @@ from fixed_head.errors import UsageError
 PAD, UNK, CLS, SEP, MASK = '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # ids 0..4 in a vocabulary train_vocab makes
 VOCAB_FILE = 'vocab.txt'
-MAX_INPUT_CHARS_PER_WORD = 100  # longer words become [UNK], as in BERT
+MAX_INPUT_CHARS_PER_WORD = 200  # longer words become [UNK], as Google BERT's WordpieceTokenizer
 SP_WORD_START = '\u2581'  # SentencePiece's word-start marker '▁'
 
 
@@ -213,7 +213,8 @@ class WordPieceTokenizer:
 
   def wordpiece(self, word: str) -> list[str]:
     """Greedy longest-match-first pieces of one word ('unaffable' -> ['un', '##aff',
-    '##able']); ['[UNK]'] when the word is over 100 characters or cannot be covered."""
+    '##able']); ['[UNK]'] when the word is over MAX_INPUT_CHARS_PER_WORD (200) characters or
+    cannot be covered."""
     return list(self._pieces(word))
 
   def _wordpiece(self, word: str) -> tuple[str, ...]:
