@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from fixed_head import files
 from fixed_head.data import build_source, order, packing, prepacked, train_iterator
 from fixed_head.errors import UsageError
 
@@ -166,7 +167,7 @@ def test_another_tokenizer_or_changed_records_are_refused(corpus, tmp_path):
   directory = str(tmp_path / 'packed')
   metadata = prepare(config, directory, workdir=str(tmp_path / 'a'))
   model = tmp_path / 'a' / 'tokenizer' / 'sentencepiece_40.model'
-  assert metadata['tokenizer_sha256'] == prepacked.sha256_of(str(model))
+  assert metadata['tokenizer_sha256'] == files.sha256(str(model))
   assert metadata['tokenizer_path'] == str(model)
   resolved.source(dict(config, prepacked_dir=directory), 'train', workdir=str(tmp_path / 'a'))
   with pytest.raises(UsageError, match=r'was made with another tokenizer_path \(SentencePiece '

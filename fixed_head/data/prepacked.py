@@ -68,9 +68,6 @@ def file_name(index: int) -> str:
   return f'rows-{index:05d}.array_record'
 
 
-sha256_of = files.sha256  # a tokenizer model's, which may be in a gs:// workdir
-
-
 def token_dtype(vocab_size: int) -> np.dtype:
   return np.dtype('<u2') if vocab_size <= 1 << 16 else np.dtype('<i4')
 
