@@ -445,6 +445,33 @@ def test_bert_vocabulary_is_the_released_wordpiece_one():
   assert paper.bert_config(1024, 16).vocab_size == 30_522
 
 
+# Google BERT's optimization.py: create_optimizer's schedule.
+
+
+def google_learning_rate(step, init_lr, num_train_steps, num_warmup_steps):
+  """create_optimizer: polynomial_decay(init_lr, step, T, 0.0, power=1.0, cycle=False),
+  replaced by init_lr * step / w while step < w."""
+  learning_rate = init_lr * (1.0 - min(step, num_train_steps) / num_train_steps) ** 1.0
+  if num_warmup_steps and step < num_warmup_steps:
+    learning_rate = init_lr * step / num_warmup_steps
+  return learning_rate
+
+
+def test_bert_schedule_is_googles_polynomial_decay_overridden_by_the_warm_up():
+  lr, w, total = 1e-4, 100, 1_000
+  opt = dict(learning_rate=lr, warmup_steps=w)
+  bert = optim.make_schedule(dict(opt, schedule='bert'), total)
+  linear = optim.make_schedule(dict(opt, schedule='linear'), total)
+  for s in (0, 1, 50, 99, 100, 101, 400, 999, 1_000, 1_001, 5_000):
+    expected = lr * s / w if s < w else lr * (1.0 - min(s, total) / total)
+    assert float(bert(s)) == pytest.approx(expected, rel=1e-6, abs=1e-6 * lr), s  # float32
+    assert expected == pytest.approx(google_learning_rate(s, lr, total, w), rel=1e-12, abs=0)
+  for s in (100, 101, 400, 990):  # after warm-up 'linear' decays over T - w steps
+    assert float(linear(s)) / float(bert(s)) == pytest.approx(total / (total - w), rel=1e-5)
+  no_warmup = optim.make_schedule(dict(opt, schedule='bert', warmup_steps=0), total)
+  assert [float(no_warmup(s)) for s in (0, 500)] == pytest.approx([lr, lr / 2], rel=1e-6)
+
+
 
 def test_a_batch_given_in_tokens_trains_and_is_saved_in_rows(tmp_path):
   config = tiny_config(steps=2)  # 16 rows of seq_len 8

@@ -4,7 +4,11 @@ Schedules (s = step, w = warmup_steps, T = num_train_steps, lr = learning_rate):
   'rsqrt'     lr * min(1, s / w) / sqrt(max(s, w))   (tensor2tensor's
               'constant*linear_warmup*rsqrt_decay'; our reading of the paper's LM1B runs:
               lr = 0.1 with w = 10k peaks at 1e-3 whatever the width)
-  'linear'    lr * min(1, s / w), then linear decay to 0 at T   (BERT)
+  'linear'    lr * min(1, s / w), then linear decay to 0 at T
+  'bert'      lr * s / w for s < w, else lr * (1 - min(s, T) / T)   (Google BERT's
+              optimization.create_optimizer: polynomial_decay to 0 over all T steps from
+              step 0, which the warm-up overrides; after warm-up 'linear' is T / (T - w)
+              times 'bert')
   'cosine'    lr * min(1, s / w), then cosine decay to 0 at T
   'constant'  lr * min(1, s / w)
   'noam'      lr * d^-0.5 * min(s / w^1.5, 1 / sqrt(s))   (the Transformer paper's schedule;
@@ -33,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-SCHEDULES = ('rsqrt', 'linear', 'cosine', 'constant', 'noam')
+SCHEDULES = ('rsqrt', 'linear', 'bert', 'cosine', 'constant', 'noam')
 OPTIMIZERS = ('adamw', 'adam')
 WEIGHT_DECAY_MODES = ('decoupled', 'l2')
 # config.optimizer's fields and their defaults (run_config.defaults() takes them from here).
@@ -60,6 +64,10 @@ def make_schedule(opt: Mapping[str, Any], num_train_steps: int,
       w = max(warmup, 1)
       return lr * emb_dim ** -0.5 * jnp.minimum(step * w ** -1.5,
                                                  1.0 / jnp.sqrt(jnp.maximum(step, 1.0)))
+    if name == 'bert':
+      total = max(num_train_steps, 1)
+      decayed = lr * (1.0 - jnp.minimum(step, total) / total)
+      return jnp.where(step < warmup, lr * step / max(warmup, 1), decayed)
     decay_steps = max(num_train_steps - warmup, 1)
     frac = jnp.clip((step - warmup) / decay_steps, 0.0, 1.0)
     if name == 'linear':
