@@ -8,11 +8,13 @@ code without them each test fails on its own, with its own reason.
 import json
 import math
 import os
+import re
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 from absl import flags
 from flax import nnx
@@ -445,7 +447,8 @@ def test_bert_vocabulary_is_the_released_wordpiece_one():
   assert paper.bert_config(1024, 16).vocab_size == 30_522
 
 
-# Google BERT's optimization.py: create_optimizer's schedule.
+# Google BERT's optimization.py: create_optimizer's schedule and AdamWeightDecayOptimizer.
+GOOGLE_EXCLUDE_FROM_WEIGHT_DECAY = ('LayerNorm', 'layer_norm', 'bias')
 
 
 def google_learning_rate(step, init_lr, num_train_steps, num_warmup_steps):
@@ -455,6 +458,34 @@ def google_learning_rate(step, init_lr, num_train_steps, num_warmup_steps):
   if num_warmup_steps and step < num_warmup_steps:
     learning_rate = init_lr * step / num_warmup_steps
   return learning_rate
+
+
+def google_bert_adamw(params, grads_per_step, init_lr, num_train_steps, num_warmup_steps,
+                      weight_decay_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
+                      clip_norm=1.0):
+  """create_optimizer and AdamWeightDecayOptimizer.apply_gradients in float64, on a dict
+  name -> array: the params after each step, and the global norm of each step's gradient."""
+  params = {name: np.asarray(p, np.float64) for name, p in params.items()}
+  m = {name: np.zeros_like(p) for name, p in params.items()}
+  v = {name: np.zeros_like(p) for name, p in params.items()}
+  history, norms = [], []
+  for global_step, grads in enumerate(grads_per_step):
+    learning_rate = google_learning_rate(global_step, init_lr, num_train_steps,
+                                         num_warmup_steps)
+    grads = {name: np.asarray(g, np.float64) for name, g in grads.items()}
+    global_norm = math.sqrt(sum(np.sum(g ** 2) for g in grads.values()))  # clip_by_global_norm
+    grads = {name: g * clip_norm / max(global_norm, clip_norm) for name, g in grads.items()}
+    norms.append(global_norm)
+    for name, param in params.items():
+      next_m = beta_1 * m[name] + (1.0 - beta_1) * grads[name]
+      next_v = beta_2 * v[name] + (1.0 - beta_2) * np.square(grads[name])
+      update = next_m / (np.sqrt(next_v) + epsilon)
+      if not any(re.search(r, name) for r in GOOGLE_EXCLUDE_FROM_WEIGHT_DECAY):
+        update += weight_decay_rate * param
+      params[name] = param - learning_rate * update
+      m[name], v[name] = next_m, next_v
+    history.append(dict(params))
+  return history, norms
 
 
 def test_bert_schedule_is_googles_polynomial_decay_overridden_by_the_warm_up():
@@ -470,6 +501,119 @@ def test_bert_schedule_is_googles_polynomial_decay_overridden_by_the_warm_up():
     assert float(linear(s)) / float(bert(s)) == pytest.approx(total / (total - w), rel=1e-5)
   no_warmup = optim.make_schedule(dict(opt, schedule='bert', warmup_steps=0), total)
   assert [float(no_warmup(s)) for s in (0, 500)] == pytest.approx([lr, lr / 2], rel=1e-6)
+
+
+def test_bert_adamw_is_googles_adam_weight_decay_optimizer():
+  """Five steps of 'bert_adamw' against a transcription of Google's update: clipped on the
+  steps whose global norm exceeds 1, decay on the kernel alone, lr from 'bert'."""
+  rng = np.random.default_rng(0)
+  params = {'dense': {'kernel': rng.normal(size=(3, 4)), 'bias': rng.normal(size=4)},
+            'LayerNorm': {'scale': 1.0 + 0.1 * rng.normal(size=4)}}
+  params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
+  grads = []
+  for size in (0.3, 3.0, 0.5, 8.0, 0.1):  # global norms: clipped on steps 1 and 3
+    g = jax.tree.map(lambda p: rng.normal(size=p.shape), params)
+    norm = math.sqrt(sum(np.sum(x ** 2) for x in jax.tree.leaves(g)))
+    grads.append(jax.tree.map(lambda x: jnp.asarray(size / norm * x, jnp.float32), g))
+  opt = dict(name='bert_adamw', learning_rate=0.1, schedule='bert', warmup_steps=2,
+             weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-6, grad_clip_norm=1.0)
+  tx, _ = optim.make_optimizer(opt, 5)
+
+  def named(tree):
+    return {f'{scope}/{leaf}': np.asarray(value) for scope, leaves in tree.items()
+            for leaf, value in leaves.items()}
+
+  expected, norms = google_bert_adamw(named(params), [named(g) for g in grads], 0.1, 5, 2,
+                                      weight_decay_rate=0.1)
+  assert [n > 1.0 for n in norms] == [False, True, False, True, False]
+  state, ours = tx.init(params), params
+  for step, g in enumerate(grads):
+    updates, state = tx.update(g, state, ours)
+    ours = optax.apply_updates(ours, updates)
+    got = named(ours)
+    for name, value in expected[step].items():
+      np.testing.assert_allclose(got[name], value, rtol=2e-5, atol=1e-6, err_msg=(step, name))
+  # Its moments are parameter trees, which the trainer shards as the parameters.
+  kinds = optax.tree_map_params(tx, lambda _: 'param', state, transform_non_params=lambda _: '-')
+  moments = [s for s in jax.tree.leaves(
+      kinds, is_leaf=lambda x: isinstance(x, optim.ScaleByBertAdamState))
+             if isinstance(s, optim.ScaleByBertAdamState)]
+  assert len(moments) == 1
+  assert set(jax.tree.leaves(moments[0])) == {'param'}
+
+
+def test_bert_adamw_skips_adams_bias_correction():
+  """Step 1: optax.adamw's m_hat = g, v_hat = g^2 give g / (|g| + eps); Google's m = (1 - b1) g,
+  v = (1 - b2) g^2 give (1 - b1) g / (sqrt(1 - b2) |g| + eps), (1 - b1) / sqrt(1 - b2) = 3.162
+  times more where |g| >> eps."""
+  b1, b2, eps, lr = 0.9, 0.999, 1e-6, 0.01
+  opt = dict(learning_rate=lr, schedule='constant', warmup_steps=0, weight_decay=0.0, b1=b1,
+             b2=b2, eps=eps, grad_clip_norm=0.0)
+  params = {'dense': {'kernel': jnp.ones((2, 3))}}
+  g = jnp.asarray([[1e-6, 1e-3, 0.5], [-2e-6, -0.1, 3.0]], jnp.float32)
+  grads = {'dense': {'kernel': g}}
+  steps = {}
+  for name in ('bert_adamw', 'adamw'):
+    tx, _ = optim.make_optimizer(dict(opt, name=name), 10)
+    steps[name] = np.asarray(tx.update(grads, tx.init(params), params)[0]['dense']['kernel'],
+                             np.float64)
+  a = np.abs(np.asarray(g, np.float64))
+  factor = (1 - b1) * (a + eps) / (math.sqrt(1 - b2) * a + eps)
+  np.testing.assert_allclose(steps['bert_adamw'] / steps['adamw'], factor, rtol=1e-5)
+  np.testing.assert_allclose(steps['adamw'], -lr * g / (a + eps), rtol=1e-5)
+  assert factor[1, 2] == pytest.approx((1 - b1) / math.sqrt(1 - b2), rel=1e-4)  # |g| = 3
+  assert (1 - b1) / math.sqrt(1 - b2) == pytest.approx(3.1623, rel=1e-4)
+
+
+@pytest.mark.parametrize('scan_layers', [True, False])
+def test_decay_mask_is_googles_exclusion_rule_on_a_bert_model(scan_layers):
+  """Google decays a variable unless its name contains 'LayerNorm', 'layer_norm' or 'bias'.
+  Our names, with each LayerNorm module called 'LayerNorm': the same leaves as decay_mask."""
+  config = paper.bert_config(16, 2, 4, num_layers=2, mlp_dim=32, max_len=8, vocab_size=20,
+                             scan_layers=scan_layers)
+  model = nn.build_model(config, rngs=nnx.Rngs(0))
+  norms = {path for path, module in nnx.iter_modules(model)
+           if isinstance(module, nnx.LayerNorm)}
+  assert len(norms) == (4 if scan_layers else 6)  # embeddings, 2 a block (or 2 blocks), mlm
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  mask = optim.decay_mask(params)
+
+  def google_name(path):
+    keys = tuple(getattr(k, 'key', getattr(k, 'idx', None)) for k in path)
+    scopes = ['LayerNorm' if keys[:i + 1] in norms else str(key) for i, key in
+              enumerate(keys[:-1])]
+    return '/'.join(scopes + [str(keys[-1])])
+
+  leaves = jax.tree_util.tree_leaves_with_path(params)
+  decayed = {jax.tree_util.keystr(p): bool(d)
+             for (p, _), d in zip(leaves, jax.tree.leaves(mask))}
+  for path, _ in leaves:
+    name = google_name(path)
+    google_decays = not any(re.search(r, name) for r in GOOGLE_EXCLUDE_FROM_WEIGHT_DECAY)
+    assert decayed[jax.tree_util.keystr(path)] == google_decays, name
+    assert name.endswith(('kernel', 'embedding') if google_decays else ('bias', 'scale')), name
+  assert sum(decayed.values()) == 6 * (1 if scan_layers else 2) + 6  # + 3 tables, 3 heads
+
+
+def test_bert_adamw_refuses_l2_weight_decay():
+  config = default.get_config()
+  config.optimizer.update(dict(name='bert_adamw', schedule='bert', weight_decay_mode='l2'))
+  with pytest.raises(errors.UsageError, match=r"^config.optimizer.weight_decay_mode='l2': "
+                     r"'bert_adamw' .* set --config.optimizer.weight_decay_mode=decoupled.$"):
+    run_config.validate(config)
+  with pytest.raises(ValueError, match=r"weight_decay_mode='l2' must be 'decoupled'"):
+    optim.make_optimizer(config.optimizer, 10)
+  config.optimizer.weight_decay_mode = 'decoupled'
+  run_config.validate(config)
+
+
+def test_bert_adamw_trains(tmp_path):
+  config = tiny_config(steps=3)
+  config.optimizer.update(dict(name='bert_adamw', schedule='bert', b2=0.999, eps=1e-6))
+  trainer.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+  with open(os.path.join(tmp_path, 'metrics.jsonl'), encoding='utf-8') as f:
+    rows = [json.loads(line) for line in f if 'train/loss' in line]
+  assert len(rows) == 3 and all(math.isfinite(r['train/loss']) for r in rows)
 
 
 

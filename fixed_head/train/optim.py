@@ -17,6 +17,14 @@ Schedules (s = step, w = warmup_steps, T = num_train_steps, lr = learning_rate):
               legacy learning_rate_decay_scheme='noam' is this times 5000 * 0.002 (its Adam
               correction) = 10, at step + 1: learning_rate 0.1 there is lr = 1.0 here.
 
+Optimisers (``name``; g the gradient after global-norm clipping at ``grad_clip_norm``):
+  'adamw'      optax.adamw: Adam with bias correction, decoupled weight decay
+  'adam'       optax.adamw without the decoupled decay ('l2' mode still decays)
+  'bert_adamw' Google BERT's AdamWeightDecayOptimizer: m = b1 m + (1 - b1) g,
+               v = b2 v + (1 - b2) g^2, p -= lr_t * (m / (sqrt(v) + eps) + weight_decay * p),
+               the decay on the ``decay_mask`` leaves only; no bias correction; 'decoupled'
+               mode only
+
 Weight decay (``weight_decay_mode``), on the leaves ``decay_mask`` selects:
   'decoupled' AdamW: params -= lr * weight_decay * params, outside Adam's moments (default)
   'l2'        tensor2tensor's: the gradient of weight_decay * sum(p^2) / 2 (T2T adds that
@@ -31,14 +39,14 @@ Both use the same mask. T2T's ``optimize.weight_decay`` skips only 1-D variables
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 SCHEDULES = ('rsqrt', 'linear', 'bert', 'cosine', 'constant', 'noam')
-OPTIMIZERS = ('adamw', 'adam')
+OPTIMIZERS = ('adamw', 'adam', 'bert_adamw')
 WEIGHT_DECAY_MODES = ('decoupled', 'l2')
 # config.optimizer's fields and their defaults (run_config.defaults() takes them from here).
 DEFAULTS = dict(name='adamw', learning_rate=1e-3, schedule='cosine', warmup_steps=100,
@@ -94,6 +102,30 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(decayed, params)
 
 
+class ScaleByBertAdamState(NamedTuple):
+  """Google BERT's Adam moments: mu = m, nu = v, each shaped as the parameters."""
+  mu: optax.Updates
+  nu: optax.Updates
+
+
+def scale_by_bert_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6
+                       ) -> optax.GradientTransformation:
+  """AdamWeightDecayOptimizer's step direction, without bias correction:
+  m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, update = m / (sqrt(v) + eps)."""
+  def init(params):
+    return ScaleByBertAdamState(mu=optax.tree.zeros_like(params),
+                                nu=optax.tree.zeros_like(params))
+
+  def update(updates, state, params=None):
+    del params
+    mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
+    nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * jnp.square(g), state.nu, updates)
+    updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu)
+    return updates, ScaleByBertAdamState(mu=mu, nu=nu)
+
+  return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(opt: Mapping[str, Any], num_train_steps: int, emb_dim: int | None = None
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """(optax transformation, schedule) for ``config.optimizer``; a field it lacks has its
@@ -104,7 +136,16 @@ def make_optimizer(opt: Mapping[str, Any], num_train_steps: int, emb_dim: int | 
   mode = opt['weight_decay_mode']
   if mode not in WEIGHT_DECAY_MODES:
     raise ValueError(f'optimizer.weight_decay_mode={mode!r} is not one of {WEIGHT_DECAY_MODES}.')
+  if opt['name'] == 'bert_adamw' and mode != 'decoupled':
+    raise ValueError("optimizer.name='bert_adamw' decays weights decoupled; "
+                     f"optimizer.weight_decay_mode={mode!r} must be 'decoupled'.")
   schedule = make_schedule(opt, num_train_steps, emb_dim)
+  if opt['name'] == 'bert_adamw':
+    chain = [optax.clip_by_global_norm(opt['grad_clip_norm'])] if opt['grad_clip_norm'] else []
+    chain += [scale_by_bert_adam(opt['b1'], opt['b2'], opt['eps']),
+              optax.add_decayed_weights(opt['weight_decay'], mask=decay_mask),
+              optax.scale_by_learning_rate(schedule)]
+    return optax.chain(*chain), schedule
   decoupled = opt['name'] == 'adamw' and mode == 'decoupled'
   weight_decay = opt['weight_decay'] if decoupled else 0.0
   chain = []

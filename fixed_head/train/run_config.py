@@ -241,6 +241,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   if mode not in optim.WEIGHT_DECAY_MODES:
     raise UsageError(f'config.optimizer.weight_decay_mode={mode!r}: not one of '
                      f'{optim.WEIGHT_DECAY_MODES}.')
+  if opt.name == 'bert_adamw' and mode != 'decoupled':
+    raise UsageError(f"config.optimizer.weight_decay_mode={mode!r}: 'bert_adamw' decays the "
+                     "weights decoupled, as Google BERT; set "
+                     "--config.optimizer.weight_decay_mode=decoupled.")
   if config.dropout_rng_impl not in DROPOUT_RNG_IMPLS:
     raise UsageError(f'config.dropout_rng_impl={config.dropout_rng_impl!r}: not one of '
                      f'{DROPOUT_RNG_IMPLS}.')
