@@ -54,10 +54,12 @@ modeling.py.
 
 What the paper states, the choices made where it is silent (optimizer, masking, the TPU
 settings below, the data and vocabulary, the fine-tuning recipes and their step counts) and
-why: docs/bert.md. In short: AdamW at 1e-4 with BERT's linear warm-up and decay, batch 1024,
-stage 1 at n = 128 and stage 2 at n = 512 (``PRETRAIN_STAGES``); blocks under ``nnx.scan``,
-parameters and Adam's moments split over the devices (``mesh.fsdp=-1``), stage 2 recomputed in
-the backward pass (``model.remat='full'``). ``python compile.py --config=... --topology=...``
+why: docs/bert.md. In short: Google BERT's AdamWeightDecayOptimizer (``'bert_adamw'``: Adam
+without bias correction, decoupled weight decay) at 1e-4 with its linear warm-up and decay over
+all the steps (``'bert'``), batch 1024, stage 1 at n = 128 and stage 2 at n = 512
+(``PRETRAIN_STAGES``); blocks under ``nnx.scan``, parameters and Adam's moments split over the
+devices (``mesh.fsdp=-1``), stage 2 recomputed in the backward pass (``model.remat='full'``).
+``python compile.py --config=... --topology=...``
 says whether a column fits a TPU slice before it is rented (on v5e, stage 1 of every column fits on
 32 chips, fixed_d512_h32 on 64, and stage 2 on 16; v4 and v5p in BENCHMARKS.md).
 
@@ -182,8 +184,9 @@ def model_fields(column: str, runlocal: bool = False) -> dict:
 
 
 def _optimizer(c, learning_rate: float, warmup_steps: int) -> None:
-  # Google BERT's AdamWeightDecayOptimizer settings, its linear warm-up and decay.
-  c.optimizer.update(dict(name='adamw', learning_rate=learning_rate, schedule='linear',
+  # Google BERT's optimization.py: AdamWeightDecayOptimizer with its settings, and
+  # create_optimizer's warm-up and linear decay to 0 over all num_train_steps.
+  c.optimizer.update(dict(name='bert_adamw', learning_rate=learning_rate, schedule='bert',
                           warmup_steps=warmup_steps, weight_decay=0.01, b1=0.9, b2=0.999,
                           eps=1e-6, grad_clip_norm=1.0, weight_decay_mode='decoupled'))
 

@@ -97,8 +97,10 @@ def test_stage_1_follows_the_paper():
   assert (c.data.seq_len, c.data.max_predictions_per_seq) == (128, 20)
   assert (c.num_train_steps, c.batch_size, c.batch_tokens) == (450_000, 1024, None)
   o = c.optimizer
-  assert (o.name, o.learning_rate, o.schedule, o.warmup_steps) == ('adamw', 1e-4, 'linear', 5000)
+  assert (o.name, o.learning_rate, o.schedule, o.warmup_steps) == ('bert_adamw', 1e-4, 'bert',
+                                                                    5000)
   assert (o.weight_decay, o.b1, o.b2, o.eps, o.grad_clip_norm) == (0.01, 0.9, 0.999, 1e-6, 1.0)
+  assert o.weight_decay_mode == 'decoupled'
   assert c.model.dropout_rate == c.model.attention_dropout_rate == 0.1
   assert c.checkpoint.every_steps == 10_000 and c.log_every_steps == 100
   assert c.evals.valid.type == 'pretraining' and c.evals.valid.split == 'eval'
@@ -111,7 +113,8 @@ def test_stage_2_uses_n_512_and_a_new_3k_warm_up(column):
   one, two = bert.get_config(column), bert.get_config(column + ',stage=2')
   assert (two.data.seq_len, two.data.max_predictions_per_seq) == (512, 80)
   assert two.num_train_steps == 50_000 and two.optimizer.warmup_steps == 3_000
-  assert two.optimizer.schedule == 'linear' and two.batch_size == 1024
+  assert (two.optimizer.name, two.optimizer.schedule) == ('bert_adamw', 'bert')
+  assert two.batch_size == 1024
   assert two.model.max_len == one.model.max_len == 512  # no new position table
   assert two.task.name == 'bert_pretraining' and two.init_from == bert.INIT_FROM_UNSET
 
@@ -126,7 +129,8 @@ def test_mnli_fine_tuning():
   assert all(spec.type == 'classification' for spec in c.evals.values())
   assert c.batch_size == 32 and c.optimizer.learning_rate == 2e-5
   assert c.num_train_steps == int(392_702 / 32 * 3) == 36_815
-  assert c.optimizer.warmup_steps == 3_681 and c.optimizer.schedule == 'linear'
+  assert c.optimizer.warmup_steps == 3_681
+  assert (c.optimizer.name, c.optimizer.schedule) == ('bert_adamw', 'bert')
   assert c.optimizer.weight_decay == 0.01 and c.model.dropout_rate == 0.1
 
 
@@ -142,6 +146,22 @@ def test_squad_fine_tuning():
   assert squad_eval.get('num_examples') is None  # whole questions: the whole split
   assert c.batch_size == 32 and c.optimizer.learning_rate == 3e-5
   assert c.num_train_steps == int(88_641 / 32 * 2) == 5_540 and c.optimizer.warmup_steps == 554
+  assert (c.optimizer.name, c.optimizer.schedule) == ('bert_adamw', 'bert')
+
+
+@pytest.mark.parametrize('arg', ALL_ARGS)
+def test_every_run_uses_googles_optimizer_and_schedule(arg):
+  o = bert.get_config(arg).optimizer
+  assert (o.name, o.schedule, o.weight_decay_mode) == ('bert_adamw', 'bert', 'decoupled')
+
+
+def test_linear_schedule_runs_the_factor_docs_give_above_googles():
+  """docs/bert.md: after warm-up 'linear' is T / (T - w) times 'bert'."""
+  def factor(arg):
+    c = bert.get_config(arg)
+    return c.num_train_steps / (c.num_train_steps - c.optimizer.warmup_steps)
+
+  assert [round(factor(f'large_h16{v}'), 3) for v in VARIANTS] == [1.011, 1.064, 1.111, 1.111]
 
 
 @pytest.mark.parametrize('column', list(bert.COLUMNS))
