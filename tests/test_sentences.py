@@ -1,8 +1,11 @@
 """Sentence splitting for BERT pre-training: pysbd on abbreviations, numbers, quotes, ellipses
 and paragraphs (each case one the regex gets wrong); the regex fallback is the old rule; the
-unknown-splitter error; one segmenter per thread; importing without pysbd."""
+unknown-splitter error; pysbd's exponential numbered-reference regex, replaced."""
 
 import importlib
+import random
+import re
+import signal
 import sys
 import threading
 
@@ -125,3 +128,39 @@ def test_module_imports_without_pysbd(monkeypatch):
   assert fresh.split_sentences('Dr. No. Hi.', 'regex') == ['Dr.', 'No.', 'Hi.']
   with pytest.raises(ImportError):
     fresh.split_sentences('Dr. No. Hi.')
+
+
+def test_pysbd_ships_the_regex_that_is_replaced():
+  """If a pysbd upgrade changes its regex, this says to look again; pysbd's class is untouched."""
+  from pysbd.lang.english import English  # pylint: disable=import-outside-toplevel
+  language = sentences._pysbd_segmenter().language_module
+  assert language is sentences._pysbd_english()
+  assert language.NUMBERED_REFERENCE_REGEX == sentences._NUMBERED_REFERENCE
+  assert English.NUMBERED_REFERENCE_REGEX == sentences._PYSBD_NUMBERED_REFERENCE
+
+
+def test_numbered_reference_regex_matches_as_pysbd_does():
+  """On random short texts (where pysbd's regex is fast) both substitute the same."""
+  old, new = re.compile(sentences._PYSBD_NUMBERED_REFERENCE), re.compile(
+      sentences._NUMBERED_REFERENCE)
+  rng = random.Random(0)
+  alphabet = ['.', '∯', '[', ']', '1', '2', ',', ' ', '\r', '-', 'A', 'a', '\u0663']
+  for _ in range(20_000):
+    text = ''.join(rng.choice(alphabet) for _ in range(rng.randint(1, 14)))
+    assert old.sub(r'∯\2\r\7', text) == new.sub(r'∯\2\r\7', text), repr(text)
+  assert sentences.split_sentences('See the paper.[12, 14] Then stop.') == [
+      'See the paper.[12, 14]', 'Then stop.']
+
+
+def test_numbers_in_brackets_after_a_period_are_fast():
+  """pysbd issue 79 (Wikipedia's Clojure article): minutes with pysbd's own regex."""
+  def too_slow(*_):
+    raise TimeoutError('pysbd backtracks on a bracketed run of numbers')
+  previous = signal.signal(signal.SIGALRM, too_slow)
+  signal.alarm(10)
+  try:
+    text = 'Text...[484 216 622 139 651 592 379 228 242 355 101 202 303 404 505] more.'
+    assert sentences.split_sentences(text) == [text]
+  finally:
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

@@ -29,6 +29,12 @@ Known pysbd problems:
   sentences takes ~7 s (14 k chars/s), and ~24 s when the sentences repeat. A 10 KB one takes
   ~0.1 s. Lines of a few KB cost little, but a record that is one very long line costs
   seconds.
+- Its ``NUMBERED_REFERENCE_REGEX`` backtracks exponentially (github.com/nipunsadvilkar/pySBD
+  issue 79, still open). A period before a bracketed run of numbers that is not followed by a
+  capital letter, e.g. Wikipedia's Clojure article "...[484 216 622 139 651 592 379 228 242
+  355] more", takes ~8x longer per number (8 numbers: ~3 s; 10: over a minute). Here that
+  regex is replaced by ``_NUMBERED_REFERENCE`` (the same matches, without the nested
+  ambiguity), only while pysbd's regex is the one 0.3.4 ships.
 - Whitespace: it drops a line's leading whitespace and keeps each sentence's trailing
   whitespace. The sentences are stripped here. Otherwise it lost no character of any of the
   1,211 non-blank lines of README.md and docs/*.md.
@@ -39,6 +45,7 @@ Known pysbd problems:
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 
@@ -47,6 +54,31 @@ from fixed_head.errors import UsageError
 SPLITTERS = ('pysbd', 'regex')
 
 _SENTENCE_END = re.compile(r'(?<=[.!?])\s+')
+
+# pysbd 0.3.4's regex (lang/common/common.py): '\d{1,3}' repeated with all-optional separators
+# splits one digit run, and one space (either '\s?'), in many ways.
+_PYSBD_NUMBERED_REFERENCE = (
+    r'(?<=[^\d\s])(\.|∯)((\[(\d{1,3},?\s?-?\s?)*\b\d{1,3}\])+|((\d{1,3}\s?)?\d{1,3}))(\s)'
+    r'(?=[A-Z])')
+# The same language: a whole digit run, then a non-empty separator matched one way only (a run
+# of items with empty separators is one digit run; '\b' holds after a separator or '['). It has
+# the same 7 groups, since pysbd substitutes r'∯\2\r\7'.
+_SEPARATOR = r'(?:,(?:\s-?\s?|-\s?)?|\s-?\s?|-\s?)'
+_NUMBERED_REFERENCE = (
+    r'(?<=[^\d\s])(\.|∯)((\[((?:\d+' + _SEPARATOR + r')*)\d{1,3}\])+|((\d{1,3}\s?)?\d{1,3}))'
+    r'(\s)(?=[A-Z])')
+
+
+@functools.cache
+def _pysbd_english():
+  """pysbd's English rules, its numbered-reference regex replaced while it is 0.3.4's."""
+  from pysbd.languages import Language  # pylint: disable=import-outside-toplevel
+
+  english = Language.get_language_code('en')
+  if getattr(english, 'NUMBERED_REFERENCE_REGEX', None) != _PYSBD_NUMBERED_REFERENCE:
+    return english
+  return type('English', (english,), {'NUMBERED_REFERENCE_REGEX': _NUMBERED_REFERENCE})
+
 
 _PER_THREAD = threading.local()
 
@@ -59,6 +91,7 @@ def _pysbd_segmenter():
     import pysbd  # pylint: disable=import-outside-toplevel
 
     segmenter = pysbd.Segmenter(language='en', clean=False)
+    segmenter.language_module = _pysbd_english()
     _PER_THREAD.pysbd = segmenter
   return segmenter
 
