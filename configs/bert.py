@@ -209,6 +209,9 @@ def _pretraining(c, stage: int, runlocal: bool) -> None:
   d.max_predictions_per_seq = max_predictions
   d.masked_lm_prob = 0.15
   d.short_seq_prob = 0.1
+  # How a TFDS record's text is cut into sentences (fixed_head/data/sentences.py): pysbd, as
+  # Google's input has one real sentence a line; 'regex' is the old, faster cut.
+  d.sentence_splitter = 'pysbd'
   _wordpiece_fields(d, runlocal)
   # Exactly one of dataset (TFDS names) and files (globs of local text); typed `object` so
   # that --config.data.dataset=None --config.data.files='/corpus/*.txt' parse.

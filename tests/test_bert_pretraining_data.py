@@ -309,8 +309,12 @@ def test_read_sentence_documents(tmp_path):
 
 
 def test_split_sentences():
-  assert bp.split_sentences('First one. Second?  Third!\nFourth line\n\n\u200b\nv1.2 ok') == [
-      'First one.', 'Second?', 'Third!', 'Fourth line', 'v1.2 ok']
+  text = 'First one. Second?  Third!\nFourth line\n\n\u200b\nv1.2 ok'
+  expected = ['First one.', 'Second?', 'Third!', 'Fourth line', 'v1.2 ok']
+  assert bp.split_sentences(text) == bp.split_sentences(text, 'regex') == expected
+  # pysbd (the default) keeps an abbreviation inside its sentence; the old regex cut there.
+  assert bp.split_sentences('Dr. No is a film. It is old.') == ['Dr. No is a film.', 'It is old.']
+  assert bp.split_sentences('Dr. No is a film.', 'regex') == ['Dr.', 'No is a film.']
 
 
 def test_tfds_wikipedia_source(tmp_path):
@@ -350,7 +354,7 @@ def test_tfds_wikipedia_source(tmp_path):
     ('seq_len', 7), ('seq_len', '128'), ('max_predictions_per_seq', 0),
     ('max_predictions_per_seq', 46), ('masked_lm_prob', 0.0), ('masked_lm_prob', 1.5),
     ('short_seq_prob', -0.1), ('eval_fraction', 1.0), ('shuffle_seed', -1),
-    ('tokenizer_max_documents', 0)])
+    ('tokenizer_max_documents', 0), ('sentence_splitter', 'nltk')])
 def test_bad_options_name_the_field(tmp_path, field, value):
   kw = {'files': str(tmp_path / 'none.txt'), 'workdir': str(tmp_path), 'seq_len': 48,
         field: value}

@@ -4,7 +4,8 @@
 Documents are lists of sentences: local text (``data.files``, Google's format: one sentence
 per line, documents separated by blank lines) or TFDS datasets (``data.dataset``, e.g.
 ``'wikipedia/20230601.en'``, or a list of them, whose documents are concatenated; a record's
-text is split into sentences at newlines and after '.', '!' or '?' followed by space).
+text is split into sentences at newlines, then by pysbd, ``data.sentence_splitter``:
+``fixed_head.data.sentences``).
 Sentences are WordPiece-tokenised with the run's vocabulary (``fixed_head.train.vocab``:
 ``data.vocab``, the vocabulary of the run given as ``init_from``, the workdir's, or one
 trained on ``train_texts``, the first train documents).
@@ -50,7 +51,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fixed_head.data import order, packing
+from fixed_head.data import order, packing, sentences
 from fixed_head.data import text as text_lib
 from fixed_head.data import wordpiece
 from fixed_head.errors import UsageError
@@ -143,14 +144,10 @@ def has_text(sentence: str) -> bool:
                   c in ('\x00', '\ufffd')) for c in sentence)
 
 
-_SENTENCE_END = re.compile(r'(?<=[.!?])\s+')
-
-
-def split_sentences(text: str) -> list[str]:
-  """A record's text -> sentences: split at newlines and at whitespace after '.', '!' or '?'
-  (simple: 'Dr. No' splits too); sentences without a token are dropped."""
-  return [s.strip() for line in text.splitlines() for s in _SENTENCE_END.split(line)
-          if has_text(s)]
+def split_sentences(text: str, splitter: str = 'pysbd') -> list[str]:
+  """A record's text -> its sentences with a token (``sentences.split_sentences``: lines,
+  then ``splitter``, pysbd unless 'regex')."""
+  return [s for s in sentences.split_sentences(text, splitter) if has_text(s)]
 
 
 class _LazyDocument:
@@ -169,8 +166,9 @@ class TfdsDocuments:
   documents used are kept (their sentences tokenised as they are asked for).
   """
 
-  def __init__(self, parts: Sequence[tuple], tokenizer, *, cache_documents: int = 8192):
-    self.parts = list(parts)
+  def __init__(self, parts: Sequence[tuple], tokenizer, *, cache_documents: int = 8192,
+               sentence_splitter: str = 'pysbd'):
+    self.parts, self.sentence_splitter = list(parts), sentence_splitter
     self.tokenizer = tokenizer
     self.offsets = np.cumsum([0] + [stop - first for _, first, stop in self.parts])
     self._document = functools.lru_cache(maxsize=cache_documents)(self._read)
@@ -182,7 +180,7 @@ class TfdsDocuments:
     part = int(np.searchsorted(self.offsets, doc, side='right')) - 1
     reader, first, _ = self.parts[part]
     text = reader.texts([first + doc - int(self.offsets[part])])[0]
-    return _LazyDocument(split_sentences(text))
+    return _LazyDocument(split_sentences(text, self.sentence_splitter))
 
   def num_sentences(self, doc: int) -> int:
     return len(self._document(doc).texts)
@@ -431,10 +429,15 @@ class BertPretrainingData:
                dataset: str | Sequence[str] | None = None, data_dir: str | None = None,
                train_split: str = 'train', eval_split: str | None = None,
                eval_fraction: float = 0.01, split_seed: int = 0, feature: str = 'text',
-               cache_documents: int = 8192, log: Callable[[str], None] = print):
+               cache_documents: int = 8192, sentence_splitter: str = 'pysbd',
+               log: Callable[[str], None] = print):
     if split not in SPLITS:
       raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
     _check_corpus(files, dataset)
+    if sentence_splitter not in sentences.SPLITTERS:
+      raise UsageError(f'data.sentence_splitter={sentence_splitter!r}: not one of '
+                       f'{list(sentences.SPLITTERS)} (TFDS records are split into sentences '
+                       'by it).')
     _check_options(seq_len=seq_len, max_predictions_per_seq=max_predictions_per_seq,
                    masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
                    eval_fraction=eval_fraction, shuffle_seed=shuffle_seed,
@@ -451,7 +454,8 @@ class BertPretrainingData:
       parts = tfds_parts(dataset, split, data_dir=data_dir, feature=feature,
                          train_split=train_split, eval_split=eval_split,
                          eval_fraction=eval_fraction)
-      self.documents = TfdsDocuments(parts, tokenizer, cache_documents=cache_documents)
+      self.documents = TfdsDocuments(parts, tokenizer, cache_documents=cache_documents,
+                                     sentence_splitter=sentence_splitter)
       if eval_split is not None:
         describe = f'{_as_list(dataset)} {train_split if split == "train" else eval_split!r}'
       else:
