@@ -95,6 +95,24 @@ def google_truncate(a, b, max_num_tokens):
   return len(a), len(b)
 
 
+def test_unk_is_masked_and_predicted_as_google_only_cls_and_sep_are_not():
+  tok = wordpiece.WordPieceTokenizer(list(wordpiece.SPECIAL_TOKENS) + ['cat', 'dog'])
+  unk = tok.unk_id
+  a, b = np.full([30], unk, np.int32), np.full([20], unk, np.int32)
+  row = bp.make_row(a, b, 0, np.random.default_rng(0), seq_len=64, max_predictions_per_seq=20,
+                    masked_lm_prob=0.15, tokenizer=tok)
+  m = int(row['masked_weights'].sum())
+  assert m == round(53 * 0.15) and np.all(row['masked_ids'][:m] == unk)
+  # The random replacement is still never a special token (ours; Google's may be any id).
+  for seed in range(50):
+    masked, positions, _ = bp.mask_tokens(
+        [CLS] + [100] * 40 + [SEP], np.random.default_rng(seed), vocab_size=200, mask_id=MASK,
+        special_ids=GOOGLE_SPECIALS, max_predictions_per_seq=10, unmaskable_ids=(CLS, SEP))
+    assert len(positions) == 6 and not np.isin(positions, [0, 41]).any()
+    replaced = masked[positions]
+    assert not np.isin(replaced[(replaced != MASK) & (replaced != 100)], GOOGLE_SPECIALS).any()
+
+
 def test_truncate_seq_pair_matches_google_lengths_and_cuts_both_ends():
   rng = np.random.default_rng(2)
   fronts = backs = 0
@@ -217,7 +235,7 @@ def check_row(row, tok, seq_len, max_predictions):
   assert np.all(np.diff(positions) > 0) and not np.isin(positions, [0, seps[0], n - 1]).any()
   assert positions.max() < n and not np.any(row['masked_positions'][m:])
   assert not np.any(row['masked_ids'][m:]) and not np.isin(row['masked_ids'][:m],
-                                                          tok.special_ids).any()
+                                                          [tok.cls_id, tok.sep_id]).any()
   assert row['nsp_label'] in (0, 1) and row['weight'] == 1.0
   return restore(row), seps[0], n
 

@@ -65,18 +65,22 @@ Row = dict[str, np.ndarray]
 
 def mask_tokens(tokens: Sequence[int], rng: np.random.Generator, *, vocab_size: int,
                 mask_id: int, special_ids: Sequence[int], masked_lm_prob: float = 0.15,
-                max_predictions_per_seq: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                max_predictions_per_seq: int, unmaskable_ids: Sequence[int] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Google BERT's ``create_masked_lm_predictions`` (no whole-word masking).
 
   ``tokens`` int [l] (the real tokens, [CLS] and [SEP] included, no padding) ->
   (masked tokens int32 [l], positions int32 [p] ascending, original ids int32 [p]) with
-  p = min(max_predictions_per_seq, max(1, round(l * masked_lm_prob)), non-special
-  positions): p non-special positions chosen uniformly; each becomes [MASK] with probability
-  0.8, a uniformly random non-special id with probability 0.1, and stays with 0.1.
+  p = min(max_predictions_per_seq, max(1, round(l * masked_lm_prob)), candidates): p
+  candidate positions, those not holding ``unmaskable_ids`` (default ``special_ids``; BERT
+  rows pass [CLS] and [SEP] only, as Google, so [UNK] is masked and predicted like any word),
+  chosen uniformly; each becomes [MASK] with probability 0.8, a uniformly random id not in
+  ``special_ids`` with probability 0.1, and stays with 0.1.
   """
   tokens = np.asarray(tokens, np.int32)
   special = np.unique(np.asarray(special_ids, np.int64))
-  candidates = np.flatnonzero(~np.isin(tokens, special))
+  unmaskable = special if unmaskable_ids is None else np.asarray(unmaskable_ids, np.int64)
+  candidates = np.flatnonzero(~np.isin(tokens, unmaskable))
   count = min(max_predictions_per_seq, max(1, int(round(len(tokens) * masked_lm_prob))),
               len(candidates))
   positions = np.sort(rng.choice(candidates, count, replace=False)).astype(np.int32)
@@ -274,7 +278,8 @@ def make_row(tokens_a: np.ndarray, tokens_b: np.ndarray, nsp_label: int,
                      f'{seq_len - 3}.')
   masked, positions, original = mask_tokens(
       real, rng, vocab_size=t.vocab_size, mask_id=t.mask_id, special_ids=t.special_ids,
-      masked_lm_prob=masked_lm_prob, max_predictions_per_seq=max_predictions_per_seq)
+      masked_lm_prob=masked_lm_prob, max_predictions_per_seq=max_predictions_per_seq,
+      unmaskable_ids=(t.cls_id, t.sep_id))
   n, m, p = len(real), max_predictions_per_seq, len(positions)
   tokens = np.full([seq_len], t.pad_id, np.int32)
   tokens[:n] = masked
