@@ -26,7 +26,10 @@ random initialisation, if that is really what is meant). Stage 2 loads every par
 position table already has 512 rows, as ``max_len`` is 512 from the start); fine-tuning loads
 its encoder and starts the classifier / span head fresh. Both must keep that run's model
 fields, which the column fixes, and its vocabulary, which they read from
-``init_from/vocab.txt`` (every workdir keeps a copy of the vocabulary it used).
+``init_from/vocab.txt`` (every workdir keeps a copy of the vocabulary it used). The paper's
+setup is Google's uncased vocab.txt (30,522 entries), given to stage 1 with
+``--config.data.vocab=.../uncased_L-24_H-1024_A-16/vocab.txt``; without it (the offline
+default) stage 1 trains a WordPiece vocabulary of that size on the corpus (docs/bert.md).
 
 Columns, with ``fixed_head.accounting.count_params`` (embeddings, encoder, pooler, masked-LM
 and next-sentence heads; Google's 30,522-token vocabulary) next to the paper's count:
