@@ -140,19 +140,18 @@ def make_optimizer(opt: Mapping[str, Any], num_train_steps: int, emb_dim: int | 
     raise ValueError("optimizer.name='bert_adamw' decays weights decoupled; "
                      f"optimizer.weight_decay_mode={mode!r} must be 'decoupled'.")
   schedule = make_schedule(opt, num_train_steps, emb_dim)
-  if opt['name'] == 'bert_adamw':
-    chain = [optax.clip_by_global_norm(opt['grad_clip_norm'])] if opt['grad_clip_norm'] else []
-    chain += [scale_by_bert_adam(opt['b1'], opt['b2'], opt['eps']),
-              optax.add_decayed_weights(opt['weight_decay'], mask=decay_mask),
-              optax.scale_by_learning_rate(schedule)]
-    return optax.chain(*chain), schedule
-  decoupled = opt['name'] == 'adamw' and mode == 'decoupled'
-  weight_decay = opt['weight_decay'] if decoupled else 0.0
   chain = []
   if mode == 'l2' and opt['weight_decay']:  # T2T's: in the gradient, before everything else
     chain.append(optax.add_decayed_weights(opt['weight_decay'], mask=decay_mask))
   if opt['grad_clip_norm']:
     chain.append(optax.clip_by_global_norm(opt['grad_clip_norm']))
-  chain.append(optax.adamw(schedule, b1=opt['b1'], b2=opt['b2'], eps=opt['eps'],
-                           weight_decay=weight_decay, mask=decay_mask))
+  if opt['name'] == 'bert_adamw':
+    chain += [scale_by_bert_adam(opt['b1'], opt['b2'], opt['eps']),
+              optax.add_decayed_weights(opt['weight_decay'], mask=decay_mask),
+              optax.scale_by_learning_rate(schedule)]
+  else:
+    decoupled = opt['name'] == 'adamw' and mode == 'decoupled'
+    chain.append(optax.adamw(schedule, b1=opt['b1'], b2=opt['b2'], eps=opt['eps'],
+                             weight_decay=opt['weight_decay'] if decoupled else 0.0,
+                             mask=decay_mask))
   return optax.chain(*chain), schedule
