@@ -215,6 +215,17 @@ def _pretraining(c, stage: int, runlocal: bool) -> None:
   # How a TFDS record's text is cut into sentences (fixed_head/data/sentences.py): pysbd, as
   # Google's input has one real sentence a line; 'regex' is the old, faster cut.
   d.sentence_splitter = 'pysbd'
+  # Instances as Google's create_pretraining_data.py (fixed_head/data/bert_instances.py): each
+  # train document walked dupe_factor times, as many instances per walk as its length gives.
+  d.dupe_factor = 10
+  # 'dynamic': each instance masked anew every epoch (RoBERTa found it no worse than static);
+  # 'static': masked once, as Google's files written once (each walk differently).
+  d.masks = 'dynamic'
+  # Where the instance counts of a TFDS corpus are kept (a directory, local or gs://): the
+  # first run reads and tokenises every document once to count them (English Wikipedia: hours),
+  # later runs with the same corpus and vocabulary (a resume, stage 2) read the counts. None:
+  # counted at every start.
+  d.index_dir = ml_collections.config_dict.placeholder(str)
   _wordpiece_fields(d, runlocal)
   # Exactly one of dataset (TFDS names) and files (globs of local text); typed `object` so
   # that --config.data.dataset=None --config.data.files='/corpus/*.txt' parse.
@@ -239,7 +250,7 @@ def _pretraining(c, stage: int, runlocal: bool) -> None:
     d.max_predictions_per_seq = math.ceil(d.seq_len * d.masked_lm_prob)  # 5, then 10
     d.dataset = None
     d.files = list(RUNLOCAL_FILES)
-    d.eval_fraction = 0.2  # of some 130 paragraph "documents": one eval row each
+    d.eval_fraction = 0.2  # of some 130 paragraph "documents": an eval row per instance
     d.train_split = 'train'
     d.eval_split = None
     c.num_train_steps = 200 // stage

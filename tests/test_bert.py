@@ -90,9 +90,10 @@ def test_pretraining_trains_evaluates_and_keeps_its_vocabulary(pretrained):
   np.testing.assert_allclose(train['loss'], train['mlm_loss'] + train['nsp_loss'], rtol=1e-5)
   assert train['mlm_loss'] < np.log(VOCAB) + 1.0  # near uniform at worst, not diverging
   valid = result['evals']['valid']
-  eval_docs = len(resolved.source(config.data, 'eval', workdir=workdir))
-  assert 0 < eval_docs < 24 and valid['num_rows'] == eval_docs  # one row per eval document
-  assert 0 < valid['num_predictions'] <= 6 * 3
+  evaluation = resolved.source(config.data, 'eval', workdir=workdir)
+  eval_rows = len(evaluation)  # one row per instance of one walk of each eval document
+  assert eval_rows == len(evaluation.instances) and 0 < evaluation.num_documents < 24
+  assert valid['num_rows'] == eval_rows and 0 < valid['num_predictions'] <= eval_rows * 3
   assert os.path.exists(os.path.join(workdir, 'vocab.txt'))
   with open(os.path.join(workdir, 'vocab.txt')) as f:
     assert len(f.read().splitlines()) == VOCAB

@@ -11,6 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 import tensorflow_datasets.text.wikipedia  # noqa: F401  registers the builder for mock_data
 
+from fixed_head.data import bert_instances as bi
 from fixed_head.data import bert_pretraining as bp
 from fixed_head.data import wordpiece
 from fixed_head.data.order import ENDLESS
@@ -142,47 +143,59 @@ def synthetic_documents(sentence_counts, seed=0):
   return bp.InMemoryDocuments(docs), np.asarray(owner)
 
 
+def chunks_of(docs, *, max_num_tokens, short_seq_prob=0.1, dupe_factor=1):
+  """[(document, chunk)] of every instance of ``dupe_factor`` walks of ``docs``."""
+  index = bi.Instances(docs, seed_words=(7, 0), dupe_factor=dupe_factor,
+                       max_num_tokens=max_num_tokens, short_seq_prob=short_seq_prob)
+  return [index.locate(i)[1:] for i in range(len(index))]
+
+
 def test_pairs_actual_next_and_random_next():
   docs, owner = synthetic_documents([int(c) for c in np.random.default_rng(3).integers(2, 30, 50)])
   sentence_starts = set(docs.sentence_starts[:-1].tolist())
   labels, max_num_tokens = [], 29
-  for k in range(20_000):
-    rng = np.random.default_rng([7, k])
-    d = k % len(docs)
-    a, b, label, b_doc = bp.create_instance(docs, d, rng, max_num_tokens=max_num_tokens,
-                                            short_seq_prob=0.0)
+  for k, (d, chunk) in enumerate(chunks_of(docs, max_num_tokens=max_num_tokens,
+                                           short_seq_prob=0.0, dupe_factor=40)):
+    a, b, label, b_doc = bp.pair_instance(docs, d, chunk, np.random.default_rng([7, k]),
+                                          max_num_tokens=max_num_tokens)
     labels.append(label)
+    assert label == chunk.random_next
     assert len(a) >= 1 and len(b) >= 1 and len(a) + len(b) <= max_num_tokens
     assert np.all(np.diff(a) == 1) and np.all(np.diff(b) == 1)  # contiguous text
     assert np.all(owner[a] == d) and np.all(owner[b] == b_doc)
     truncated = len(a) + len(b) == max_num_tokens
+    first_a = docs.sentence(d, chunk.start)[0]
+    if not truncated:  # A is the chunk's first sentences
+      assert a[0] == first_a and a[-1] == docs.sentence(d, chunk.a_end - 1)[-1]
     if label == 0:
       assert b_doc == d and a[-1] < b[0]
       if not truncated:  # B is exactly the sentences after A's
-        assert b[0] == a[-1] + 1 and a[0] in sentence_starts
+        assert b[0] == a[-1] + 1 and b[-1] == docs.sentence(d, chunk.end - 1)[-1]
     else:
       assert b_doc != d  # from another document
       if not truncated:
         assert b[0] in sentence_starts
-  # Every document has 2+ sentences and sentences are short: no forced random next.
-  assert close(sum(labels), len(labels), 0.5)
+  # Every document has 2+ sentences; chunks of one sentence (a random next, forced) are rare.
+  assert len(labels) > 5_000 and 0.5 < np.mean(labels) < 0.62
 
 
 def test_one_sentence_documents_always_take_a_random_next():
   docs, owner = synthetic_documents([1, 1, 1, 5])
-  for k in range(200):
-    a, b, label, b_doc = bp.create_instance(docs, k % 3, np.random.default_rng(k),
-                                            max_num_tokens=20)
-    assert label == 1 and b_doc != k % 3 and np.all(owner[b] == b_doc)
+  for k, (d, chunk) in enumerate(chunks_of(docs, max_num_tokens=20, dupe_factor=50)):
+    a, b, label, b_doc = bp.pair_instance(docs, d, chunk, np.random.default_rng(k),
+                                          max_num_tokens=20)
+    if d < 3:
+      assert label == 1 and b_doc != d and np.all(owner[b] == b_doc)
 
 
 def test_short_seq_prob_shortens_pairs():
   docs, _ = synthetic_documents([40] * 20)
 
   def short_fraction(p):
-    sizes = [sum(map(len, bp.create_instance(docs, k % 20, np.random.default_rng(k),
-                                             max_num_tokens=60, short_seq_prob=p)[:2]))
-             for k in range(2000)]
+    sizes = [sum(map(len, bp.pair_instance(docs, d, chunk, np.random.default_rng(k),
+                                           max_num_tokens=60)[:2]))
+             for k, (d, chunk) in enumerate(chunks_of(docs, max_num_tokens=60,
+                                                      short_seq_prob=p, dupe_factor=5))]
     return np.mean(np.asarray(sizes) < 30)
 
   assert short_fraction(1.0) > short_fraction(0.0) + 0.25
@@ -261,7 +274,9 @@ def test_local_source_end_to_end(local):
   assert any(line.startswith('wordpiece: trained') for line in lines)
   assert train.num_documents + evaluation.num_documents == len(docs)
   assert len(train) == ENDLESS
-  assert len(evaluation) == evaluation.num_documents
+  # One walk of each eval document: an instance per chunk, more rows than documents.
+  assert len(evaluation) == len(evaluation.instances) > evaluation.num_documents
+  assert evaluation.dupe_factor == 1 and evaluation.masks == 'static'
   assert train.seq_len == 48
   texts = [' '.join(wordpiece.basic_tokenize(' '.join(d))) for d in docs]
   labels = []
@@ -299,14 +314,69 @@ def test_rows_are_a_function_of_seed_split_and_index(local):
   again_eval = resolved.built('bert_pretraining', 'eval', **kw)
   np.testing.assert_array_equal(evaluation.get_batch([0, 1])['tokens'],
                                 again_eval.get_batch([0, 1])['tokens'])
-  # Epoch e visits every train document once, in an order new each epoch.
-  d = train.num_documents
-  first = [train.document_of(k) for k in range(d)]
-  second = [train.document_of(k) for k in range(d, 2 * d)]
-  assert sorted(first) == sorted(second) == list(range(d)) and first != second
-  assert train.document_of(5 * d + 3) == train.document_of(5 * d + 3)
+  # Epoch e visits every train instance once, in an order new each epoch.
+  n = len(train.instances)
+  first = [train.instance_of(k) for k in range(n)]
+  second = [train.instance_of(k) for k in range(n, 2 * n)]
+  assert sorted(first) == [(i, 0) for i in range(n)]
+  assert sorted(second) == [(i, 1) for i in range(n)] and [i for i, _ in first] != [
+      i for i, _ in second]
   with pytest.raises(IndexError):
     evaluation[len(evaluation)]
+
+
+def test_long_documents_give_many_instances_stubs_one_per_walk(tmp_path):
+  """Google's walk: rows per document follow its length (a stub: one per walk), where one row
+  per document per epoch gave a stub as many rows as an article."""
+  rng = random.Random(4)
+  sentence = lambda: ' '.join(rng.choice(CORPUS_WORDS) for _ in range(8)) + '.'
+  docs = [[sentence() for _ in range(60)]] + [[f'Stub number {k} is short.'] for k in range(9)]
+  docs.append([sentence()])  # the one the split holds out for eval
+  (tmp_path / 'c.txt').write_text('\n\n'.join('\n'.join(d) for d in docs) + '\n')
+  tok = wordpiece.WordPieceTokenizer(list(wordpiece.SPECIAL_TOKENS) + sorted(
+      set(wordpiece.basic_tokenize(' '.join(CORPUS_WORDS) + ' stub number is short . 0 1 2 3 '
+                                   '4 5 6 7 8 9'))))
+  path = str(tmp_path / 'c.txt')
+  split_seed = next(seed for seed in range(100)  # one that holds out the last only
+                    if len(bp.local_documents(path, 'train', 0.01, seed)) == 10)
+  kw = dict(files=path, seq_len=32, max_predictions_per_seq=4, eval_fraction=0.01,
+            split_seed=split_seed, tokenizer=tok, log=lambda _: None)
+  one = bp.BertPretrainingData(split='train', dupe_factor=1, **kw)
+  assert one.num_documents == 10
+  a_from_stub = 0
+  for k in range(len(one.instances)):  # one epoch
+    row = one[k]
+    sep = int(np.flatnonzero(row['tokens'] == tok.sep_id)[0])
+    a_from_stub += 'stub' in tok.decode(restore(row)[1:sep])
+  assert a_from_stub == 9  # each stub once; the rest of the epoch is the long document's
+  assert len(one.instances) > 9 + 60 * 9 / 29  # its 60 sentences of 9 tokens fill rows of 29
+  ten = bp.BertPretrainingData(split='train', dupe_factor=10, **kw)
+  counts = ten.instances.counts  # [walk, document]: the long one first, then the stubs
+  assert counts.shape == (10, 10) and np.all(counts[:, 1:] == 1) and np.all(counts[:, 0] >= 15)
+  assert len(ten.instances) == counts.sum()
+  assert [ten.instances.locate(i) for i in range(len(one.instances))] == [
+      one.instances.locate(i) for i in range(len(one.instances))]  # walk 0 is walk 0
+
+
+def test_static_masks_repeat_dynamic_masks_change_each_epoch(local):
+  train, _, _, kw, _ = local
+  static = resolved.built('bert_pretraining', 'train', **{**kw, 'masks': 'static'})
+  n = len(train.instances)
+  assert len(static.instances) == n and train.masks == 'dynamic'
+  where = {}  # instance -> its row in epochs 0 and 1
+  for k in range(2 * n):
+    where.setdefault(train.instance_of(k)[0], []).append(k)
+  changed = 0
+  for instance, (k0, k1) in where.items():
+    d0, d1 = train[k0], train[k1]
+    np.testing.assert_array_equal(restore(d0), restore(d1))  # the same (A, B) pair
+    assert d0['nsp_label'] == d1['nsp_label']
+    changed += not np.array_equal(d0['masked_positions'], d1['masked_positions'])
+    s0, s1 = static[k0], static[k1]
+    for key in s0:
+      np.testing.assert_array_equal(s0[key], s1[key])
+    np.testing.assert_array_equal(restore(s0), restore(d0))
+  assert changed > 0.8 * n
 
 
 def test_num_examples_caps_both_splits(local):
@@ -354,14 +424,25 @@ def test_tfds_wikipedia_source(tmp_path):
       tokens, sep, n = check_row(train[k], tok, 24, 4)
       a = tok.decode(tokens[1:sep]).lstrip('#')
       assert any(a in t for t in texts[:36]), a
-    for i in range(4):
+    for i in range(len(evaluation)):  # eval row i: instance i, of document locate(i)[1]
       tokens, sep, _ = check_row(evaluation[i], tok, 24, 4)
-      assert tok.decode(tokens[1:sep]).lstrip('#') in texts[36 + i]  # eval row i: document i
+      assert tok.decode(tokens[1:sep]).lstrip('#') in texts[36 + evaluation.locate(i)[1]]
     for key, value in train[3].items():
       np.testing.assert_array_equal(
           resolved.built('bert_pretraining', 'train', **kw)[3][key], value)
     with pytest.raises(UsageError, match="data.dataset='bookcorpus'"):
       resolved.built('bert_pretraining', 'train', **{**kw, 'dataset': 'bookcorpus'})
+    # data.index_dir keeps the instance counts: the next run reads them, not the corpus.
+    index = {**kw, 'index_dir': str(tmp_path / 'index')}
+    first = resolved.built('bert_pretraining', 'train', **index)
+    lines.clear()
+    second = resolved.built('bert_pretraining', 'train', **index)
+    assert any('instance index read from' in line for line in lines)
+    np.testing.assert_array_equal(first.instances.counts, second.instances.counts)
+    np.testing.assert_array_equal(first.instances.counts, train.instances.counts)
+    resolved.built('bert_pretraining', 'eval', **index)
+    resolved.built('bert_pretraining', 'train', **{**index, 'sentence_splitter': 'regex'})
+    assert len(list((tmp_path / 'index').iterdir())) == 3  # one per split and tokenisation
     # An eval_split of its own: all its records, and train keeps all of train_split.
     for split in ('train', 'eval'):
       assert resolved.built('bert_pretraining', split, **{**kw, 'eval_split': 'train'}
@@ -372,7 +453,8 @@ def test_tfds_wikipedia_source(tmp_path):
     ('seq_len', 7), ('seq_len', '128'), ('max_predictions_per_seq', 0),
     ('max_predictions_per_seq', 46), ('masked_lm_prob', 0.0), ('masked_lm_prob', 1.5),
     ('short_seq_prob', -0.1), ('eval_fraction', 1.0), ('shuffle_seed', -1),
-    ('tokenizer_max_documents', 0), ('sentence_splitter', 'nltk')])
+    ('tokenizer_max_documents', 0), ('sentence_splitter', 'nltk'), ('dupe_factor', 0),
+    ('dupe_factor', 2.0), ('dupe_factor', True), ('masks', 'random')])
 def test_bad_options_name_the_field(tmp_path, field, value):
   kw = {'files': str(tmp_path / 'none.txt'), 'workdir': str(tmp_path), 'seq_len': 48,
         field: value}

@@ -10,24 +10,30 @@ Sentences are WordPiece-tokenised with the run's vocabulary (``fixed_head.train.
 ``data.vocab``, the vocabulary of the run given as ``init_from``, the workdir's, or one
 trained on ``train_texts``, the first train documents).
 
-Row k of the train split is a pure function of (``data.shuffle_seed``, split, k): epoch
-e = k // D visits the D train documents in a seeded order new each epoch
-(``order.EpochOrder``), and row k takes document order_e[k mod D] with its own generator
-``np.random.default_rng([shuffle_seed, split_id, k])`` (its pair and masks), so a resumed run
-reads exactly the rows it would have read, and nothing is precomputed on disk. The train
-split is ``order.ENDLESS`` rows long; the eval split has one fixed row per eval document
-(row i: eval document i).
-
-A row is made as Google's ``create_instances_from_document`` makes an instance: a target
-length of ``seq_len - 3`` tokens (with probability ``short_seq_prob`` a random one in [2,
-seq_len - 3]); sentences from a random start accumulated up to the target; A = a random
-number of them, B = the rest (the actual next sentences, ``nsp_label`` 0) or, with
-probability 1/2 or when there is one sentence only, sentences from a random other document
+The rows are Google's instances (``fixed_head.data.bert_instances``): ``data.dupe_factor``
+walks of every train document (one of every eval document) by ``create_instances_from_document``
+cut it into chunks, as many as its length gives (a stub gives one, a long article many; the
+target length is drawn once per walk: ``seq_len - 3`` tokens, with probability
+``short_seq_prob`` a random one in [2, seq_len - 3]). A chunk's A = its first sentences (a
+random number of them), B = the rest (the actual next sentences, ``nsp_label`` 0) or, with
+probability 1/2 or when the chunk is one sentence, sentences from a random other document
 (``nsp_label`` 1, Google's ``is_random_next``); ``truncate_seq_pair``; [CLS] A [SEP] B [SEP];
-then ``mask_tokens``. Differences from Google: one row per draw instead of a sweep through
-each document (so A starts at a random sentence), the random other document is never the
-same one (unless the split has one document), and the random replacement token is never a
-special token. Whole-word masking is not done.
+then ``mask_tokens``.
+
+Row k of the train split is a pure function of (``data.shuffle_seed``, split, k): epoch
+e = k // N reads the N train instances in a seeded order new each epoch
+(``order.EpochOrder``); instance i's pair is drawn by ``np.random.default_rng([shuffle_seed,
+split_id, 2, i])``, its masks by ``[shuffle_seed, split_id, 3, i, e]`` (``data.masks=
+'dynamic'``, the default: new masks each epoch, as RoBERTa found no worse) or ``[...,
+3, i]`` (``'static'``: one set per instance, as Google's files written once, which repeat
+``dupe_factor`` differently masked walks). A resumed run reads exactly the rows it would
+have read; nothing is written to disk but, for TFDS, the instance counts (``data.index_dir``).
+The train split is ``order.ENDLESS`` rows long; the eval split has one fixed row per eval
+instance, in stored order, masks static.
+
+Differences from Google (docs/bert.md lists them with the reasons): the random other
+document is never the same one (unless only one holds text), the random replacement token is
+never a special token, masks are dynamic by default, and whole-word masking is not done.
 
 Row format (n = ``seq_len``, m = ``max_predictions_per_seq``):
 
@@ -51,13 +57,15 @@ from typing import Protocol
 
 import numpy as np
 
-from fixed_head.data import order, packing, sentences
+from fixed_head.data import bert_instances, order, packing, sentences
 from fixed_head.data import text as text_lib
 from fixed_head.data import wordpiece
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
 SPLIT_IDS = {'train': 0, 'eval': 1}
+MASKS = ('dynamic', 'static')
+_PAIR, _MASKS = 2, 3  # seed words of an instance's pair and masks (1: the walks')
 Row = dict[str, np.ndarray]
 
 
@@ -110,6 +118,12 @@ class Documents(Protocol):
   def sentence(self, doc: int, index: int) -> np.ndarray:
     """Sentence ``index`` of document ``doc``: int32 [k], k >= 1."""
 
+  def sentence_lengths(self, doc: int) -> np.ndarray:
+    """The tokens in each sentence of document ``doc``: int [S]."""
+
+  def iter_sentence_lengths(self) -> Iterator[np.ndarray]:
+    """``sentence_lengths`` of documents 0, 1, ..., D - 1 (one pass over the corpus)."""
+
 
 class InMemoryDocuments:
   """Documents held as one flat int32 array of ids and offsets (all tokenised at once)."""
@@ -140,6 +154,12 @@ class InMemoryDocuments:
   def sentence(self, doc: int, index: int) -> np.ndarray:
     s = int(self.doc_starts[doc]) + index
     return self.ids[self.sentence_starts[s]:self.sentence_starts[s + 1]]
+
+  def sentence_lengths(self, doc: int) -> np.ndarray:
+    return np.diff(self.sentence_starts[self.doc_starts[doc]:self.doc_starts[doc + 1] + 1])
+
+  def iter_sentence_lengths(self) -> Iterator[np.ndarray]:
+    return (self.sentence_lengths(doc) for doc in range(len(self)))
 
 
 def has_text(sentence: str) -> bool:
@@ -195,6 +215,18 @@ class TfdsDocuments:
       document.ids[index] = np.asarray(self.tokenizer.encode(document.texts[index]), np.int32)
     return document.ids[index]
 
+  def sentence_lengths(self, doc: int) -> np.ndarray:
+    return np.asarray([len(self.sentence(doc, i)) for i in range(self.num_sentences(doc))],
+                      np.int64)
+
+  def iter_sentence_lengths(self, block: int = 256) -> Iterator[np.ndarray]:
+    """Reads the records ``block`` at a time (without keeping them: the pass is read once)."""
+    for reader, first, stop in self.parts:
+      for begin in range(first, stop, block):
+        for text in reader.texts(range(begin, min(stop, begin + block))):
+          texts = split_sentences(text, self.sentence_splitter)
+          yield np.asarray([len(ids) for ids in self.tokenizer.encode_batch(texts)], np.int64)
+
 
 # Instances.
 
@@ -227,42 +259,36 @@ def truncate_seq_pair(tokens_a: np.ndarray, tokens_b: np.ndarray, max_num_tokens
   return tokens_a[front_a:la - (cut_a - front_a)], tokens_b[front_b:lb - (cut_b - front_b)]
 
 
-def create_instance(documents: Documents, doc: int, rng: np.random.Generator, *,
-                    max_num_tokens: int, short_seq_prob: float = 0.1
-                    ) -> tuple[np.ndarray, np.ndarray, int, int]:
-  """One (A, B) pair from document ``doc`` (the next one with text, if it has none):
-  (tokens_a int32 [la >= 1], tokens_b int32 [lb >= 1], nsp_label, B's document), with
-  la + lb <= ``max_num_tokens``; nsp_label 1 when B comes from a random other document."""
-  doc = _non_empty(documents, doc)
-  num_sentences = documents.num_sentences(doc)
-  target = max_num_tokens
-  if rng.random() < short_seq_prob:
-    target = int(rng.integers(2, max_num_tokens + 1))
-  # A starts before the last sentence, so a document of 2+ sentences can give an actual next.
-  start = int(rng.integers(num_sentences - 1)) if num_sentences > 1 else 0
-  chunk, length = [], 0
-  for index in range(start, num_sentences):
-    chunk.append(documents.sentence(doc, index))
-    length += len(chunk[-1])
+def _gather(documents: Documents, doc: int, start: int, target: int) -> np.ndarray:
+  """Sentences of ``doc`` from ``start`` on, until they hold ``target`` tokens or the document
+  ends (at least one): int32 [l]."""
+  pieces, length = [], 0
+  for index in range(start, documents.num_sentences(doc)):
+    pieces.append(documents.sentence(doc, index))
+    length += len(pieces[-1])
     if length >= target:
       break
-  a_end = int(rng.integers(1, len(chunk))) if len(chunk) >= 2 else 1
-  tokens_a = np.concatenate(chunk[:a_end])
-  if len(chunk) == 1 or rng.random() < 0.5:
-    label = 1
-    target_b = target - len(tokens_a)
+  return np.concatenate(pieces)
+
+
+def pair_instance(documents: Documents, doc: int, chunk: bert_instances.Chunk,
+                  rng: np.random.Generator, *, max_num_tokens: int
+                  ) -> tuple[np.ndarray, np.ndarray, int, int]:
+  """The (A, B) pair of ``chunk`` of document ``doc`` (``bert_instances.walk``): (tokens_a
+  int32 [la >= 1], tokens_b int32 [lb >= 1], nsp_label, B's document), la + lb <=
+  ``max_num_tokens``. A: sentences [start, a_end). B: [a_end, end) (nsp_label 0) or, for a
+  random next, sentences of a random other document from a random start up to the target's
+  remainder (nsp_label 1); then ``truncate_seq_pair``. The draws are ``rng``'s."""
+  tokens_a = np.concatenate([documents.sentence(doc, j) for j in range(chunk.start, chunk.a_end)])
+  if chunk.random_next:
     other = int(rng.integers(len(documents) - 1)) if len(documents) > 1 else 0
     other = _non_empty(documents, other + (other >= doc and len(documents) > 1), avoid=doc)
     start_b = int(rng.integers(documents.num_sentences(other)))
-    pieces, length = [], 0
-    for index in range(start_b, documents.num_sentences(other)):
-      pieces.append(documents.sentence(other, index))
-      length += len(pieces[-1])
-      if length >= target_b:
-        break
-    tokens_b, b_doc = np.concatenate(pieces), other
+    tokens_b = _gather(documents, other, start_b, chunk.target - len(tokens_a))
+    label, b_doc = 1, other
   else:
-    label, tokens_b, b_doc = 0, np.concatenate(chunk[a_end:]), doc
+    tokens_b = np.concatenate([documents.sentence(doc, j) for j in range(chunk.a_end, chunk.end)])
+    label, b_doc = 0, doc
   tokens_a, tokens_b = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
   return tokens_a, tokens_b, label, b_doc
 
@@ -435,6 +461,7 @@ class BertPretrainingData:
                train_split: str = 'train', eval_split: str | None = None,
                eval_fraction: float = 0.01, split_seed: int = 0, feature: str = 'text',
                cache_documents: int = 8192, sentence_splitter: str = 'pysbd',
+               dupe_factor: int = 10, masks: str = 'dynamic', index_dir: str | None = None,
                log: Callable[[str], None] = print):
     if split not in SPLITS:
       raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
@@ -447,7 +474,14 @@ class BertPretrainingData:
                    masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
                    eval_fraction=eval_fraction, shuffle_seed=shuffle_seed,
                    num_examples=num_examples)
+    if not isinstance(dupe_factor, int) or isinstance(dupe_factor, bool) or dupe_factor < 1:
+      raise UsageError(f'data.dupe_factor={dupe_factor!r}: must be an int >= 1 (walks of each '
+                       'train document; Google: 10).')
+    if masks not in MASKS:
+      raise UsageError(f'data.masks={masks!r}: not one of {list(MASKS)} (dynamic: drawn anew '
+                       'each epoch; static: once per instance, as Google).')
     self.split, self.seq_len, self.shuffle_seed = split, seq_len, shuffle_seed
+    self.masks = masks if split == 'train' else 'static'  # eval rows never change
     self.max_predictions_per_seq = max_predictions_per_seq
     self.masked_lm_prob, self.short_seq_prob = masked_lm_prob, short_seq_prob
     self.tokenizer = tokenizer
@@ -455,6 +489,7 @@ class BertPretrainingData:
       mine = local_documents(files, split, eval_fraction, split_seed)
       self.documents = InMemoryDocuments([tokenizer.encode(s) for s in d] for d in mine)
       describe, detail = f'{_as_list(files)}', f', {self.documents.num_tokens} tokens'
+      key = None  # tokenised whole at start-up: its index costs little more, and is not kept
     else:
       parts = tfds_parts(dataset, split, data_dir=data_dir, feature=feature,
                          train_split=train_split, eval_split=eval_split,
@@ -467,14 +502,29 @@ class BertPretrainingData:
         describe = (f'{_as_list(dataset)} {train_split!r}, '
                     f'{"but" if split == "train" else "only"} its last {eval_fraction:g}')
       detail = ''
+      key = bert_instances.fingerprint(
+          _as_list(dataset), split, train_split, eval_split, eval_fraction, data_dir, feature,
+          sentence_splitter, bert_instances.vocab_digest(tokenizer),
+          [(first, stop) for _, first, stop in parts])
     self.num_documents = len(self.documents)
     if self.num_documents < 1:
       raise UsageError(f'data.files / data.dataset: the {split} split holds no document.')
-    self.order = order.of_split(self.num_documents, split, shuffle_seed)
+    self.dupe_factor = dupe_factor if split == 'train' else 1
+    self.instances = bert_instances.Instances(
+        self.documents, seed_words=(shuffle_seed, SPLIT_IDS[split]),
+        dupe_factor=self.dupe_factor, max_num_tokens=seq_len - 3,
+        short_seq_prob=short_seq_prob, index_dir=index_dir, fingerprint=key,
+        describe=f'{split} {describe}', log=log)
+    if not self.instances:
+      raise UsageError(f'data.files / data.dataset: none of the {split} split\'s documents '
+                       'holds text.')
+    self.order = order.of_split(len(self.instances), split, shuffle_seed)
     default = len(self.order)  # order.ENDLESS for 'train'
     self.num_examples = default if num_examples is None else min(num_examples, default)
+    walks = f' ({self.dupe_factor} walks each)' if self.dupe_factor > 1 else ''
     log(f'data {split} (BERT pre-training, {describe}): {self.num_documents} documents'
-        f'{detail}; rows of {seq_len} tokens, up to {max_predictions_per_seq} masked.')
+        f'{detail}, {len(self.instances)} instances{walks}; rows of {seq_len} tokens, up to '
+        f'{max_predictions_per_seq} masked, {self.masks} masks.')
 
   @property
   def vocab_size(self) -> int:
@@ -483,21 +533,28 @@ class BertPretrainingData:
   def __len__(self) -> int:
     return self.num_examples
 
-  def document_of(self, index: int) -> int:
-    """The document row ``index`` starts from: eval row i -> eval document i; train row k ->
-    position k mod D of epoch k // D's seeded order of the D documents."""
-    return self.order[index]
+  def instance_of(self, index: int) -> tuple[int, int]:
+    """(instance, epoch) row ``index`` reads: eval row i -> (i, 0); train row k -> (position
+    k mod N of epoch e = k // N's seeded order of the N instances, e)."""
+    return self.order[index], index // len(self.instances) if self.split == 'train' else 0
+
+  def locate(self, index: int) -> tuple[int, int, bert_instances.Chunk]:
+    """(walk, document, chunk) of the instance row ``index`` reads."""
+    return self.instances.locate(self.instance_of(index)[0])
 
   def __getitem__(self, index: int) -> Row:
     index = int(index)
     if not 0 <= index < self.num_examples:
       raise IndexError(f'row {index} of the {self.split} split (0..{self.num_examples - 1}).')
-    rng = np.random.default_rng([self.shuffle_seed, SPLIT_IDS[self.split], index])
-    tokens_a, tokens_b, label, _ = create_instance(
-        self.documents, self.document_of(index), rng, max_num_tokens=self.seq_len - 3,
-        short_seq_prob=self.short_seq_prob)
-    return make_row(tokens_a, tokens_b, label, rng, seq_len=self.seq_len,
-                    max_predictions_per_seq=self.max_predictions_per_seq,
+    instance, epoch = self.instance_of(index)
+    _, doc, chunk = self.instances.locate(instance)
+    words = (self.shuffle_seed, SPLIT_IDS[self.split])
+    tokens_a, tokens_b, label, _ = pair_instance(
+        self.documents, doc, chunk, np.random.default_rng([*words, _PAIR, instance]),
+        max_num_tokens=self.seq_len - 3)
+    mask_words = [*words, _MASKS, instance] + ([epoch] if self.masks == 'dynamic' else [])
+    return make_row(tokens_a, tokens_b, label, np.random.default_rng(mask_words),
+                    seq_len=self.seq_len, max_predictions_per_seq=self.max_predictions_per_seq,
                     masked_lm_prob=self.masked_lm_prob, tokenizer=self.tokenizer)
 
   def get_batch(self, indices: Iterable[int]) -> dict[str, np.ndarray]:
