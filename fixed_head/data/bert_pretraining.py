@@ -466,10 +466,7 @@ class BertPretrainingData:
     if split not in SPLITS:
       raise ValueError(f'split={split!r}: must be one of {SPLITS}.')
     _check_corpus(files, dataset)
-    if sentence_splitter not in sentences.SPLITTERS:
-      raise UsageError(f'data.sentence_splitter={sentence_splitter!r}: not one of '
-                       f'{list(sentences.SPLITTERS)} (TFDS records are split into sentences '
-                       'by it).')
+    sentences.check_splitter(sentence_splitter)  # before anything is read
     _check_options(seq_len=seq_len, max_predictions_per_seq=max_predictions_per_seq,
                    masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
                    eval_fraction=eval_fraction, shuffle_seed=shuffle_seed,

@@ -102,11 +102,16 @@ def _split_line(line: str, splitter: str) -> list[str]:
   return _SENTENCE_END.split(line)
 
 
+def check_splitter(splitter: str) -> None:
+  """A one-line UsageError unless ``splitter`` is one of ``SPLITTERS``."""
+  if splitter not in SPLITTERS:
+    raise UsageError(f'data.sentence_splitter={splitter!r} is not one of {list(SPLITTERS)} '
+                     '(how TFDS text is cut into sentences); use one of those.')
+
+
 def split_sentences(text: str, splitter: str = 'pysbd') -> list[str]:
   """``text`` -> its sentences, stripped: split at newlines, then each line with ``splitter``
   (one of ``SPLITTERS``). Empty ones are dropped; the caller filters further."""
-  if splitter not in SPLITTERS:
-    raise UsageError(f'data.sentence_splitter={splitter!r} is not one of {list(SPLITTERS)}; '
-                     f'use one of those.')
+  check_splitter(splitter)
   return [s for line in text.splitlines() if line.strip()
           for s in (s.strip() for s in _split_line(line, splitter)) if s]
