@@ -19,6 +19,7 @@ import repo_configs
 from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
 from fixed_head.experiments import attention_stats as stats
+from fixed_head.experiments import attention_summary, figures
 from fixed_head.nn import build_model
 from fixed_head.train import trainer
 
@@ -267,3 +268,45 @@ def test_no_checkpoint_or_not_an_lm_run_names_the_workdir(workdir, tmp_path):
   with pytest.raises(UsageError, match='--num_rows=0'):
     stats.analyze(workdir, num_rows=0)
 
+
+# ---------------------------------------------------------------------------------------
+# The summary over runs
+# ---------------------------------------------------------------------------------------
+
+
+def _synthetic_run(path, variant, seed, n, d_p, distances, local=0.5):
+  """A workdir holding only an attention_stats.csv: 2 layers x 2 heads, the given mean
+  distances (in layer-major order), local share ``local`` + 0.1 per head."""
+  path.mkdir()
+  rows = [{'layer': layer, 'head': head, 'entropy': 1.0 + seed, 'mean_distance': distance,
+           'local_share': local + 0.1 * head, 'n': n, 'd_p': d_p, 'heads': 2, 'num_rows': 64,
+           'step': 100, 'variant': variant, 'seed': seed}
+          for (layer, head), distance in zip([(0, 0), (0, 1), (1, 0), (1, 1)], distances)]
+  (path / stats.CSV).write_text(figures.to_csv(rows, stats.COLUMNS))
+  return str(path)
+
+
+def test_summary_averages_layers_and_heads_then_seeds(tmp_path):
+  workdirs = [
+      _synthetic_run(tmp_path / 'f0', 'fixed', 0, 32, 32, [1, 2, 3, 4]),  # run mean 2.5
+      _synthetic_run(tmp_path / 'f1', 'fixed', 1, 32, 32, [3, 4, 5, 6]),  # run mean 4.5
+      _synthetic_run(tmp_path / 'b0', 'baseline', 0, 32, 8, [8, 8, 8, 8], local=0.2),
+      _synthetic_run(tmp_path / 'g0', 'fixed', 0, 16, 32, [2, 2, 2, 2]),  # another n
+  ]
+  summary = attention_summary.summarize_workdirs(workdirs)
+  assert [(e['n'], e['variant'], e['seeds']) for e in summary] == [
+      (16, 'fixed', 1), (32, 'baseline', 1), (32, 'fixed', 2)]
+  fixed = summary[2]
+  assert fixed['mean_distance_mean'] == pytest.approx(3.5)
+  assert fixed['mean_distance_std'] == pytest.approx(np.std([2.5, 4.5], ddof=1))
+  assert fixed['local_share_mean'] == pytest.approx(0.55) and fixed['local_share_std'] == 0
+  assert fixed['entropy_mean'] == pytest.approx(1.5)
+  assert fixed['uniform_mean_distance'] == pytest.approx(31 / 4)
+  assert summary[1]['local_share_mean'] == pytest.approx(0.25)
+  text = attention_summary.table(summary)
+  assert '| fixed | 32 | 2 | 32 | 2 | 3.50 ± 1.41 | 7.75 | 0.550 ± 0.000 |' in text
+
+
+def test_summary_refuses_a_workdir_without_the_csv(tmp_path):
+  with pytest.raises(UsageError, match='python analyze.py --workdir='):
+    attention_summary.summarize_workdirs([str(tmp_path)])
