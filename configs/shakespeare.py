@@ -102,4 +102,54 @@ def sweep(arg: str = 'all'):
     add('baseline', 'params', emb_dim=2 * d, num_heads=8)
     wide = ModelConfig.from_mapping(base.model).replace(emb_dim=2 * d)
     add('fixed', 'params', num_heads=accounting.match_num_heads(wide, SEQ_LEN, emb_dim=d))
-  return sweeps.select(runs, arg, ('heads', 'head_size', 'params'), 'configs/shakespeare.py')
+  if arg == 'length':  # its own sweep directory; not part of 'all' (RESULTS.md's first figures)
+    return length_sweep()
+  return sweeps.select(runs, arg, ('heads', 'head_size', 'params', 'length'),
+                       'configs/shakespeare.py')
+
+
+LENGTHS = (32, 64, 128, 256)  # n, in bytes
+LENGTH_TOKENS = 2048  # tokens a step at every n: batch_size = LENGTH_TOKENS / n rows
+LENGTH_EVAL_TOKENS = 65_536  # held-out tokens scored at every n: 2**16 / n rows
+LENGTH_STEPS = 1000  # as the n = 64 figures above: 2M tokens, under half an epoch
+LENGTH_SEEDS = (0, 1)
+LENGTH_HEADS = 16  # h, for all three models
+LENGTH_WIDE_D = 192  # the wider baseline's d (d_p = 12); its mlp_dim matches the fixed model
+
+
+def length_overrides(n: int) -> dict:
+  """What a run at length n changes: the row length, rows a step and eval rows (the same
+  tokens at every n)."""
+  return {'data.seq_len': n, 'batch_size': LENGTH_TOKENS // n,
+          'evals.valid.num_examples': LENGTH_EVAL_TOKENS // n}
+
+
+def wide_mlp_dim(n: int, fixed: ModelConfig) -> int:
+  """The mlp_dim (a multiple of 8) of the d = LENGTH_WIDE_D baseline whose parameter count is
+  closest to ``fixed``'s at length n."""
+  target = accounting.count_params(fixed)
+  wide = fixed.replace(emb_dim=LENGTH_WIDE_D, head_size=None)
+  return min(range(8, 4096, 8), key=lambda m: abs(
+      accounting.count_params(wide.replace(mlp_dim=m)) - target))
+
+
+def length_sweep():
+  """Does the baseline's deficit grow with n? At d = 128, 2 layers, h = 16 and n in
+  ``LENGTHS``, with the same tokens a step and the same steps at every n: the baseline
+  (d_p = d / h = 8, far below n), the fixed-head model (d_p = 32) and a wider baseline
+  (d = 192, d_p = 12, mlp_dim chosen per n so that its parameters match the fixed model's
+  within 1%; the report marks it param_match). Nothing is tuned per variant."""
+  base = get_config('baseline')
+  runs = []
+  for seed in LENGTH_SEEDS:
+    for n in LENGTHS:
+      common = {**length_overrides(n), 'seed': seed, 'num_train_steps': LENGTH_STEPS,
+                'model.num_heads': LENGTH_HEADS}
+      model = ModelConfig.from_mapping(base.model).replace(max_len=n, num_heads=LENGTH_HEADS)
+      fixed = model.replace(head_size=32)
+      runs.append(sweeps.run('baseline', common, figures=('length',)))
+      runs.append(sweeps.run('fixed', {**common, 'model.head_size': 32}, figures=('length',)))
+      runs.append(sweeps.run('baseline', {**common, 'model.emb_dim': LENGTH_WIDE_D,
+                                          'model.mlp_dim': wide_mlp_dim(n, fixed)},
+                             figures=('length',)))
+  return runs
