@@ -171,3 +171,55 @@ def test_figures_come_from_the_sweep_plan_as_it_is_now(sweep_dir, tmp_path):
   out = report.write_report(str(tmp_path), log=lambda _: None)
   assert {r['figures'] for r in out['rows'] if r['variant'] == 'fixed'} == {'heads;head_size'}
   assert os.path.exists(tmp_path / 'report' / 'fig3b_loss_vs_head_size.png')
+
+
+def length_row(variant, n, seed, loss, emb_dim=128, head_size=8, mlp_dim=512, params=1000):
+  return {'run': f'{variant}-{emb_dim}-{n}-{seed}', 'figures': 'length', 'variant': variant,
+          'emb_dim': emb_dim, 'num_heads': 16, 'head_size': head_size, 'num_layers': 2,
+          'mlp_dim': mlp_dim, 'seq_len': n, 'vocab_size': 259, 'seed': seed, 'params': params,
+          'attention_params': 1, 'train_flops_per_token': 1, 'steps': 10,
+          'eval_loss': loss, 'eval_perplexity': '', 'eval_accuracy': '',
+          'eval_gap_to_optimal': '', 'wall_seconds': 1.0}
+
+
+def test_length_gaps_pair_each_baseline_with_the_fixed_run_of_its_n_and_seed(tmp_path):
+  rows = []
+  for n, gap in ((32, 0.01), (64, 0.05)):
+    for seed in (0, 1):
+      fixed = 2.0 - n / 100 + seed / 10
+      rows.append(length_row('fixed', n, seed, fixed, head_size=32, params=2000))
+      rows.append(length_row('baseline', n, seed, fixed + gap + seed / 100))
+      rows.append(length_row('baseline', n, seed, fixed - gap, emb_dim=192, head_size=12,
+                             mlp_dim=600, params=2010))
+  rows.append(length_row('baseline', 128, 0, 1.0))  # no fixed run at n = 128: no gap
+  gaps = {(g['model'], g['seq_len']): g for g in report.length_gaps(rows)}
+  assert set(gaps) == {(m, n) for n in (32, 64) for m in (
+      'baseline d=128 h=16 d_p=8 mlp=512', 'baseline d=192 h=16 d_p=12 mlp=600')}
+  narrow = gaps[('baseline d=128 h=16 d_p=8 mlp=512', 64)]
+  assert narrow['gap_mean'] == pytest.approx(0.055) and narrow['seeds'] == 2
+  assert narrow['gap_std'] == pytest.approx(np.std([0.05, 0.06], ddof=1))
+  assert gaps[('baseline d=192 h=16 d_p=12 mlp=600', 32)]['gap_mean'] == pytest.approx(-0.01)
+  # Parameter matches only at the same n: the d = 192 baseline matches the fixed model at its
+  # own n, not the fixed model of another length.
+  summary = {(e['label'], e['seq_len']): e for e in report.summarize(rows)}
+  assert summary[('baseline d=192 h=16 d_p=12', 32)]['param_match'] == 'fixed d=128 h=16 d_p=32'
+  paths = report.plot_length(rows, str(tmp_path), 'footer', 'test')
+  assert [os.path.basename(p) for p in paths] == ['length_loss_vs_n.png', 'length_gap_vs_n.png']
+  assert report.plot_length([dict(r, figures='heads') for r in rows], str(tmp_path), '', '') == []
+  assert '+0.0550 ± 0.0071' in report.gap_table(report.length_gaps(rows))
+
+
+def test_runs_measured_by_analyze_are_summarised_in_the_report(sweep_dir, tmp_path):
+  from fixed_head.experiments import attention_stats  # pylint: disable=g-import-not-at-top
+  first = os.path.join(sweep_dir, 'baseline-num_heads=2-seed=0')
+  out = report.write_report(sweep_dir, str(tmp_path / 'before'), log=lambda _: None)
+  assert not any(p.endswith('attention_summary.md') for p in out['files'])
+  copy = tmp_path / 'sweep'
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(sweep_dir, copy)
+  attention_stats.analyze(str(copy / os.path.basename(first)), num_rows=8, log=lambda _: None)
+  lines = []
+  out = report.write_report(str(copy), str(tmp_path / 'after'), log=lines.append)
+  (table,) = [p for p in out['files'] if p.endswith('attention_summary.md')]
+  text = open(table).read()
+  assert '| baseline | 8 | 2 | 8 | 1 |' in text and any('mean distance' in l for l in lines)

@@ -9,6 +9,13 @@ which runs belong to which):
   fig3a_loss_vs_heads.png     eval loss against h at one width                         (Fig. 3a)
   fig3b_loss_vs_head_size.png eval loss against d_p, one line per h                   (Fig. 3b)
   fig4_width.png              baselines whose d_p is held by growing d with h          (Fig. 4)
+  length_loss_vs_n.png        eval loss against the row length n, one line per model
+  length_gap_vs_n.png         each baseline's eval loss minus the fixed-head model's at the
+                              same n and seed, against n (the runs of figure 'length')
+
+Runs that ``analyze.py`` has measured (``attention_stats.csv`` in their workdir) are
+summarised in attention_summary.md: mean attention distance, local share and entropy per
+variant and n (``fixed_head.experiments.attention_summary``).
 
 The plotted metric is the gap to the optimal loss where the data knows its optimum (the
 synthetic language), else the eval loss. Error bars are the sample standard deviation over
@@ -27,7 +34,7 @@ from typing import Any
 from fixed_head import accounting, files, metrics
 from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
-from fixed_head.experiments import figures, over_seeds, sweeps
+from fixed_head.experiments import attention_stats, attention_summary, figures, over_seeds, sweeps
 from fixed_head.train import run_record
 
 MATCH_TOLERANCE = 0.02  # parameter counts within 2% are "matched"
@@ -127,7 +134,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   for entry in summary:
     entry['param_match'] = ';'.join(
         other['label'] for other in summary
-        if other['variant'] != entry['variant']
+        if other['variant'] != entry['variant'] and other['seq_len'] == entry['seq_len']
         and abs(other['params'] - entry['params']) <= MATCH_TOLERANCE * entry['params'])
   summary.sort(key=lambda e: (e['variant'], e['emb_dim'], e['num_heads'], e['head_size']))
   return summary
@@ -281,6 +288,74 @@ def plot_all(summary: Sequence[dict[str, Any]], output_dir: str, footer: str,
   return written
 
 
+def model_label(row: dict[str, Any]) -> str:
+  """A model apart from its length n: variant, d, h, d_p, mlp_dim."""
+  return (f"{row['variant']} d={row['emb_dim']} h={row['num_heads']} d_p={row['head_size']}"
+          f" mlp={row['mlp_dim']}")
+
+
+def length_gaps(rows: Sequence[dict[str, Any]], metric: str = 'loss') -> list[dict[str, Any]]:
+  """The runs of figure 'length': for each baseline model and n, its eval ``metric`` minus
+  the fixed-head model's at the same n and seed, as mean and sample std over the seeds both
+  finished: [{'model', 'seq_len', 'gap_mean', 'gap_std', 'seeds'}], sorted by model and n."""
+  runs = [r for r in rows if 'length' in r['figures'].split(';') and r[f'eval_{metric}'] != '']
+  fixed = {(r['seq_len'], r['seed']): r[f'eval_{metric}'] for r in runs
+           if r['variant'] == 'fixed'}
+  gaps: dict[tuple, list[float]] = collections.defaultdict(list)
+  for r in runs:
+    if r['variant'] == 'baseline' and (r['seq_len'], r['seed']) in fixed:
+      gaps[(model_label(r), r['seq_len'])].append(
+          r[f'eval_{metric}'] - fixed[(r['seq_len'], r['seed'])])
+  out = []
+  for (model, n), values in sorted(gaps.items()):
+    mean, std = metrics.mean_and_spread(values)
+    out.append({'model': model, 'seq_len': n, 'gap_mean': mean, 'gap_std': std,
+                'seeds': len(values)})
+  return out
+
+
+def plot_length(rows: Sequence[dict[str, Any]], output_dir: str, footer: str,
+                name: str) -> list[str]:
+  """The figures of the runs of figure 'length' (none without them); returns the paths."""
+  runs = [r for r in rows if 'length' in r['figures'].split(';')]
+  if not runs:
+    return []
+  written = []
+  fig, ax = _figure(f'{name}: eval loss vs row length n', 'row length n (tokens)',
+                    'eval loss (nats)', footer)
+  for model in sorted({model_label(r) for r in runs}):
+    entries = summarize([r for r in runs if model_label(r) == model])
+    _line(ax, entries, lambda e: e['seq_len'], 'loss', label=model)
+  _log2_axis(ax, [r['seq_len'] for r in runs])
+  ax.legend(fontsize=8)
+  path = os.path.join(output_dir, 'length_loss_vs_n.png')
+  files.write_atomically(path, figures.png(fig, bottom=0.03))
+  written.append(path)
+  gaps = length_gaps(runs)
+  if gaps:
+    fig, ax = _figure(f'{name}: baseline minus fixed-head eval loss vs n',
+                      'row length n (tokens)', 'eval loss gap (nats; > 0: fixed better)',
+                      footer)
+    for model in sorted({g['model'] for g in gaps}):
+      mine = [g for g in gaps if g['model'] == model]
+      ax.errorbar([g['seq_len'] for g in mine], [g['gap_mean'] for g in mine],
+                  yerr=[g['gap_std'] for g in mine], capsize=3, marker='o', label=model)
+    ax.axhline(0, color='0.5', linewidth=0.8)
+    _log2_axis(ax, [g['seq_len'] for g in gaps])
+    ax.legend(fontsize=8)
+    path = os.path.join(output_dir, 'length_gap_vs_n.png')
+    files.write_atomically(path, figures.png(fig, bottom=0.03))
+    written.append(path)
+  return written
+
+
+def gap_table(gaps: Sequence[dict[str, Any]]) -> str:
+  """A Markdown table of ``length_gaps``."""
+  return figures.markdown(('baseline model', 'n', 'baseline - fixed eval loss', 'seeds'), [
+      (g['model'], g['seq_len'], f"{g['gap_mean']:+.4f} ± {g['gap_std']:.4f}", g['seeds'])
+      for g in gaps])
+
+
 def write_report(sweep_dir: str, output_dir: str | None = None, *,
                  command: str | None = None, log: Callable[[str], None] = print) -> dict:
   """Collects the sweep's finished runs and writes results.csv, summary.csv, summary.md and
@@ -305,7 +380,20 @@ def write_report(sweep_dir: str, output_dir: str | None = None, *,
   files.write_atomically(written[1], figures.to_csv(summary, summary_columns))
   files.write_atomically(written[2], table(summary) + f'\n\n{footer}\n')
   written += plot_all(summary, output_dir, footer, name)
+  written += plot_length(rows, output_dir, footer, name)
   log(table(summary))
+  gaps = length_gaps(rows)
+  if gaps:
+    written.append(os.path.join(output_dir, 'length_gaps.md'))
+    files.write_atomically(written[-1], gap_table(gaps) + f'\n\n{footer}\n')
+    log(gap_table(gaps))
+  measured = [os.path.join(sweep_dir, r['run']) for r in rows
+              if os.path.exists(os.path.join(sweep_dir, r['run'], attention_stats.CSV))]
+  if measured:
+    attention = attention_summary.table(attention_summary.summarize_workdirs(measured))
+    written.append(os.path.join(output_dir, 'attention_summary.md'))
+    files.write_atomically(written[-1], attention + f'\n\n{footer}\n')
+    log(attention)
   if missing:
     log(f'{len(missing)} of {len(rows) + len(missing)} runs have not finished: '
         f'{", ".join(missing[:5])}{" ..." if len(missing) > 5 else ""}')
