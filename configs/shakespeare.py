@@ -14,6 +14,14 @@ about an hour and a half on a 2-core CPU):
 
   python sweep.py --config=configs/shakespeare.py --workdir=/tmp/sweeps/shakespeare
   python report.py --workdir=/tmp/sweeps/shakespeare
+
+``sweep('length')`` (``length_sweep``, not part of 'all') asks whether the baseline's deficit
+grows with n: n = 32 ... 256 at h = 16, the same tokens a step at every n (24 runs, 2 seeds),
+then what the heads attend to:
+
+  python sweep.py --config=configs/shakespeare.py:length --workdir=/tmp/sweeps/shakespeare_length
+  for d in /tmp/sweeps/shakespeare_length/*/; do python analyze.py --workdir=$d; done
+  python report.py --workdir=/tmp/sweeps/shakespeare_length
 """
 
 from fixed_head import accounting

@@ -60,3 +60,29 @@ def test_lm1b_config_reads_lm1b_through_tfds():
   assert (config.data.name, config.data.dataset, config.data.tokenizer) == (
       'tfds', 'lm1b', 'sentencepiece')
   assert config.data.vocab_size == config.model.vocab_size == 32_000
+
+
+def test_shakespeare_length_sweep_holds_tokens_and_matches_parameters():
+  """configs/shakespeare.py:length (issue 23): at every n the same 2048 tokens a step and
+  65,536 eval tokens; baseline d_p = 8, fixed d_p = 32 and a wider baseline within 1% of the
+  fixed model's parameters; 'all' (RESULTS.md's first figures) is unchanged by it."""
+  from fixed_head.experiments import sweeps  # pylint: disable=g-import-not-at-top
+  shakespeare = repo_configs.load('shakespeare')
+  runs = shakespeare.sweep('length')
+  assert len(runs) == 24 and all(r.figures == ('length',) for r in runs)
+  assert not any('length' in r.figures for r in shakespeare.sweep('all'))
+  models = {}
+  for r in runs:
+    config = run_config.validate(sweeps.config_of(shakespeare, r), num_devices=1)
+    n = config.data.seq_len
+    model = run_config.model_config(config)
+    assert config.batch_size * n == 2048 and config.evals.valid.num_examples * n == 65_536
+    assert model.max_len == n and model.num_heads == 16 and model.num_layers == 2
+    assert config.num_train_steps == shakespeare.LENGTH_STEPS
+    models.setdefault(n, {})[(model.emb_dim, model.resolved_head_size)] = model
+  assert sorted(models) == [32, 64, 128, 256]
+  for n, by_shape in models.items():
+    assert sorted(by_shape) == [(128, 8), (128, 32), (192, 12)]
+    fixed, wide = by_shape[(128, 32)], by_shape[(192, 12)]
+    assert fixed.is_fixed_head and not wide.is_fixed_head
+    assert abs(accounting.count_params(wide) / accounting.count_params(fixed) - 1) < 0.01
