@@ -15,3 +15,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def load(name: str):
   """configs/<name>.py as a module (a fresh one each call): ``load('default').get_config()``."""
   return sweeps.load_module(os.path.join(REPO, 'configs', f'{name}.py'))
+
+
+def tiny_byte_lm(path: str, *, num_layers: int = 1) -> str:
+  """Trains a tiny byte-level LM (configs/shakespeare.py at d = 32, h = 2, d_p = 16, n = 32)
+  for 4 steps on README.md, one document a line (packed rows), into ``path``; returns it."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from fixed_head.train import trainer  # pylint: disable=g-import-not-at-top
+  config = load('shakespeare').get_config()
+  config.data.update(dict(files=os.path.join(REPO, 'README.md'), doc_per='line', seq_len=32))
+  config.model.update(dict(max_len=32, emb_dim=32, num_heads=2, head_size=16,
+                           num_layers=num_layers, mlp_dim=64))
+  config.update(dict(num_train_steps=4, batch_size=8, log_every_steps=2, eval_every_steps=0))
+  config.checkpoint.every_steps = 4
+  config.evals.valid = dict(type='lm', split='eval', num_examples=8, batch_size=8)
+  trainer.train_and_evaluate(config, path, devices=jax.devices()[:1])
+  return path

@@ -21,7 +21,6 @@ from fixed_head.errors import UsageError
 from fixed_head.experiments import attention_stats as stats
 from fixed_head.experiments import attention_summary, figures
 from fixed_head.nn import build_model
-from fixed_head.train import trainer
 
 SCRIPT = os.path.join(repo_configs.REPO, 'analyze.py')
 
@@ -184,17 +183,8 @@ def test_attention_to_the_first_token_is_far_and_not_local():
 def workdir(tmp_path_factory):
   """A byte-level LM (2 pre-LN layers, h = 2, d_p = 16, n = 32) trained for 4 steps on the
   README, one document a line: packed rows, so segments and padding are masked."""
-  config = repo_configs.load('shakespeare').get_config()
-  config.data.update(dict(files=os.path.join(repo_configs.REPO, 'README.md'), doc_per='line',
-                          seq_len=32))
-  config.model.update(dict(max_len=32, emb_dim=32, num_heads=2, head_size=16, num_layers=2,
-                           mlp_dim=64))
-  config.update(dict(num_train_steps=4, batch_size=8, log_every_steps=2, eval_every_steps=0))
-  config.checkpoint.every_steps = 4
-  config.evals.valid = dict(type='lm', split='eval', num_examples=8, batch_size=8)
-  path = str(tmp_path_factory.mktemp('analyze') / 'run')
-  trainer.train_and_evaluate(config, path, devices=jax.devices()[:1])
-  return path
+  return repo_configs.tiny_byte_lm(str(tmp_path_factory.mktemp('analyze') / 'run'),
+                                   num_layers=2)
 
 
 def run(*args):

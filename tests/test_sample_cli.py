@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
@@ -19,17 +18,8 @@ SCRIPT = os.path.join(repo_configs.REPO, 'sample.py')
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
   """A tiny byte-level LM trained for a few steps on the README (configs/shakespeare.py)."""
-  config = repo_configs.load('shakespeare').get_config()
-  config.data.update(dict(files=os.path.join(repo_configs.REPO, 'README.md'), doc_per='line',
-                          seq_len=32))
-  config.model.update(dict(max_len=32, emb_dim=32, num_heads=2, head_size=16, num_layers=1,
-                           mlp_dim=64))
-  config.update(dict(num_train_steps=4, batch_size=8, log_every_steps=2, eval_every_steps=0))
-  config.checkpoint.every_steps = 4
-  config.evals.valid = dict(type='lm', split='eval', num_examples=8, batch_size=8)
-  path = str(tmp_path_factory.mktemp('sample') / 'run')
-  trainer.train_and_evaluate(config, path, devices=jax.devices()[:1])
-  return path
+  return repo_configs.tiny_byte_lm(str(tmp_path_factory.mktemp('sample') / 'run'),
+                                   num_layers=1)
 
 
 def run(*args):
