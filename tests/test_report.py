@@ -207,6 +207,13 @@ def test_length_gaps_pair_each_baseline_with_the_fixed_run_of_its_n_and_seed(tmp
   assert [os.path.basename(p) for p in paths] == ['length_loss_vs_n.png', 'length_gap_vs_n.png']
   assert report.plot_length([dict(r, figures='heads') for r in rows], str(tmp_path), '', '') == []
   assert '+0.0550 ± 0.0071' in report.gap_table(report.length_gaps(rows))
+  attention = [{'variant': v, 'n': n, 'heads': 16, 'd_p': dp, 'mean_distance_mean': n / 5,
+                'mean_distance_std': 0.1} for v, dp in (('baseline', 8), ('fixed', 32))
+               for n in (32, 64)]
+  path = report.plot_attention_vs_n(attention, str(tmp_path), 'footer', 'test')
+  assert os.path.basename(path) == 'length_attention_distance.png'
+  with open(path, 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
 def test_runs_measured_by_analyze_are_summarised_in_the_report(sweep_dir, tmp_path):

@@ -12,6 +12,8 @@ which runs belong to which):
   length_loss_vs_n.png        eval loss against the row length n, one line per model
   length_gap_vs_n.png         each baseline's eval loss minus the fixed-head model's at the
                               same n and seed, against n (the runs of figure 'length')
+  length_attention_distance.png  mean attention distance against n per model (runs measured
+                              by analyze.py, at two or more n)
 
 Runs that ``analyze.py`` has measured (``attention_stats.csv`` in their workdir) are
 summarised in attention_summary.md: mean attention distance, local share and entropy per
@@ -349,6 +351,29 @@ def plot_length(rows: Sequence[dict[str, Any]], output_dir: str, footer: str,
   return written
 
 
+def plot_attention_vs_n(attention: Sequence[dict[str, Any]], output_dir: str, footer: str,
+                        name: str) -> str:
+  """Mean attention distance against n, one line per model (h, d_p, variant), beside
+  uniform causal attention's (n - 1) / 4; ``attention``: ``attention_summary.summarize``."""
+  fig, ax = _figure(f'{name}: how far the heads look, vs row length n', 'row length n (tokens)',
+                    'mean attention distance |i - j| (tokens)', footer)
+  for key in sorted({(e['variant'], e['heads'], e['d_p']) for e in attention}):
+    mine = sorted((e for e in attention if (e['variant'], e['heads'], e['d_p']) == key),
+                  key=lambda e: e['n'])
+    ax.errorbar([e['n'] for e in mine], [e['mean_distance_mean'] for e in mine],
+                yerr=[e['mean_distance_std'] for e in mine], capsize=3, marker='o',
+                label=f'{key[0]} h={key[1]} d_p={key[2]}')
+  lengths = sorted({e['n'] for e in attention})
+  ax.plot(lengths, [(n - 1) / 4 for n in lengths], color='0.5', linestyle=':',
+          label='uniform causal attention: (n - 1) / 4')
+  _log2_axis(ax, lengths)
+  ax.set_yscale('log', base=2)
+  ax.legend(fontsize=8)
+  path = os.path.join(output_dir, 'length_attention_distance.png')
+  files.write_atomically(path, figures.png(fig, bottom=0.03))
+  return path
+
+
 def gap_table(gaps: Sequence[dict[str, Any]]) -> str:
   """A Markdown table of ``length_gaps``."""
   return figures.markdown(('baseline model', 'n', 'baseline - fixed eval loss', 'seeds'), [
@@ -390,10 +415,12 @@ def write_report(sweep_dir: str, output_dir: str | None = None, *,
   measured = [os.path.join(sweep_dir, r['run']) for r in rows
               if os.path.exists(os.path.join(sweep_dir, r['run'], attention_stats.CSV))]
   if measured:
-    attention = attention_summary.table(attention_summary.summarize_workdirs(measured))
+    attention = attention_summary.summarize_workdirs(measured)
     written.append(os.path.join(output_dir, 'attention_summary.md'))
-    files.write_atomically(written[-1], attention + f'\n\n{footer}\n')
-    log(attention)
+    files.write_atomically(written[-1], attention_summary.table(attention) + f'\n\n{footer}\n')
+    log(attention_summary.table(attention))
+    if len({e['n'] for e in attention}) > 1:
+      written.append(plot_attention_vs_n(attention, output_dir, footer, name))
   if missing:
     log(f'{len(missing)} of {len(rows) + len(missing)} runs have not finished: '
         f'{", ".join(missing[:5])}{" ..." if len(missing) > 5 else ""}')
