@@ -203,6 +203,9 @@ def test_length_gaps_pair_each_baseline_with_the_fixed_run_of_its_n_and_seed(tmp
   # own n, not the fixed model of another length.
   summary = {(e['label'], e['seq_len']): e for e in report.summarize(rows)}
   assert summary[('baseline d=192 h=16 d_p=12', 32)]['param_match'] == 'fixed d=128 h=16 d_p=32'
+  # Rows of several n: the table gains a column n, and no loss-vs-parameters figure mixes them.
+  assert report.table(report.summarize(rows)).startswith('| variant | n | d | h |')
+  assert report.plot_all(report.summarize(rows), str(tmp_path), '', '') == []
   paths = report.plot_length(rows, str(tmp_path), 'footer', 'test')
   assert [os.path.basename(p) for p in paths] == ['length_loss_vs_n.png', 'length_gap_vs_n.png']
   assert report.plot_length([dict(r, figures='heads') for r in rows], str(tmp_path), '', '') == []

@@ -161,13 +161,16 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def table(summary: Sequence[dict[str, Any]]) -> str:
   """A Markdown table of the summary (what RESULTS.md quotes)."""
   metric = metric_of(summary)
-  head = ('variant', 'd', 'h', 'd_p', 'params', f'eval {metric} (mean ± std)', 'perplexity',
-          'seeds', 'parameter-matched with')
+  lengths = len({e['seq_len'] for e in summary}) > 1  # then a column n, and rows by n
+  head = ('variant', *(('n',) if lengths else ()), 'd', 'h', 'd_p', 'params',
+          f'eval {metric} (mean ± std)', 'perplexity', 'seeds', 'parameter-matched with')
+  entries = sorted(summary, key=lambda e: e['seq_len']) if lengths else summary
   return figures.markdown(head, [
-      (e['variant'], e['emb_dim'], e['num_heads'], e['head_size'], f"{e['params']:,}",
+      (e['variant'], *((e['seq_len'],) if lengths else ()), e['emb_dim'], e['num_heads'],
+       e['head_size'], f"{e['params']:,}",
        f"{_fmt(e[metric + '_mean'])} ± {_fmt(e[metric + '_std'])}",
        _fmt(e['perplexity_mean'], 3), e['seeds'], e['param_match'] or '-')
-      for e in summary])
+      for e in entries])
 
 
 # ---------------------------------------------------------------------------
@@ -262,7 +265,9 @@ def plot_all(summary: Sequence[dict[str, Any]], output_dir: str, footer: str,
     written.append(_save(fig, os.path.join(output_dir, 'fig4_width.png'), width + fixed,
                          metric))
 
-  matched = _in('params', summary) or list(summary)
+  # The runs of figure 'params', else every configuration if they share one n.
+  one_length = len({e['seq_len'] for e in summary}) == 1
+  matched = _in('params', summary) or (list(summary) if one_length else [])
   if matched:
     fig, ax = _figure(f'{name}: eval vs parameters', 'parameters', _ylabel(metric), footer)
     for variant in ('baseline', 'fixed'):
