@@ -194,11 +194,11 @@ def test_length_gaps_pair_each_baseline_with_the_fixed_run_of_its_n_and_seed(tmp
   rows.append(length_row('baseline', 128, 0, 1.0))  # no fixed run at n = 128: no gap
   gaps = {(g['model'], g['seq_len']): g for g in report.length_gaps(rows)}
   assert set(gaps) == {(m, n) for n in (32, 64) for m in (
-      'baseline d=128 h=16 d_p=8 mlp=512', 'baseline d=192 h=16 d_p=12 mlp=600')}
-  narrow = gaps[('baseline d=128 h=16 d_p=8 mlp=512', 64)]
+      'baseline d=128 h=16 d_p=8', 'baseline d=192 h=16 d_p=12')}
+  narrow = gaps[('baseline d=128 h=16 d_p=8', 64)]
   assert narrow['gap_mean'] == pytest.approx(0.055) and narrow['seeds'] == 2
   assert narrow['gap_std'] == pytest.approx(np.std([0.05, 0.06], ddof=1))
-  assert gaps[('baseline d=192 h=16 d_p=12 mlp=600', 32)]['gap_mean'] == pytest.approx(-0.01)
+  assert gaps[('baseline d=192 h=16 d_p=12', 32)]['gap_mean'] == pytest.approx(-0.01)
   # Parameter matches only at the same n: the d = 192 baseline matches the fixed model at its
   # own n, not the fixed model of another length.
   summary = {(e['label'], e['seq_len']): e for e in report.summarize(rows)}

@@ -296,9 +296,9 @@ def plot_all(summary: Sequence[dict[str, Any]], output_dir: str, footer: str,
 
 
 def model_label(row: dict[str, Any]) -> str:
-  """A model apart from its length n: variant, d, h, d_p, mlp_dim."""
-  return (f"{row['variant']} d={row['emb_dim']} h={row['num_heads']} d_p={row['head_size']}"
-          f" mlp={row['mlp_dim']}")
+  """A model apart from its length n: variant, d, h, d_p (not mlp_dim, which a parameter-
+  matched model may set per n)."""
+  return f"{row['variant']} d={row['emb_dim']} h={row['num_heads']} d_p={row['head_size']}"
 
 
 def length_gaps(rows: Sequence[dict[str, Any]], metric: str = 'loss') -> list[dict[str, Any]]:
