@@ -475,3 +475,22 @@ def test_files_and_dataset_exclusive(tmp_path):
   with pytest.raises(UsageError, match=r"data\.files='.*none\.txt' matches no file"):
     resolved.built('bert_pretraining', 'train', files=str(tmp_path / 'none.txt'),
                            workdir=str(tmp_path))
+
+
+def test_a_checkpoint_of_rows_made_another_way_is_refused(local):
+  """A train state saved before the rows were Google's instances (no rows_version, i.e. 1)
+  would resume reading other rows: refused in one line; a state of this code resumes."""
+  from fixed_head.data import IndexIterator, order  # pylint: disable=g-import-not-at-top
+  train = local[0]
+  it = IndexIterator(train, 4)
+  next(it)
+  state = it.get_state()
+  assert state == {'next_batch': 1, 'version': order.STATE_VERSION, 'rows_version': 2}
+  again = IndexIterator(train, 4)
+  again.set_state(state)
+  for key, value in next(again).items():
+    np.testing.assert_array_equal(value, train.get_batch(range(4, 8))[key])
+  old = {'next_batch': 1, 'version': order.STATE_VERSION}
+  with pytest.raises(UsageError, match=r"^the checkpoint's data state was saved when "
+                     r'BertPretrainingData made its rows another way \(rows version 1'):
+    IndexIterator(train, 4).set_state(old)

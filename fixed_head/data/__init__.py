@@ -245,11 +245,22 @@ class IndexIterator(Iterator[Batch]):
     return self.source.get_batch(np.arange(first, first + self.local_batch_size))
 
   def get_state(self) -> dict[str, int]:
-    return {'next_batch': self.next_batch, 'version': order.STATE_VERSION}
+    state = {'next_batch': self.next_batch, 'version': order.STATE_VERSION}
+    if hasattr(self.source, 'ROWS_VERSION'):  # how the source makes its rows from the data
+      state['rows_version'] = self.source.ROWS_VERSION
+    return state
 
   def set_state(self, state: Mapping[str, int]) -> None:
     if not ('version' not in state and getattr(self.source, 'READS_V1_STATES', False)):
       order.check_state(state, f'{type(self.source).__name__} read by index')
+    rows = getattr(self.source, 'ROWS_VERSION', None)
+    if rows is not None and state.get('rows_version', 1) != rows:
+      raise UsageError(
+          f"the checkpoint's data state was saved when {type(self.source).__name__} made its "
+          f"rows another way (rows version {state.get('rows_version', 1)}; this code makes "
+          f'version {rows}: {self.source.ROWS_CHANGE}), so the run cannot go on reading the '
+          'rows it was reading; start a new --workdir, or resume with the code that wrote the '
+          'checkpoint.')
     self.next_batch = int(state['next_batch'])
 
 

@@ -452,6 +452,10 @@ class BertPretrainingData:
   # train documents (``train_texts``).
   TOKENIZER_FIELDS = {'vocab': None, 'vocab_size': 30522, 'lower_case': True,
                       'tokenizer_max_documents': 20_000}
+  # Saved in the train iterator's state: a checkpoint of rows made another way is refused.
+  ROWS_VERSION = 2
+  ROWS_CHANGE = ("Google's instances, as many per document as its length gives; version 1 "
+                 'made one row per document per epoch')
 
   def __init__(self, *, split: str, tokenizer, num_examples: int | None = None,
                seq_len: int = 128, max_predictions_per_seq: int = 20,
