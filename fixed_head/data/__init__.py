@@ -223,7 +223,9 @@ class IndexIterator(Iterator[Batch]):
 
   The state is the next batch index (and ``order.STATE_VERSION``), so resuming is exact and
   cheap. A state without the version was saved by older code: it is refused unless the source
-  reads the same rows as that code did (``READS_V1_STATES``: its order did not change).
+  reads the same rows as that code did (``READS_V1_STATES``: its order did not change). A source
+  with ``ROWS_VERSION`` (BERT pre-training) saves it too, and a state of another version (a
+  state without one is version 1) is refused: its rows were made another way.
   """
 
   def __init__(self, source, global_batch_size: int, *, process_index: int = 0,
