@@ -111,10 +111,9 @@ class Instances:
     self._walks = functools.lru_cache(maxsize=cache_documents)(self._walks_of)
     path = None
     if index_dir is not None and fingerprint is not None:
-      key = json.dumps([INDEX_VERSION, fingerprint, self.seed_words, dupe_factor,
-                        max_num_tokens, short_seq_prob], sort_keys=True)
-      digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-      path = files.join(index_dir, f'bert_instances-{digest}.npy')
+      name = digest(INDEX_VERSION, fingerprint, self.seed_words, dupe_factor,
+                    max_num_tokens, short_seq_prob)[:16]
+      path = files.join(index_dir, f'bert_instances-{name}.npy')
     if path is not None and files.exists(path):
       self.counts = np.load(io.BytesIO(files.read_bytes(path)))
       if self.counts.shape != (dupe_factor, len(documents)):
@@ -131,9 +130,11 @@ class Instances:
         log(f'data: instance index saved to {path}.')
     self.ends = np.cumsum(self.counts.ravel(), dtype=np.int64)
 
-  def _walks_of(self, doc: int) -> list[list[Chunk]]:
-    return walks(self.documents.sentence_lengths(doc), self.seed_words, doc, self.dupe_factor,
-                 **self.options)
+  def _walks_of(self, doc: int, lengths: Sequence[int] | None = None) -> list[list[Chunk]]:
+    """Document ``doc``'s walks (``lengths``: its sentence lengths, if already known)."""
+    if lengths is None:
+      lengths = self.documents.sentence_lengths(doc)
+    return walks(lengths, self.seed_words, doc, self.dupe_factor, **self.options)
 
   def _count(self, describe: str, log: Callable[[str], None]) -> np.ndarray:
     """int32 [dupe_factor, D]: instances per walk and document (one pass over the corpus)."""
@@ -141,8 +142,7 @@ class Instances:
     counts = np.zeros([self.dupe_factor, total], np.int32)
     started = last = time.monotonic()
     for doc, lengths in enumerate(self.documents.iter_sentence_lengths()):
-      counts[:, doc] = [len(w) for w in walks(lengths, self.seed_words, doc, self.dupe_factor,
-                                                **self.options)]
+      counts[:, doc] = [len(w) for w in self._walks_of(doc, lengths)]
       now = time.monotonic()
       if now - last >= 30 and doc + 1 < total:
         last, rate = now, (doc + 1) / (now - started)
@@ -168,13 +168,13 @@ class Instances:
     return w, doc, chunks[offset]
 
 
-def fingerprint(*parts) -> str:
-  """A short digest of ``parts`` (JSON-able): what identifies a corpus and its tokens."""
+def digest(*parts) -> str:
+  """The sha256 (hex) of ``parts`` as JSON: what names a corpus and its tokens, or a saved
+  index."""
   return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def vocab_digest(tokenizer) -> str:
   """A digest of a WordPiece tokenizer's vocabulary and casing."""
-  text = '\n'.join(tokenizer.vocab) + f'\n{tokenizer.lower_case}'
-  return hashlib.sha256(text.encode()).hexdigest()[:16]
+  return digest(tokenizer.vocab, tokenizer.lower_case)[:16]
 

@@ -503,7 +503,7 @@ class BertPretrainingData:
         describe = (f'{_as_list(dataset)} {train_split!r}, '
                     f'{"but" if split == "train" else "only"} its last {eval_fraction:g}')
       detail = ''
-      key = bert_instances.fingerprint(
+      key = bert_instances.digest(
           _as_list(dataset), split, train_split, eval_split, eval_fraction, data_dir, feature,
           sentence_splitter, bert_instances.vocab_digest(tokenizer),
           [(first, stop) for _, first, stop in parts])
