@@ -75,15 +75,10 @@ def head_weights(attention: attn.MultiHeadAttention, x: Array, mask: Array | Non
   """P = softmax(Q K^T / sqrt(d_p)) of every head: x [b, n, d], mask bool [b or 1, 1, n, n]
   (True = may attend; None: nothing masked) -> [b, h, n, n] float32. Rows that may attend
   nowhere are zeros, as the model's output is there."""
-  query = attention.query(x)  # [b, n, h, d_p]
-  key = attention.key(x)
-  query = query / jnp.sqrt(attention.head_size).astype(query.dtype)
-  logits = jnp.einsum('bqhd,bkhd->bhqk', query, key, precision=attention.precision)
-  logits = logits.astype(jnp.float32)
+  weights = attn.attention_weights(attention.query(x), attention.key(x), mask,
+                                   attention.precision)  # the model's own product
   if mask is None:
-    return jax.nn.softmax(logits, axis=-1)
-  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits, axis=-1)
+    return weights
   return jnp.where(jnp.any(mask, axis=-1, keepdims=True), weights, 0.0)
 
 

@@ -139,8 +139,11 @@ def dropout(x: Array, rate: float, rng: Array) -> Array:
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
 
 
-def _einsum_attention(query, key, value, mask, dropout_rate, dropout_rng, precision):
-  """softmax(Q K^T / sqrt(d_p)) V as written: the reference every implementation must match."""
+def attention_weights(query: Array, key: Array, mask: Array | None,
+                      precision=None) -> Array:
+  """softmax(Q K^T / sqrt(d_p)): query [b, q, h, d_p], key [b, k, h, d_p], mask bool
+  broadcastable to [b, h, q, k] (True: may attend; None: nothing masked) -> float32
+  [b, h, q, k]."""
   head_size = query.shape[-1]
   query = query / jnp.sqrt(head_size).astype(query.dtype)
   logits = jnp.einsum('bqhd,bkhd->bhqk', query, key, precision=precision)
@@ -148,7 +151,12 @@ def _einsum_attention(query, key, value, mask, dropout_rate, dropout_rng, precis
   logits = logits.astype(jnp.float32)
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits, axis=-1)
+  return jax.nn.softmax(logits, axis=-1)
+
+
+def _einsum_attention(query, key, value, mask, dropout_rate, dropout_rng, precision):
+  """softmax(Q K^T / sqrt(d_p)) V as written: the reference every implementation must match."""
+  weights = attention_weights(query, key, mask, precision)
   if dropout_rate > 0.0:
     weights = dropout(weights, dropout_rate, dropout_rng)
   weights = weights.astype(value.dtype)
