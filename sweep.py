@@ -5,7 +5,12 @@ r"""Trains every run of a config file's sweep, one after another, each in its ow
 
 The config file's ``sweep(arg)`` names the runs (fixed_head/experiments/sweeps.py). Finished
 runs are skipped and interrupted ones resume, so the command can be stopped (Ctrl-C) and run
-again at any time. Then ``python report.py --workdir=/tmp/sweeps/synthetic`` tabulates and
+again at any time. Two processes may share one sweep (each run is locked while one of them
+trains it), for instance one on each core::
+
+  taskset -c 0 python sweep.py --config=... --workdir=DIR & taskset -c 1 python sweep.py --config=... --workdir=DIR
+
+Then ``python report.py --workdir=/tmp/sweeps/synthetic`` tabulates and
 plots the results.
 """
 

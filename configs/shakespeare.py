@@ -15,6 +15,12 @@ about an hour and a half on a 2-core CPU):
   python sweep.py --config=configs/shakespeare.py --workdir=/tmp/sweeps/shakespeare
   python report.py --workdir=/tmp/sweeps/shakespeare
 
+``sweep('position')`` (``position_sweep``, not part of 'all') is the within-model experiment of
+RESULTS.md section 3c: one model (d = 128, h = 16, n = 64) with d_p in {8, 16, 32, 64}, 3 seeds,
+3000 steps; the eval loss by target position says where a head of size d_p starts to cost:
+
+  python sweep.py --config=configs/shakespeare.py:position --workdir=/tmp/sweeps/shakespeare_position
+
 ``sweep('length')`` (``length_sweep``, not part of 'all') asks whether the baseline's deficit
 grows with n: n = 32 ... 256 at h = 16, the same tokens a step at every n (24 runs, 2 seeds),
 then what the heads attend to:
@@ -112,7 +118,9 @@ def sweep(arg: str = 'all'):
     add('fixed', 'params', num_heads=accounting.match_num_heads(wide, SEQ_LEN, emb_dim=d))
   if arg == 'length':  # its own sweep directory; not part of 'all' (RESULTS.md's first figures)
     return length_sweep()
-  return sweeps.select(runs, arg, ('heads', 'head_size', 'params', 'length'),
+  if arg == 'position':  # likewise
+    return position_sweep()
+  return sweeps.select(runs, arg, ('heads', 'head_size', 'params', 'length', 'position'),
                        'configs/shakespeare.py')
 
 
@@ -160,4 +168,30 @@ def length_sweep():
       runs.append(sweeps.run('baseline', {**common, 'model.emb_dim': LENGTH_WIDE_D,
                                           'model.mlp_dim': wide_mlp_dim(n, fixed)},
                              figures=('length',)))
+  return runs
+
+
+POSITION_HEAD_SIZES = (8, 16, 32, 64)  # d_p; 8 = d / h (the baseline), 64 = n (no rank limit)
+POSITION_SEEDS = (0, 1, 2)
+POSITION_STEPS = 3000  # 6M bytes at 2048 a step (1.4 epochs); eval and checkpoint every 500
+POSITION_HEADS = 16  # h
+
+
+def position_sweep():
+  """Where does a small head cost? One model, d = 128, 2 pre-LN layers, h = 16, n = 64, 32
+  rows (2048 bytes) a step as ``length_sweep``, with d_p in ``POSITION_HEAD_SIZES``; every
+  checkpoint kept, so each can be evaluated by position afterwards (eval.py --step).
+  Theorem 1: a head of size d_p is not rank-limited at a target position t (the query
+  sees t keys) with t <= d_p. Nothing is tuned per arm; the order puts each seed's four
+  arms together."""
+  runs = []
+  for seed in POSITION_SEEDS:
+    common = {'seed': seed, 'num_train_steps': POSITION_STEPS, 'model.num_heads': POSITION_HEADS,
+              'checkpoint.max_to_keep': POSITION_STEPS // 500 + 1}
+    for d_p in POSITION_HEAD_SIZES:
+      if d_p == 128 // POSITION_HEADS:
+        runs.append(sweeps.run('baseline', common, figures=('position',)))
+      else:
+        runs.append(sweeps.run('fixed', {**common, 'model.head_size': d_p},
+                               figures=('position',)))
   return runs

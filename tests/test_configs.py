@@ -1,10 +1,13 @@
 """The shipped configs: they validate, and their variants select what they say."""
 
+import os
+
 import pytest
 
 from fixed_head import accounting
 from fixed_head.train import run_config
 from fixed_head.config import ModelConfig
+from fixed_head.experiments import sweeps
 
 import repo_configs
 
@@ -86,3 +89,22 @@ def test_shakespeare_length_sweep_holds_tokens_and_matches_parameters():
     fixed, wide = by_shape[(128, 32)], by_shape[(192, 12)]
     assert fixed.is_fixed_head and not wide.is_fixed_head
     assert abs(accounting.count_params(wide) / accounting.count_params(fixed) - 1) < 0.01
+
+
+def test_shakespeare_position_sweep_varies_only_the_head_size():
+  """configs/shakespeare.py:position (RESULTS.md 3c): one model at d = 128, h = 16, n = 64
+  whose runs differ only in d_p (8 = d / h ... 64 = n) and the seed; every checkpoint kept."""
+  shakespeare = sweeps.load_module(os.path.join(repo_configs.REPO, 'configs', 'shakespeare.py'))
+  module, runs = sweeps.plan(os.path.join(repo_configs.REPO, 'configs', 'shakespeare.py')
+                             + ':position')
+  assert len(runs) == 12 and not any('position' in r.figures
+                                     for r in shakespeare.sweep('all'))
+  seen = set()
+  for r in runs:
+    config = sweeps.config_of(module, r)
+    model = ModelConfig.from_mapping(config.model)
+    assert (model.emb_dim, model.num_heads, model.num_layers, config.data.seq_len,
+            config.batch_size, config.num_train_steps) == (128, 16, 2, 64, 32, 3000)
+    assert config.checkpoint.max_to_keep * config.checkpoint.every_steps > 3000
+    seen.add((model.resolved_head_size, config.seed))
+  assert seen == {(d_p, s) for d_p in (8, 16, 32, 64) for s in (0, 1, 2)}

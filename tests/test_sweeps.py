@@ -261,3 +261,30 @@ def test_sweep_py_trains_quietly_what_the_api_trains(finished, tmp_path):
       f'sweep {config}:two: all 2 runs finished in {tmp_path}.')
   for name in NAMES[:2]:
     assert final_loss(tmp_path / name) == final_loss(uninterrupted / name), name
+
+
+def test_a_run_another_process_holds_is_skipped_and_left_unfinished(finished, tmp_path):
+  """Two sweep.py processes share a sweep: a run whose lock is held elsewhere (here: another
+  open file description, as another process has) is skipped, not trained twice; once the
+  lock is free the next call trains it."""
+  config, _, _ = finished
+  sweep_dir = tmp_path / 'shared'
+  trained = []
+
+  def train(cfg, workdir):  # records the call; marks nothing itself (run_sweep does)
+    del cfg
+    trained.append(os.path.basename(workdir))
+
+  held = sweeps.claimed(str(sweep_dir / NAMES[1]))
+  assert held.__enter__() is True
+  try:
+    _, lines = run_sweep(config + ':two', sweep_dir, train)
+  finally:
+    held.__exit__(None, None, None)
+  assert trained == [NAMES[0]]
+  assert not sweeps.is_done(str(sweep_dir / NAMES[1]))
+  assert any('another sweep.py is training it' in line for line in lines)
+  assert not any('all 2 runs finished' in line for line in lines)
+  _, lines = run_sweep(config + ':two', sweep_dir, train)
+  assert trained == NAMES[:2] and lines[-1].endswith('all 2 runs finished in ' + str(sweep_dir)
+                                                     + '.')

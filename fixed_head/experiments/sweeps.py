@@ -11,11 +11,16 @@ start from, which fields to override, and which figures of the report the run be
 Each run trains in its own workdir ``SWEEP_DIR/<name>``, the name made from the argument and the
 overrides (``baseline-num_heads=8-seed=0``). Running the sweep again skips finished runs and
 resumes interrupted ones from their last checkpoint, so it can be killed and rerun at any time.
+Several sweep.py processes on one host share a sweep: each run is claimed with a lock on
+``WORKDIR/<name>/sweep.lock`` (released when its process ends, however it ends), and a run
+another process holds is skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import importlib.util
 import json
 import os
@@ -33,6 +38,7 @@ from fixed_head.train.metric_writer import format_duration
 PLAN = 'sweep.json'  # in the sweep directory: the config file, its argument and the runs
 DONE = 'sweep_run.json'  # in a run's workdir once it has trained to the end
 ATTEMPTS = 'sweep_attempts.jsonl'  # in a run's workdir: one line per attempt (wall time)
+LOCK = 'sweep.lock'  # in a run's workdir: held (flock) by the process training it
 _NAME_OK = re.compile(r'[A-Za-z0-9_.=+-]+')
 
 
@@ -204,6 +210,23 @@ def wall_time(workdir: str) -> float:
     return sum(json.loads(line)['seconds'] for line in f if line.strip())
 
 
+@contextlib.contextmanager
+def claimed(workdir: str):
+  """Yields True while this process holds ``workdir``'s lock (an exclusive ``flock``,
+  which the kernel drops when the process ends), False when another process holds it."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, LOCK), 'a', encoding='utf-8') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      yield False
+      return
+    try:
+      yield True
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _check_plan(sweep_dir: str, config_arg: str, runs: Sequence[Run]) -> None:
   """A sweep directory belongs to one config file and argument."""
   path = os.path.join(sweep_dir, PLAN)
@@ -239,30 +262,48 @@ def run_sweep(config_arg: str, sweep_dir: str, *,
   todo = [r for r in runs if not is_done(os.path.join(sweep_dir, r.name))]
   log(f'sweep {config_arg}: {len(runs)} runs in {sweep_dir}; {len(runs) - len(todo)} finished '
       f'already, {len(todo)} to train.')
-  trained_seconds = []
+  trained_seconds, busy = [], []
   for i, r in enumerate(todo, 1):
     workdir = os.path.join(sweep_dir, r.name)
-    log(f'=== sweep run {i}/{len(todo)}: {r.name} ===')
-    start = time.time()
-    outcome = 'error'
-    try:
-      train(configs[r.name], workdir)
-      outcome = 'finished'
-    except BaseException as e:  # an interruption too: its time is recorded, then re-raised
-      outcome = type(e).__name__
-      raise
-    finally:
-      seconds = time.time() - start
-      if os.path.isdir(workdir):
-        with open(os.path.join(workdir, ATTEMPTS), 'a', encoding='utf-8') as f:
-          f.write(json.dumps({'start': start, 'seconds': seconds, 'outcome': outcome}) + '\n')
-    files.write_atomically(os.path.join(workdir, DONE), json.dumps(
-        {**r.to_dict(), 'config_file': config_arg, 'wall_seconds': wall_time(workdir)},
-        indent=2) + '\n')
+    with claimed(workdir) as mine:
+      if not mine or is_done(workdir):  # another process trains it, or has just finished it
+        busy.append(r.name)
+        log(f'=== sweep run {i}/{len(todo)}: {r.name}: '
+            f'{"another sweep.py is training it" if not mine else "finished meanwhile"}; '
+            'skipped ===')
+        continue
+      log(f'=== sweep run {i}/{len(todo)}: {r.name} ===')
+      seconds = _train_run(r, configs[r.name], workdir, config_arg, train)
     trained_seconds.append(seconds)
     left = len(todo) - i
     eta = left * sum(trained_seconds) / len(trained_seconds)
     log(f'sweep: {len(runs) - left}/{len(runs)} runs done ({r.name} took '
         f'{format_duration(seconds)}); {left} to go, ETA {format_duration(eta)}')
+  if busy:
+    log(f'sweep {config_arg}: {len(busy)} runs were trained by another process; run again '
+        'once it ends to see that all finished.')
+    return [os.path.join(sweep_dir, r.name) for r in runs]
   log(f'sweep {config_arg}: all {len(runs)} runs finished in {sweep_dir}.')
   return [os.path.join(sweep_dir, r.name) for r in runs]
+
+
+def _train_run(r: Run, config, workdir: str, config_arg: str, train: Callable) -> float:
+  """Trains one run to the end, appends the attempt's wall time to ``ATTEMPTS`` (an
+  interrupted attempt too) and marks it ``DONE``; returns this attempt's seconds."""
+  start = time.time()
+  outcome = 'error'
+  try:
+    train(config, workdir)
+    outcome = 'finished'
+  except BaseException as e:  # an interruption too: its time is recorded, then re-raised
+    outcome = type(e).__name__
+    raise
+  finally:
+    seconds = time.time() - start
+    if os.path.isdir(workdir):
+      with open(os.path.join(workdir, ATTEMPTS), 'a', encoding='utf-8') as f:
+        f.write(json.dumps({'start': start, 'seconds': seconds, 'outcome': outcome}) + '\n')
+  files.write_atomically(os.path.join(workdir, DONE), json.dumps(
+      {**r.to_dict(), 'config_file': config_arg, 'wall_seconds': wall_time(workdir)},
+      indent=2) + '\n')
+  return seconds
