@@ -14,10 +14,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import jax
+import numpy as np
 from jax.sharding import Mesh
 
 from fixed_head import data as data_lib
 from fixed_head.errors import UsageError
+from fixed_head.tasks import losses
 from fixed_head.train import sharding
 
 
@@ -29,10 +31,12 @@ def evaluator_data(data_config: Mapping[str, Any], spec: Mapping[str, Any]) -> d
   return {**base, **override}
 
 
-def add_sums(totals: dict[str, float], stats: Mapping[str, Any]) -> None:
-  """Adds a batch's stats (sums, on device) into ``totals`` (floats)."""
+def add_sums(totals: dict[str, Any], stats: Mapping[str, Any]) -> None:
+  """Adds a batch's stats (sums, on device) into ``totals``: floats, or float64 arrays for
+  stats with a shape (the LM's sums per position bin)."""
   for key, value in jax.device_get(stats).items():
-    totals[key] = totals.get(key, 0.0) + float(value)
+    value = np.asarray(value, np.float64)
+    totals[key] = totals.get(key, 0.0) + (float(value) if value.ndim == 0 else value)
 
 
 def on_mesh(fn: Callable, mesh: Mesh | None) -> Callable:
@@ -127,10 +131,55 @@ class TaskEvaluator:
 
 class LMEvaluator(TaskEvaluator):
   """Next-token loss, perplexity and accuracy; on the synthetic language also the optimal
-  loss and the gap to it. ``num_tokens`` says how many tokens were scored."""
+  loss and the gap to it. ``num_tokens`` says how many tokens were scored.
+
+  In the same pass, the loss in bins of the target position t (the query predicting it
+  sees t keys; ``fixed_head.tasks.losses``): ``loss_by_position/<bin>`` and
+  ``tokens_by_position/<bin>`` for bins '1', '2-3', '4-7', ... Option ``position_bins``:
+  None (powers of two) or the bins' lower edges, e.g. [1, 8, 32] for 1-7, 8-31, 32-(n-1).
+  They go to metrics.jsonl and eval.py's JSON; the console line keeps the totals.
+  """
 
   TASKS = ('lm',)
-  OPTIONS = {**TaskEvaluator.OPTIONS, 'type': 'lm'}
+  OPTIONS = {**TaskEvaluator.OPTIONS, 'type': 'lm', 'position_bins': None}
+
+  @classmethod
+  def check_options(cls, prefix, spec, task_name):
+    super().check_options(prefix, spec, task_name)
+    edges = spec.get('position_bins')
+    if edges is not None:
+      try:
+        losses.position_bins(1 << 62, edges)
+      except (TypeError, ValueError):
+        raise UsageError(f'{prefix}.position_bins={edges!r}: give the bins\' lower edges, '
+                         'increasing integers from 1, e.g. [1, 8, 32] (or None: 1, 2, 4, ...).'
+                         ) from None
+
+  def __init__(self, spec, data_config, task, model_of, put_batch, **kwargs):
+    super().__init__(spec, data_config, task, model_of, put_batch, **kwargs)
+    seq_len = int(evaluator_data(data_config, self.options)['seq_len'])
+    try:
+      self.edges = losses.position_bins(seq_len, self.options['position_bins'])
+    except ValueError as e:
+      raise UsageError(f'evaluator type lm: {e}') from None
+    self.labels = losses.position_bin_labels(self.edges, seq_len)
+    self._stats = jax.jit(on_mesh(lambda params, batch: task.stats(
+        model_of(params), batch, position_edges=self.edges), self.mesh))
+
+  def __call__(self, params) -> dict[str, float]:
+    totals: dict[str, Any] = {}
+    for local in self.batches():
+      add_sums(totals, self._stats(params, self.put_batch(local)))
+    if not totals:
+      raise UsageError(f'evaluator on split {self.split!r}: the split holds no rows.')
+    nll, weight = totals.pop('nll_by_position'), totals.pop('weight_by_position')
+    result = self.task.eval_metrics(totals)
+    result['num_rows'] = data_lib.num_eval_rows(self.source, self.num_examples)
+    for label, bin_nll, bin_weight in zip(self.labels, nll, weight):
+      if bin_weight:  # a bin no target falls in has no loss
+        result[f'loss_by_position/{label}'] = float(bin_nll / bin_weight)
+      result[f'tokens_by_position/{label}'] = int(bin_weight)
+    return result
 
 
 class PretrainingEvaluator(TaskEvaluator):

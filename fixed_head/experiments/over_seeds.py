@@ -47,6 +47,13 @@ def final_evals(workdir: str) -> tuple[int, dict[str, float]]:
   return last
 
 
+def is_count(key: str) -> bool:
+  """Whether 'evaluator/metric' counts what was scored (num_rows, tokens_by_position/...)
+  rather than measuring it."""
+  metric = key.split('/', 1)[-1]
+  return metric in COUNTS or metric.startswith('tokens_by_position/')
+
+
 def summarize(workdirs: Sequence[str]) -> dict[str, Any]:
   """{'runs': [{'workdir', 'step', 'seed'}], 'metrics': {name: {'mean', 'std', 'n'}}} over
   the runs' final evaluations (counts such as num_rows are left out)."""
@@ -60,7 +67,7 @@ def summarize(workdirs: Sequence[str]) -> dict[str, Any]:
     if files.exists(config_path):
       seed = json.loads(files.read_text(config_path)).get('seed')
     runs.append({'workdir': workdir, 'step': step, 'seed': seed})
-    results.append({k: v for k, v in evals.items() if k.rsplit('/', 1)[-1] not in COUNTS})
+    results.append({k: v for k, v in evals.items() if not is_count(k)})
   seeds = [r['seed'] for r in runs]
   if len(set(seeds)) < len(seeds):
     raise UsageError(f'the runs share seeds ({seeds}): give runs of different --config.seed.')

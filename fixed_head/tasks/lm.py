@@ -40,11 +40,14 @@ class LanguageModelling(Task):
   def build_model(self, rngs: nnx.Rngs) -> TransformerLM:
     return TransformerLM(self.model_config, rngs=rngs)
 
-  def stats(self, model, batch, *, deterministic=True, rngs=None):
+  def stats(self, model, batch, *, deterministic=True, rngs=None, position_edges=None):
+    """The sums of ``losses.next_token_stats``; with ``position_edges`` also per
+    target-position bin (what the LM evaluator reports)."""
     logits = model(batch['tokens'], positions=batch.get('positions'),
                    segment_ids=batch.get('segment_ids'), deterministic=deterministic, rngs=rngs)
     return losses.next_token_stats(logits, batch,
-                                   label_smoothing=self.options['label_smoothing'])
+                                   label_smoothing=self.options['label_smoothing'],
+                                   position_edges=position_edges)
 
   def objective(self, stats):
     """The smoothed cross entropy (``smoothed_sum``, present when label_smoothing > 0), else

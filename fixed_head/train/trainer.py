@@ -305,9 +305,11 @@ def load_pretrained(setup: Setup, params: Any, source_config: ml_collections.Con
 
 
 def _eval_line(name: str, step: int, result: dict[str, float]) -> str:
+  """The console line of an evaluation: its totals; the details (keys with a '/', e.g. the
+  LM's loss by position) go to metrics.jsonl and eval.py's JSON only."""
   counts = ('num_tokens', 'num_rows')
   shown = ', '.join(f'{k} {v:,}' if isinstance(v, int) else f'{k} {v:.4f}'
-                    for k, v in result.items() if k not in counts)
+                    for k, v in result.items() if k not in counts and '/' not in k)
   scored = (f' ({result["num_tokens"]:,} tokens in {result["num_rows"]:,} rows)'
             if all(k in result for k in counts) else
             f' ({result["num_rows"]:,} rows)' if 'num_rows' in result else '')
