@@ -1,6 +1,7 @@
 r"""Evaluates a workdir's checkpoint: ``python eval.py --workdir=DIR``.
 
-Runs the run's evaluators on the latest checkpoint (or ``--step``) with the config saved in
+Runs the run's evaluators on the latest checkpoint (or ``--step``, or every checkpoint kept
+with ``--all_steps``) with the config saved in
 ``DIR/config.json``, prints them and writes ``DIR/eval/step_<N>.json``. ``--config`` (with
 overrides) may change the evaluators or, with ``--other_data``, the data; such results go
 to ``DIR/eval/step_<N>.<tag>.json`` and never replace the run's own.
@@ -17,6 +18,8 @@ config_flags.DEFINE_config_file('config', None, 'Run config file (configs/*.py[:
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
 flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the latest).')
+flags.DEFINE_bool('all_steps', False, 'Evaluate every checkpoint kept, oldest first (a '
+                  'learning curve after the fact; report.py reads them).')
 flags.DEFINE_bool('other_data', False, 'Allow --config to name other data than the run '
                   'was trained on (results go to a file of their own).')
 flags.mark_flags_as_required(['workdir'])
@@ -27,7 +30,7 @@ def main(argv):
   del argv
   launch.initialize()
   trainer.evaluate(flags.FLAGS.config, flags.FLAGS.workdir, step=flags.FLAGS.step,
-                   other_data=flags.FLAGS.other_data)
+                   other_data=flags.FLAGS.other_data, all_steps=flags.FLAGS.all_steps)
 
 
 if __name__ == '__main__':

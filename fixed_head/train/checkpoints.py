@@ -126,6 +126,15 @@ def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: A
   return restored['params']
 
 
+def all_steps(workdir: str) -> list[int]:
+  """The steps of the checkpoints kept in ``workdir``, oldest first."""
+  manager = make_manager(workdir, async_save=False, read_only=True)
+  try:
+    return sorted(manager.all_steps())
+  finally:
+    manager.close()
+
+
 def load_params(workdir: str, step: int | None, abstract_params: Any, *,
                 field: str = 'step') -> tuple[int, Any]:
   """(step, parameters) of checkpoint ``step`` of the run in ``workdir`` (None: its

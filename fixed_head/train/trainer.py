@@ -536,15 +536,19 @@ def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, mana
 
 def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
              step: int | None = None, devices: Sequence[jax.Device] | None = None,
-             other_data: bool = False) -> dict[str, Any]:
+             other_data: bool = False, all_steps: bool = False) -> dict[str, Any]:
   """Runs the evaluators on checkpoint ``step`` (default: latest) of ``workdir`` and writes
-  the results to ``workdir/eval/``. Returns {'step', 'evals', 'path'}.
+  the results to ``workdir/eval/``. Returns {'step', 'evals', 'path'} (of the last step).
+  ``all_steps``: every checkpoint kept, oldest first, one file each (a learning curve after
+  the fact, with what the evaluators measure today); the model is built once.
 
   ``config=None`` uses the run's saved config.json. A given config must describe the same
   model; if it reads other data, ``other_data=True`` is needed, and its results (like those
   of other evaluator settings) go to ``eval/step_<N>.<tag>.json``, never over the run's own
   ``eval/step_<N>.json`` (see ``fixed_head.train.run_record``).
   """
+  if all_steps and step is not None:
+    raise UsageError(f'--step={step} and --all_steps: give one of them.')
   if config is None:
     config = run_record.load_config(workdir)  # which checks the workdir first
   else:
@@ -552,21 +556,24 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   setup = build_setup(config, devices)
   config = setup.config
   target = run_record.eval_target(config, workdir, other_data=other_data)
-  step, params = checkpoints.load_params(workdir, step, setup.abstract_state['params'])
+  steps = checkpoints.all_steps(workdir) if all_steps else [step]
   tokenizer = vocab.for_run(config, workdir, train=False)  # the run's, never trained here
-  evaluators = _build_evaluators(setup, tokenizer)
-  results = {name: evaluator(params) for name, evaluator in evaluators.items()}
-  path = files.join(workdir, 'eval', target.format(step=step))
-  if jax.process_index() == 0:
-    for name, result in results.items():
-      print(_eval_line(name, step, result), flush=True)
-    files.make_dirs(os.path.dirname(path))
-    record = {'step': step, 'evals': results}
-    if target != 'step_{step}.json':  # other data or evaluators: say which
-      used = run_record.as_dict(config)
-      record.update(data=used['data'], evals_config=used['evals'])
-    run_record.write_json_atomic(path, record, indent=2)
-    print(f'wrote {path}', flush=True)
+  evaluators = None
+  for step in steps or [None]:  # none kept: load_params says so
+    step, params = checkpoints.load_params(workdir, step, setup.abstract_state['params'])
+    evaluators = evaluators or _build_evaluators(setup, tokenizer)
+    results = {name: evaluator(params) for name, evaluator in evaluators.items()}
+    path = files.join(workdir, 'eval', target.format(step=step))
+    if jax.process_index() == 0:
+      for name, result in results.items():
+        print(_eval_line(name, step, result), flush=True)
+      files.make_dirs(os.path.dirname(path))
+      record = {'step': step, 'evals': results}
+      if target != 'step_{step}.json':  # other data or evaluators: say which
+        used = run_record.as_dict(config)
+        record.update(data=used['data'], evals_config=used['evals'])
+      run_record.write_json_atomic(path, record, indent=2)
+      print(f'wrote {path}', flush=True)
   return {'step': step, 'evals': results, 'path': path}
 
 
