@@ -120,7 +120,7 @@ def test_parameter_matched_configurations_are_marked(sweep_dir, tmp_path):
 def test_figures_are_pngs_and_only_for_figures_with_runs(sweep_dir, tmp_path):
   out = report.write_report(sweep_dir, str(tmp_path), log=lambda _: None)
   pngs = sorted(os.path.basename(p) for p in out['files'] if p.endswith('.png'))
-  assert pngs == ['fig1_loss_vs_params.png', 'fig3a_loss_vs_heads.png']
+  assert pngs == ['curves.png', 'fig1_loss_vs_params.png', 'fig3a_loss_vs_heads.png']
   for name in pngs:
     with open(tmp_path / name, 'rb') as f:
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
@@ -233,3 +233,72 @@ def test_runs_measured_by_analyze_are_summarised_in_the_report(sweep_dir, tmp_pa
   (table,) = [p for p in out['files'] if p.endswith('attention_summary.md')]
   text = open(table).read()
   assert '| baseline | 8 | 2 | 8 | 1 |' in text and any('mean distance' in l for l in lines)
+
+
+# A tiny byte LM on README.md with two head sizes and two seeds: the runs of figure
+# 'position', on real text (the report adds the n-gram floor and the position effect).
+TEXT_SWEEP = '''
+from fixed_head.experiments import sweeps
+
+shakespeare = sweeps.load_module({shakespeare!r})
+
+
+def get_config(variant='fixed'):
+  c = shakespeare.get_config(variant)
+  c.data.update(dict(files={readme!r}, doc_per='line', seq_len=16))
+  c.model.update(dict(max_len=16, emb_dim=16, num_heads=2, num_layers=1, mlp_dim=32,
+                      head_size=16 if variant == 'fixed' else None))
+  c.update(dict(num_train_steps=4, batch_size=8, log_every_steps=2, eval_every_steps=2))
+  c.checkpoint.every_steps = 4
+  c.evals.valid = dict(type='lm', split='eval', num_examples=16, batch_size=8)
+  return c
+
+
+def sweep(arg='all'):
+  return [sweeps.run(v, {{'seed': s}}, figures=('position',))
+          for s in (0, 1) for v in ('baseline', 'fixed')]
+'''
+
+
+@pytest.fixture(scope='module')
+def text_sweep(tmp_path_factory):
+  root = tmp_path_factory.mktemp('text_report')
+  config_file = root / 'text_sweep.py'
+  config_file.write_text(TEXT_SWEEP.format(
+      shakespeare=os.path.join(REPO, 'configs', 'shakespeare.py'),
+      readme=os.path.join(REPO, 'README.md')))
+  sweep_dir = str(root / 'sweep')
+  train = functools.partial(trainer.train_and_evaluate, devices=jax.devices()[:1])
+  sweeps.run_sweep(str(config_file), sweep_dir, train=train, log=lambda _: None)
+  return sweep_dir
+
+
+def test_a_real_text_report_has_the_ngram_floor_curves_and_the_position_effect(text_sweep,
+                                                                               tmp_path):
+  from fixed_head.experiments import ngram  # pylint: disable=g-import-not-at-top
+  lines = []
+  out = report.write_report(text_sweep, str(tmp_path), log=lines.append)
+  names = sorted(os.path.basename(p) for p in out['files'])
+  assert {'curves.csv', 'curves.png', 'ngram_floor.md', 'position_effect.md',
+          'position_effect.png'} <= set(names)
+  # The floor: computed once for the sweep's data, kept, and beside every configuration.
+  (kept,) = [f for f in os.listdir(text_sweep) if f.startswith('ngram_floor-')]
+  expected = ngram.floor_for_run(os.path.join(text_sweep, 'fixed-seed=0'), log=lambda _: None)
+  with open(os.path.join(text_sweep, kept), encoding='utf-8') as f:
+    assert json.load(f)['orders']['5']['loss'] == pytest.approx(expected['orders'][5]['loss'])
+  summary = open(os.path.join(str(tmp_path), 'summary.md')).read()
+  assert summary.startswith('| variant | d | h | d_p |') and '5-gram floor' in summary
+  assert f"| {expected['orders'][5]['loss']:.4f} |" in summary
+  # Curves: every evaluation (steps 2 and 4) of every run.
+  with open(os.path.join(str(tmp_path), 'curves.csv'), encoding='utf-8') as f:
+    curve = list(csv.DictReader(f))
+  assert sorted({(r['run'], r['step']) for r in curve}) == sorted(
+      (f'{v}-seed={s}', str(step)) for v in ('baseline', 'fixed') for s in (0, 1)
+      for step in (2, 4))
+  assert 'loss_by_position/8-15' in curve[0]
+  # The position effect: d_p = 8 (baseline) against the reference d_p = 16, two seeds.
+  text = open(os.path.join(str(tmp_path), 'position_effect.md')).read()
+  assert '| 16 | 16 | 2 | 8 | 16 |' in text
+  again = report.write_report(text_sweep, str(tmp_path / 'again'), log=lines.append)
+  assert sum(line.startswith('n-gram floor for') for line in lines) == 1  # kept, not redone
+  assert again['summary'] == out['summary']

@@ -15,6 +15,15 @@ which runs belong to which):
   length_attention_distance.png  mean attention distance against n per model (runs measured
                               by analyze.py, at two or more n)
 
+Every evaluation of every finished run goes to curves.csv and curves.png
+(``fixed_head.experiments.curves``). On real text (data that knows no optimum) the report
+also scores a count n-gram model (``fixed_head.experiments.ngram``, Witten-Bell, orders 1 to
+7, trained on the run's train split, scored on the same eval rows and targets) once per
+distinct data and evaluator, kept in SWEEP_DIR/ngram_floor-<digest>.json, and writes it to
+ngram_floor.md and beside each configuration in summary.md: a model above the floor has not
+learned the short-range statistics, so it cannot test a long-context claim. The runs of
+figure 'position' get position_effect.md and .png (``fixed_head.experiments.position_effect``).
+
 Runs that ``analyze.py`` has measured (``attention_stats.csv`` in their workdir) are
 summarised in attention_summary.md: mean attention distance, local share and entropy per
 variant and n (``fixed_head.experiments.attention_summary``).
@@ -28,6 +37,7 @@ marked as parameter-matched: "fixed wins with more parameters" is not the paper'
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -36,7 +46,8 @@ from typing import Any
 from fixed_head import accounting, files, metrics
 from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
-from fixed_head.experiments import attention_stats, attention_summary, figures, over_seeds, sweeps
+from fixed_head.experiments import (attention_stats, attention_summary, curves, figures, ngram,
+                                    over_seeds, position_effect, sweeps)
 from fixed_head.train import run_record
 
 MATCH_TOLERANCE = 0.02  # parameter counts within 2% are "matched"
@@ -158,19 +169,115 @@ def _fmt(value: Any, digits: int = 4) -> str:
   return f'{value:.{digits}f}' if isinstance(value, float) else str(value)
 
 
-def table(summary: Sequence[dict[str, Any]]) -> str:
-  """A Markdown table of the summary (what RESULTS.md quotes)."""
+FLOOR_ORDER = 5  # the n-gram whose loss stands beside every real-text result
+
+
+def table(summary: Sequence[dict[str, Any]], floors: dict[int, dict] | None = None) -> str:
+  """A Markdown table of the summary (what RESULTS.md quotes); with ``floors`` ({n: ngram
+  result}) a column with the 5-gram's loss on the same targets."""
   metric = metric_of(summary)
   lengths = len({e['seq_len'] for e in summary}) > 1  # then a column n, and rows by n
   head = ('variant', *(('n',) if lengths else ()), 'd', 'h', 'd_p', 'params',
-          f'eval {metric} (mean ± std)', 'perplexity', 'seeds', 'parameter-matched with')
+          f'eval {metric} (mean ± std)', 'perplexity', 'seeds', 'parameter-matched with',
+          *((f'{FLOOR_ORDER}-gram floor',) if floors else ()))
   entries = sorted(summary, key=lambda e: e['seq_len']) if lengths else summary
+
+  def floor(e):
+    result = (floors or {}).get(e['seq_len'])
+    return (f"{result['orders'][FLOOR_ORDER]['loss']:.4f}",) if result else ('-',)
+
   return figures.markdown(head, [
       (e['variant'], *((e['seq_len'],) if lengths else ()), e['emb_dim'], e['num_heads'],
        e['head_size'], f"{e['params']:,}",
        f"{_fmt(e[metric + '_mean'])} ± {_fmt(e[metric + '_std'])}",
-       _fmt(e['perplexity_mean'], 3), e['seeds'], e['param_match'] or '-')
+       _fmt(e['perplexity_mean'], 3), e['seeds'], e['param_match'] or '-',
+       *(floor(e) if floors else ()))
       for e in entries])
+
+
+def _evaluated_data(workdir: str) -> tuple[str, dict]:
+  """(digest, the run's data config and report evaluator): what its n-gram floor depends
+  on."""
+  config = run_record.as_dict(run_record.load_config(workdir))
+  evaluator = _evaluator(run_record.load_config(workdir))
+  what = {'data': config['data'], 'eval': config['evals'][evaluator], 'evaluator': evaluator}
+  digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+  return digest[:16], what
+
+
+def ngram_floors(sweep_dir: str, rows: Sequence[dict[str, Any]],
+                 log: Callable[[str], None] = print) -> dict[int, dict]:
+  """{n: n-gram floor result} for the real-text runs of ``rows`` (none on the synthetic
+  language), computed once per distinct data and evaluator and kept in
+  SWEEP_DIR/ngram_floor-<digest>.json. Runs of one n with different data keep the first."""
+  floors: dict[int, dict] = {}
+  for row in rows:
+    if row['eval_gap_to_optimal'] != '' or row['seq_len'] in floors:
+      continue
+    workdir = os.path.join(sweep_dir, row['run'])
+    digest, what = _evaluated_data(workdir)
+    path = os.path.join(sweep_dir, f'ngram_floor-{digest}.json')
+    if os.path.exists(path):
+      with open(path, encoding='utf-8') as f:
+        result = json.load(f)
+    else:
+      log(f'n-gram floor for n = {row["seq_len"]} (the data of {row["run"]}) ...')
+      result = ngram.floor_for_run(workdir, evaluator=what['evaluator'], log=log)
+      files.write_atomically(path, json.dumps(result, indent=1) + '\n')
+    result['orders'] = {int(k): v for k, v in result['orders'].items()}
+    floors[row['seq_len']] = result
+  return floors
+
+
+def floor_table(floors: dict[int, dict]) -> str:
+  """The n-gram floors, one row per n and order: loss and loss by position bin."""
+  parts = []
+  for n, result in sorted(floors.items()):
+    orders = result['orders']
+    labels = list(next(iter(orders.values()))['loss_by_position'])
+    parts.append(f"n = {n}: {result['num_eval_tokens']:,} eval targets, "
+                 f"{result['num_train_tokens']:,} train tokens\n\n" + figures.markdown(
+                     ('order', 'loss', *(f't = {b}' for b in labels)),
+                     [(k, f"{o['loss']:.4f}", *(f"{o['loss_by_position'][b]:.4f}"
+                                                 for b in labels))
+                      for k, o in sorted(orders.items())]))
+  return '\n\n'.join(parts)
+
+
+def curve_rows(sweep_dir: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Every evaluation of every finished run (``curves.run_curve``), with the run's
+  configuration in front."""
+  out = []
+  for row in rows:
+    config = run_record.load_config(os.path.join(sweep_dir, row['run']))
+    lead = {k: row[k] for k in ('run', *CONFIG_COLUMNS, 'seed')}
+    out += [{**lead, **point} for point in curves.run_curve(
+        os.path.join(sweep_dir, row['run']), _evaluator(config))]
+  return out
+
+
+def position_runs(sweep_dir: str, rows: Sequence[dict[str, Any]]
+                  ) -> tuple[list[dict[str, Any]], list[str]]:
+  """(the runs of figure 'position' with their final loss and token count by position bin,
+  the names of those whose final evaluation has none: run eval.py on them)."""
+  runs, unmeasured = [], []
+  for row in rows:
+    if position_effect.FIGURE not in row['figures'].split(';'):
+      continue
+    workdir = os.path.join(sweep_dir, row['run'])
+    evaluator = _evaluator(run_record.load_config(workdir))
+    _, evals = over_seeds.final_evals(workdir)
+    found = {}
+    for what in ('loss', 'tokens'):
+      prefix = f'{evaluator}/{what}_by_position/'
+      found[what] = {k[len(prefix):]: v for k, v in evals.items() if k.startswith(prefix)}
+    if not found['loss']:
+      unmeasured.append(row['run'])
+      continue
+    runs.append({**{k: row[k] for k in ('emb_dim', 'num_heads', 'seq_len', 'head_size',
+                                         'seed')}, 'bins': found['loss'],
+                 'tokens': found['tokens']})
+  return runs, unmeasured
 
 
 # ---------------------------------------------------------------------------
@@ -408,10 +515,16 @@ def write_report(sweep_dir: str, output_dir: str | None = None, *,
              os.path.join(output_dir, 'summary.md')]
   files.write_atomically(written[0], figures.to_csv(rows, RESULT_COLUMNS))
   files.write_atomically(written[1], figures.to_csv(summary, summary_columns))
-  files.write_atomically(written[2], table(summary) + f'\n\n{footer}\n')
+  floors = ngram_floors(sweep_dir, rows, log)
+  files.write_atomically(written[2], table(summary, floors) + f'\n\n{footer}\n')
   written += plot_all(summary, output_dir, footer, name)
   written += plot_length(rows, output_dir, footer, name)
-  log(table(summary))
+  written += write_curves(sweep_dir, rows, output_dir, footer, name, metric_of(summary), floors)
+  if floors:
+    written.append(os.path.join(output_dir, 'ngram_floor.md'))
+    files.write_atomically(written[-1], floor_table(floors) + f'\n\n{footer}\n')
+  written += write_position_effect(sweep_dir, rows, output_dir, footer, name, floors, log)
+  log(table(summary, floors))
   gaps = length_gaps(rows)
   if gaps:
     written.append(os.path.join(output_dir, 'length_gaps.md'))
@@ -432,3 +545,48 @@ def write_report(sweep_dir: str, output_dir: str | None = None, *,
   for path in written:
     log(f'wrote {path}')
   return {'rows': rows, 'summary': summary, 'missing': missing, 'files': written}
+
+
+def write_curves(sweep_dir: str, rows: Sequence[dict[str, Any]], output_dir: str, footer: str,
+                 name: str, metric: str, floors: dict[int, dict]) -> list[str]:
+  """curves.csv and curves.png; the n-gram floors (orders 3, 5, 7) drawn when the runs
+  share one n."""
+  curve = curve_rows(sweep_dir, rows)
+  if not curve:
+    return []
+  leading = ('run', *CONFIG_COLUMNS, 'seed')
+  paths = [os.path.join(output_dir, curves.CSV), os.path.join(output_dir, curves.PNG)]
+  files.write_atomically(paths[0], figures.to_csv(curve, curves.columns(curve, leading)))
+  lines = {}
+  if metric == 'loss' and len({r['seq_len'] for r in rows}) == 1 and floors:
+    orders = next(iter(floors.values()))['orders']
+    lines = {f'{k}-gram floor': orders[k]['loss'] for k in (3, 5, 7) if k in orders}
+  curves.plot(curve, lambda r: (label(r) if len({x['seq_len'] for x in rows}) == 1 else
+                                f"{label(r)} n={r['seq_len']}"),
+              metric, paths[1], footer, f'{name}: eval {metric} during training', lines)
+  return paths
+
+
+def write_position_effect(sweep_dir: str, rows: Sequence[dict[str, Any]], output_dir: str,
+                          footer: str, name: str, floors: dict[int, dict],
+                          log: Callable[[str], None]) -> list[str]:
+  """position_effect.md and .png for the runs of figure 'position' (none without them)."""
+  runs, unmeasured = position_runs(sweep_dir, rows)
+  if unmeasured:
+    log(f'{len(unmeasured)} runs of figure {position_effect.FIGURE!r} have no loss by position '
+        f'in their final evaluation: python eval.py --workdir={sweep_dir}/{unmeasured[0]} '
+        '(and the others) adds it.')
+  floor = {n: {'bins': r['orders'][FLOOR_ORDER]['loss_by_position'],
+               'tokens': r['orders'][FLOOR_ORDER]['tokens_by_position']}
+           for n, r in floors.items() if FLOOR_ORDER in r['orders']}
+  entries = position_effect.effects(runs, floor, FLOOR_ORDER)
+  if not entries:
+    return []
+  paths = [os.path.join(output_dir, 'position_effect.md'),
+           os.path.join(output_dir, 'position_effect.png')]
+  text = position_effect.table(entries)
+  files.write_atomically(paths[0], text + f'\n\n{footer}\n')
+  position_effect.plot(entries, paths[1], footer,
+                       f'{name}: where a small head costs (loss by target position)')
+  log(text)
+  return paths
