@@ -1,6 +1,7 @@
 """analyze.py and fixed_head.experiments.attention_stats: the recomputed attention weights
 against a float64 NumPy forward pass, the statistics on hand-made weights, and the command on
-a tiny trained run (its csv and png, what it may replace, its one-line refusals)."""
+a tiny trained run (its csv and png, what it may replace, its one-line refusals), with
+fixed_head.experiments.logit_rank's files on that run (the rest: test_logit_rank.py)."""
 
 import csv
 import json
@@ -15,12 +16,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import numpy_reference
 import repo_configs
-from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
+from fixed_head.evaluators import common as evaluators
 from fixed_head.experiments import attention_stats as stats
-from fixed_head.experiments import attention_summary, figures
-from fixed_head.nn import build_model
+from fixed_head.experiments import attention_summary, figures, logit_rank
+from fixed_head.train import vocab
 
 SCRIPT = os.path.join(repo_configs.REPO, 'analyze.py')
 
@@ -28,35 +30,6 @@ SCRIPT = os.path.join(repo_configs.REPO, 'analyze.py')
 # ---------------------------------------------------------------------------------------
 # The weights, against float64 NumPy
 # ---------------------------------------------------------------------------------------
-
-
-def _random_model(norm: str, scan_layers: bool):
-  """A tiny LM (2 layers, h = 3 heads of d_p = 5 at d = 8, n = 7) with every parameter
-  random, biases and LayerNorm scales included."""
-  config = ModelConfig(vocab_size=13, emb_dim=8, num_heads=3, head_size=5, num_layers=2,
-                       mlp_dim=16, max_len=7, norm=norm, scan_layers=scan_layers,
-                       dropout_rate=0.0, attention_dropout_rate=0.0)
-  # Built abstractly, then filled with NumPy draws: no initialiser is compiled.
-  model = nnx.eval_shape(lambda: build_model(config, rngs=nnx.Rngs(0)))
-  shapes, tree = jax.tree.flatten(nnx.state(model, nnx.Param))
-  rng = np.random.default_rng(1)
-  nnx.update(model, jax.tree.unflatten(tree, [
-      jnp.asarray(0.5 * rng.standard_normal(a.shape), a.dtype) for a in shapes]))
-  return model
-
-
-def _layer_params(model, layer: int) -> dict:
-  """Layer ``layer``'s parameters as float64 NumPy (cut from the stacked ones with scan)."""
-  blocks = nnx.to_pure_dict(nnx.state(model, nnx.Param))['decoder']['blocks']
-  pick = ((lambda a: a[layer]) if model.config.scan_layers else (lambda a: a))
-  tree = blocks if model.config.scan_layers else blocks[layer]
-  return jax.tree.map(lambda a: np.asarray(pick(a), np.float64), tree)
-
-
-def _layer_norm(x, p, eps):
-  mean = x.mean(-1, keepdims=True)
-  var = ((x - mean) ** 2).mean(-1, keepdims=True)
-  return (x - mean) / np.sqrt(var + eps) * p['scale'] + p['bias']
 
 
 def _numpy_weights(model, tokens, segment_ids):
@@ -74,7 +47,7 @@ def _numpy_weights(model, tokens, segment_ids):
           & (segment_ids[:, :, None] > 0))[:, None]  # [b, 1, n, n]
   out = []
   for layer in range(c.num_layers):
-    p = _layer_params(model, layer)
+    p = numpy_reference.layer_params(model, layer)
     a = p['attention']
 
     def attention(y, a=a):
@@ -95,16 +68,16 @@ def _numpy_weights(model, tokens, segment_ids):
 
     for f, norm in ((attention, p['attention_norm']), (mlp, p['mlp_norm'])):
       if c.norm == 'post':
-        x = _layer_norm(x + f(x), norm, c.layer_norm_eps)
+        x = numpy_reference.layer_norm(x + f(x), norm, c.layer_norm_eps)
       else:
-        x = x + f(_layer_norm(x, norm, c.layer_norm_eps))
+        x = x + f(numpy_reference.layer_norm(x, norm, c.layer_norm_eps))
   return out, mask
 
 
 @pytest.mark.parametrize('norm, scan_layers', [('post', False), ('pre', False),
                                                ('pre', True)])
 def test_recomputed_weights_match_float64_numpy(norm, scan_layers):
-  model = _random_model(norm, scan_layers)
+  model = numpy_reference.random_model(norm, scan_layers)
   tokens = np.asarray(jax.random.randint(jax.random.key(2), (3, 7), 0, 13), np.int32)
   # Two packed documents and padding; a row that is all one document; one all padding.
   segment_ids = np.asarray([[1, 1, 1, 2, 2, 0, 0], [1] * 7, [0] * 7], np.int32)
@@ -198,7 +171,7 @@ def _read(path):
 
 
 def test_writes_a_row_per_layer_and_head_and_a_plot(workdir):
-  done = run(f'--workdir={workdir}', '--num_rows=12')
+  done = run(f'--workdir={workdir}', '--num_rows=12', '--ablation_ranks=8,4')
   assert done.returncode == 0, done.stderr
   rows = _read(os.path.join(workdir, stats.CSV))
   assert list(rows[0]) == list(stats.COLUMNS)
@@ -213,6 +186,19 @@ def test_writes_a_row_per_layer_and_head_and_a_plot(workdir):
   with open(os.path.join(workdir, stats.PNG), 'rb') as f:
     assert f.read(4) == b'\x89PNG'
   assert '| layer | head |' in done.stdout and 'uniform causal attention' in done.stdout
+
+  # logit_rank: per layer and head the spectrum of S (k = min(n, d_p) = 16 values), per
+  # rank 4, 8 and 16 (d_p: uncut, always run) the loss by target-position bin.
+  ranks = _read(os.path.join(workdir, logit_rank.CSV))
+  assert list(ranks[0]) == list(logit_rank.spectrum_columns(16)) and len(ranks) == 4
+  for r in ranks:
+    assert 1 <= float(r['erank']) <= 16 and float(r['s1']) == 1 >= float(r['s16']) >= 0
+    assert 1 <= float(r['rank90']) <= float(r['rank99']) <= 16 and r['d_p'] == '16'
+  cuts = _read(os.path.join(workdir, logit_rank.ABLATION_CSV))
+  assert list(cuts[0]) == list(logit_rank.ablation_columns(['1', '2-3', '4-7', '8-15',
+                                                             '16-31']))
+  assert [c['r'] for c in cuts] == ['4', '8', '16'] and len({c['num_tokens'] for c in cuts}) == 1
+  assert '| layer | head | erank |' in done.stdout and '| r | loss |' in done.stdout
 
   # The same numbers in process, and its own earlier output is replaced.
   again = stats.analyze(workdir, num_rows=12, log=lambda _: None)
@@ -229,6 +215,45 @@ def test_a_file_it_did_not_write_is_never_overwritten(workdir, tmp_path):
     stats.analyze(other, num_rows=4, log=lambda _: None)
   with open(os.path.join(other, stats.PNG), 'rb') as f:
     assert f.read() == b'someone else\'s figure'
+
+
+def test_uncut_rank_is_the_lm_evaluators_loss(workdir):
+  restored = stats.restore(workdir)
+  setup, params, _ = restored
+  got = logit_rank.analyze(workdir, num_rows=12, ranks=(8,), restored=restored,
+                           log=lambda _: None)['ablation']
+  assert [a['r'] for a in got] == [8, 16]  # d_p = 16: no cut, always run
+  evaluator = evaluators.LMEvaluator(
+      {'type': 'lm', 'num_examples': 12, 'batch_size': 8}, setup.config.data, setup.task,
+      setup.model_of, setup.put_batch, tokenizer=vocab.for_run(setup.config, workdir,
+                                                               train=False))
+  want = evaluator(params)
+  assert got[1]['loss'] == pytest.approx(want['loss'], abs=1e-5)
+  assert got[1]['num_tokens'] == want['num_tokens'] and got[1]['num_rows'] == 12
+
+
+def test_rank_files_it_did_not_write_are_never_overwritten(workdir, tmp_path):
+  other = str(tmp_path / 'run')
+  shutil.copytree(workdir, other)
+  for name in (stats.CSV, stats.PNG):
+    if os.path.exists(os.path.join(other, name)):
+      os.remove(os.path.join(other, name))
+  with open(os.path.join(other, logit_rank.ABLATION_CSV), 'w', encoding='utf-8') as f:
+    f.write('r,loss\n4,1.0\n')
+  done = run(f'--workdir={other}', '--num_rows=4')
+  assert done.returncode == 2 and 'never overwritten' in done.stderr, done.stderr
+  assert done.stderr.strip().count('\n') == 0
+  assert not os.path.exists(os.path.join(other, stats.CSV))  # refused before any writing
+  with open(os.path.join(other, logit_rank.ABLATION_CSV), encoding='utf-8') as f:
+    assert f.read() == 'r,loss\n4,1.0\n'
+  os.remove(os.path.join(other, logit_rank.ABLATION_CSV))
+  with open(os.path.join(other, logit_rank.CSV), 'w', encoding='utf-8') as f:
+    f.write(','.join(stats.COLUMNS) + '\n')  # attention_stats's header, not this one
+  model = stats.restore(other)[0].model_config
+  with pytest.raises(UsageError, match='logit_rank.csv exists and is not an earlier output'):
+    logit_rank.check(other, model, None)
+  with pytest.raises(UsageError, match='--ablation_ranks=4,32: ranks above d_p = 16'):
+    logit_rank.check(workdir, model, (4, 32))
 
 
 def test_a_bad_workdir_is_one_line_and_exit_2(tmp_path):

@@ -243,7 +243,7 @@ def stat_rows(measured: dict[str, Any], model: ModelConfig, step: int,
   return rows
 
 
-def _check_replaceable(path: str, ours: Callable[[bytes], bool]) -> None:
+def check_replaceable(path: str, ours: Callable[[bytes], bool]) -> None:
   """UsageError unless ``path`` is absent or this analysis's own earlier output."""
   if files.exists(path) and not (files.is_file(path) and ours(files.read_bytes(path))):
     raise UsageError(f'{path} exists and is not an earlier output of analyze.py: move it '
@@ -312,8 +312,8 @@ def analyze(workdir: str, *, num_rows: int = 256, step: int | None = None,
     raise UsageError(f'--num_rows={num_rows!r}: must be a positive integer.')
   csv_path, png_path = files.join(workdir, CSV), files.join(workdir, PNG)
   setup, params, step = restore(workdir, step)
-  _check_replaceable(csv_path, _is_our_csv)
-  _check_replaceable(png_path, _is_our_png)
+  check_replaceable(csv_path, _is_our_csv)
+  check_replaceable(png_path, _is_our_png)
   measured = measure(setup, params, workdir, num_rows)
   model = setup.model_config
   rows = stat_rows(measured, model, step, int(setup.config.seed))
