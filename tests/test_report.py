@@ -299,6 +299,14 @@ def test_a_real_text_report_has_the_ngram_floor_curves_and_the_position_effect(t
   # The position effect: d_p = 8 (baseline) against the reference d_p = 16, two seeds.
   text = open(os.path.join(str(tmp_path), 'position_effect.md')).read()
   assert '| 16 | 16 | 2 | 8 | 16 |' in text
+  # Runs analyze.py measured: their logit ranks and rank ablation, summarised.
+  from fixed_head.experiments import logit_rank  # pylint: disable=g-import-not-at-top
+  for run in ('baseline-seed=0', 'baseline-seed=1'):
+    logit_rank.analyze(os.path.join(text_sweep, run), num_rows=8, log=lambda _: None)
   again = report.write_report(text_sweep, str(tmp_path / 'again'), log=lines.append)
+  ablation = open(os.path.join(str(tmp_path / 'again'), 'rank_ablation.md')).read()
+  assert '| baseline | 16 | 2 | 8 | 2 |' in ablation  # d_p = 8, two seeds
+  assert '| baseline | 16 | 2 | 8 | 4 | 2 |' in ablation  # cut to r = 4, two seeds
   assert sum(line.startswith('n-gram floor for') for line in lines) == 1  # kept, not redone
   assert again['summary'] == out['summary']
+  assert 'rank_ablation.png' in [os.path.basename(p) for p in again['files']]

@@ -26,7 +26,9 @@ figure 'position' get position_effect.md and .png (``fixed_head.experiments.posi
 
 Runs that ``analyze.py`` has measured (``attention_stats.csv`` in their workdir) are
 summarised in attention_summary.md: mean attention distance, local share and entropy per
-variant and n (``fixed_head.experiments.attention_summary``).
+variant and n (``fixed_head.experiments.attention_summary``); their logit ranks and rank
+ablation (``logit_rank.csv``, ``rank_ablation.csv``) in rank_ablation.md and .png
+(``fixed_head.experiments.rank_summary``).
 
 The plotted metric is the gap to the optimal loss where the data knows its optimum (the
 synthetic language), else the eval loss. Error bars are the sample standard deviation over
@@ -47,7 +49,7 @@ from fixed_head import accounting, files, metrics
 from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
 from fixed_head.experiments import (attention_stats, attention_summary, curves, figures, ngram,
-                                    over_seeds, position_effect, sweeps)
+                                    over_seeds, position_effect, rank_summary, sweeps)
 from fixed_head.train import run_record
 
 MATCH_TOLERANCE = 0.02  # parameter counts within 2% are "matched"
@@ -539,6 +541,16 @@ def write_report(sweep_dir: str, output_dir: str | None = None, *,
     log(attention_summary.table(attention))
     if len({e['n'] for e in attention}) > 1:
       written.append(plot_attention_vs_n(attention, output_dir, footer, name))
+  ranked = rank_summary.measured([os.path.join(sweep_dir, r['run']) for r in rows])
+  if ranked:
+    ranks, ablation = rank_summary.summarize(ranked)
+    text = rank_summary.table(ranks, ablation)
+    written.append(os.path.join(output_dir, 'rank_ablation.md'))
+    files.write_atomically(written[-1], text + f'\n\n{footer}\n')
+    log(text)
+    if ablation:
+      written.append(rank_summary.plot(ablation, os.path.join(output_dir, 'rank_ablation.png'),
+                                       footer, f'{name}: every head cut to rank r'))
   if missing:
     log(f'{len(missing)} of {len(rows) + len(missing)} runs have not finished: '
         f'{", ".join(missing[:5])}{" ..." if len(missing) > 5 else ""}')
