@@ -126,6 +126,39 @@ def bucket(url: str) -> str:
   return f'{scheme}://{rest.split("/", 1)[0]}'
 
 
+def check_url_readable(url: str) -> None:
+  """Raises ``PermissionError`` (no credentials) or ``FileNotFoundError`` (no such bucket),
+  each saying what to do, before anything is read from ``url``: without credentials gcsfs
+  retries for about a minute and then fails with pages of tracebacks."""
+  if url.startswith('gs://') and not os.environ.get('STORAGE_EMULATOR_HOST'):
+    import google.auth  # pylint: disable=g-import-not-at-top
+    import google.auth.exceptions  # pylint: disable=g-import-not-at-top
+    try:
+      google.auth.default()
+    except google.auth.exceptions.DefaultCredentialsError:
+      raise PermissionError(
+          f'no Google Cloud credentials to read {url}: run `gcloud auth application-default '
+          'login` (on a TPU or GCE VM, the VM\'s service account is used)') from None
+  if not epath.Path(bucket(url)).exists():
+    raise FileNotFoundError(
+        f'bucket {bucket(url)} does not exist or this account cannot see it: check the path')
+
+
+def check_writable_dir(path: str) -> None:
+  """Raises ``PermissionError`` saying what to fix unless files can be made in the directory
+  ``path`` (or, if it does not exist yet, in its nearest existing parent). Local paths ask
+  the kernel (``os.access``); a URL writes and deletes one probe object
+  (``check_url_writable``)."""
+  if is_url(path):
+    check_url_writable(path)
+    return
+  existing = os.path.abspath(path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not (os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK)):
+    raise PermissionError(f'{existing} cannot be written (Permission denied)')
+
+
 def check_url_writable(url: str) -> None:
   """Raises ``PermissionError`` (no credentials, no permission) or ``FileNotFoundError`` (no
   such bucket), each saying what to do, unless an object can be written under ``url``. It

@@ -113,7 +113,13 @@ def load(workdir: str) -> dict[str, Any] | None:
 
 
 def check_run_dir(workdir: str) -> None:
-  """UsageError unless ``workdir`` is a directory (what eval.py and load_model read)."""
+  """UsageError unless ``workdir`` is a directory (what eval.py, sample.py, analyze.py,
+  floor.py and load_model read); a bucket is checked for credentials first."""
+  if files.is_url(workdir):
+    try:
+      files.check_url_readable(workdir)
+    except OSError as e:
+      raise UsageError(f'--workdir={workdir}: {e}.') from None
   if not files.exists(workdir):
     raise UsageError(f'--workdir={workdir} does not exist: train a run there first '
                      f'(python train.py --config=... --workdir={workdir}).')

@@ -536,9 +536,10 @@ def _train_loop(config, setup: Setup, state: State, train_iter, evaluators, mana
 
 def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
              step: int | None = None, devices: Sequence[jax.Device] | None = None,
-             other_data: bool = False, all_steps: bool = False) -> dict[str, Any]:
+             other_data: bool = False, all_steps: bool = False,
+             output_dir: str | None = None) -> dict[str, Any]:
   """Runs the evaluators on checkpoint ``step`` (default: latest) of ``workdir`` and writes
-  the results to ``workdir/eval/``. Returns {'step', 'evals', 'path'} (of the last step).
+  the results to ``workdir/eval/`` (or ``output_dir``, for a run that cannot be written). Returns {'step', 'evals', 'path'} (of the last step).
   ``all_steps``: every checkpoint kept, oldest first, one file each (a learning curve after
   the fact, with what the evaluators measure today); the model is built once.
 
@@ -556,6 +557,15 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   setup = build_setup(config, devices)
   config = setup.config
   target = run_record.eval_target(config, workdir, other_data=other_data)
+  out_dir = output_dir or files.join(workdir, 'eval')
+  if jax.process_index() == 0:
+    try:  # before anything is evaluated: the results must have a place to go
+      files.check_writable_dir(out_dir)
+    except OSError as e:
+      fix = ('give a writable --output directory' if output_dir else
+             f'eval.py writes its results to {out_dir}: fix its permissions, or give '
+             '--output=DIR (a writable directory) for them')
+      raise UsageError(f'{e}; {fix}.') from None
   steps = checkpoints.all_steps(workdir) if all_steps else [step]
   tokenizer = vocab.for_run(config, workdir, train=False)  # the run's, never trained here
   evaluators = None
@@ -563,7 +573,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
     step, params = checkpoints.load_params(workdir, step, setup.abstract_state['params'])
     evaluators = evaluators or _build_evaluators(setup, tokenizer)
     results = {name: evaluator(params) for name, evaluator in evaluators.items()}
-    path = files.join(workdir, 'eval', target.format(step=step))
+    path = files.join(out_dir, target.format(step=step))
     if jax.process_index() == 0:
       for name, result in results.items():
         print(_eval_line(name, step, result), flush=True)
