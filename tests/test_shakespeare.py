@@ -88,7 +88,8 @@ def test_the_default_pattern_unfetched_names_the_fetch_command(tmp_path, monkeyp
   monkeypatch.setattr(shakespeare, 'DEFAULT_FILES', os.path.join(default, '*.txt'))
   with pytest.raises(UsageError, match=rf"data.files='{default}/\*.txt' matches no file; the "
                      rf'Shakespeare texts are not fetched yet: run `python -m '
-                     rf'fixed_head.data.shakespeare {default}` once\.$'):
+                     rf'fixed_head.data.shakespeare {default}` once \(or fetch them into DIR and '
+                     r'give --config\.data\.files=DIR/\*\.txt\)\.$'):
     text.read_documents(os.path.join(default, '*.txt'))
   with pytest.raises(UsageError, match=r'matches no file; give a glob of UTF-8 text files'):
     text.read_documents(str(tmp_path / 'other' / '*.txt'))
@@ -97,3 +98,15 @@ def test_the_default_pattern_unfetched_names_the_fetch_command(tmp_path, monkeyp
 def test_the_config_reads_the_default_directory():
   from repo_configs import load  # pylint: disable=g-import-not-at-top
   assert load('shakespeare').get_config().data.files == shakespeare.DEFAULT_FILES
+
+
+def test_the_fetch_command_runs_as_a_module_without_runpy_warnings():
+  """`python -m fixed_head.data.shakespeare` is not imported by the package before runpy
+  runs it (which would print a RuntimeWarning), and says how to use it without a directory."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  got = subprocess.run([sys.executable, '-m', 'fixed_head.data.shakespeare'],
+                       capture_output=True, text=True, timeout=120)
+  assert got.returncode == 2
+  assert got.stderr.strip().splitlines() == [
+      'error: usage: python -m fixed_head.data.shakespeare OUTPUT_DIR']

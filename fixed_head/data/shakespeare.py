@@ -43,7 +43,8 @@ def fetch_hint(pattern: str) -> str:
   if os.path.expanduser(pattern) != DEFAULT_FILES:
     return ''
   return (f'; the Shakespeare texts are not fetched yet: run `python -m '
-          f'fixed_head.data.shakespeare {DEFAULT_DIR}` once')
+          f'fixed_head.data.shakespeare {DEFAULT_DIR}` once (or fetch them into DIR and give '
+          '--config.data.files=DIR/*.txt)')
 
 
 def download() -> bytes:
@@ -100,6 +101,10 @@ def prepare(output_dir: str) -> list[str]:
   written = extract(archive, output_dir)
   size = sum(os.path.getsize(p) for p in written)
   print(f'wrote {len(written)} texts ({size / 1e6:.1f} MB) to {output_dir}', flush=True)
+  pattern = os.path.join(output_dir, '*.txt')
+  if os.path.abspath(pattern) != DEFAULT_FILES:  # configs/shakespeare.py reads the default
+    print(f'configs/shakespeare.py reads {DEFAULT_FILES}: train on these with '
+          f"--config.data.files='{pattern}'", flush=True)
   return written
 
 
