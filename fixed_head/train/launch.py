@@ -79,12 +79,19 @@ def _override_error(error: BaseException, argv: Sequence[str]) -> str | None:
   return f'error: {override}: the config has no field {key!r}{hint}'
 
 
+HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
+
+
 def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl flag parsing (``app.run(main, flags_parser=parse_flags)``) where a bad flag, an
   unknown ``--config.`` field or a config file that cannot be loaded is one line and exit 2.
   A config file that raises something other than ValueError / OSError is a bug: traceback."""
   try:
     rest = flags.FLAGS(argv)
+  except SystemExit as e:  # absl's --help / --helpfull print the flags, then exit 1
+    if e.code == 1 and any(a.split('=')[0] in HELP_FLAGS for a in argv[1:]):
+      sys.exit(0)  # asked for, and given: not an error
+    raise
   except flags.Error as e:
     root = _root(e)
     if root is not e and not isinstance(root, (ValueError, OSError)):
