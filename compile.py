@@ -29,7 +29,8 @@ def main(argv):
   launch.quiet_start()
   f = flags.FLAGS
   devices = tpu.topology_devices(f.topology)
-  report = compile_check.check(f.config, devices, f.topology)
+  report = compile_check.check(f.config, devices, f.topology,
+                               log=lambda line: print(line, flush=True))
   *lines, verdict = compile_check.describe(report)
   print('\n'.join(lines), flush=True)
   if not report.fits:  # the verdict goes to stderr, as every error's one line does

@@ -174,3 +174,16 @@ def test_batch_spec_is_checked_against_the_rows():
   rows['tokens'] = rows['tokens'].astype(np.int64)
   with pytest.raises(ValueError, match='not the layout batch_spec promised'):
     data_lib.check_batch_spec(rows, spec)
+
+
+def test_each_compilation_is_announced_before_it_starts():
+  """compile.py prints a line as each step starts compiling (minutes for a slice on a CPU),
+  naming the step, its rows and where it is compiled for; here a tiny config on the CPU."""
+  import jax  # pylint: disable=g-import-not-at-top
+  config = _config('default', 'fixed')
+  lines = []
+  report = compile_check.check(config, jax.devices()[:1], log=lines.append)
+  assert [s.name for s in report.steps] == ['train', 'eval']
+  assert [line.split(' (')[0] for line in lines] == ['compiling the train step',
+                                                     'compiling the eval step']
+  assert lines[0].startswith(f'compiling the train step ({config.batch_size} rows for cpu, 1 x ')

@@ -19,6 +19,7 @@ import dataclasses
 import math
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -99,7 +100,9 @@ def _out_of_memory(error: Exception) -> str | None:
   return re.sub(r'\s+', ' ', line).strip()
 
 
-def _compile(name: str, rows: int, make) -> StepResult:
+def _compile(name: str, rows: int, make, log: Callable[[str], None] = lambda _: None,
+             where: str = '') -> StepResult:
+  log(f'compiling the {name} step ({rows} rows{where}); on a CPU host this takes minutes ...')
   start = time.perf_counter()
   try:
     compiled = make()
@@ -151,20 +154,24 @@ def remedies(config: ml_collections.ConfigDict, setup: trainer.Setup) -> tuple[s
 
 
 def check(config: ml_collections.ConfigDict, devices: list[jax.Device],
-          topology: str = '', *, eval_step: bool = True) -> Report:
+          topology: str = '', *, eval_step: bool = True,
+          log: Callable[[str], None] = lambda _: None) -> Report:
   """Compiles ``config``'s train and eval steps (``eval_step=False``: the train step only)
   for ``devices`` (a slice's compile-only devices) and reports their memory against the
-  chip's HBM, FLOPs and attention choices."""
+  chip's HBM, FLOPs and attention choices; ``log`` hears of each compilation as it starts."""
   platform = devices[0].platform
   with attention.compiling_for(platform), attention.recorded_choices() as calls:
     setup = trainer.build_setup(config, devices)
     config = setup.config  # validated: the batch in rows
+    where = (f' for {topology or devices[0].platform}, {len(devices)} x '
+             f'{devices[0].device_kind}, mesh {dict(setup.mesh.shape)}')
     train = _compile('train', config.batch_size,
-                     lambda: trainer.compile_train_step(setup)[0])
+                     lambda: trainer.compile_train_step(setup)[0], log, where)
     steps = (train,)
     if eval_step:
       eval_rows, eval_data = _eval_rows(config)
-      steps += (_compile('eval', eval_rows, lambda: _eval_step(setup, eval_rows, eval_data)),)
+      steps += (_compile('eval', eval_rows, lambda: _eval_step(setup, eval_rows, eval_data),
+                         log, where),)
   counted: dict[tuple[str, str, int, str], int] = {}
   for c in calls:
     key = (c['implementation'], c['reason'], c['head_size'], c['dtype'])
