@@ -8,6 +8,11 @@ Around it: ``tasks``, ``evaluators``, ``data``, ``train`` (trainer, run configs,
 sharding, ...) and ``experiments`` (sweeps, the report, the theory figures).
 """
 
+from fixed_head import platforms
 from fixed_head.config import ModelConfig
+
+# libtpu installed (for compiling to TPU slices) but no TPU here: JAX stays on the CPU
+# instead of printing libtpu's errors. A platform the user chose is never overridden.
+platforms.skip_absent_tpu()
 
 __all__ = ['ModelConfig']

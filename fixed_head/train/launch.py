@@ -15,8 +15,7 @@ from collections.abc import Sequence
 import jax
 from absl import flags, logging
 
-from fixed_head import errors
-from fixed_head.train import tpu
+from fixed_head import errors, platforms
 
 USAGE_ERROR = errors.UsageError.exit_code  # a bad config, workdir, input or checkpoint
 
@@ -36,7 +35,7 @@ def quiet_start() -> None:
   from opening one (and libtpu, if installed, from printing why it cannot)."""
   if not any(a.startswith(('--verbosity', '-v')) for a in sys.argv[1:]):
     logging.set_verbosity(logging.WARNING)
-  tpu.skip_absent_tpu()
+  platforms.skip_absent_tpu()
 
 
 def initialize() -> None:

@@ -5,24 +5,20 @@ machine: ``topology_devices('v5e:2x2')`` gives the slice's devices (compile-only
 nothing), laid out as on the real interconnect, and ``jax.jit(...).lower(...).compile()``
 for them is the compile a TPU VM would do, Mosaic kernels included. ``compile.py`` uses it.
 
-libtpu also changes an ordinary CPU run: JAX then tries to open a TPU at start-up, and
-libtpu prints half a dozen lines of errors about the missing accelerator. ``skip_absent_tpu``
-(called by the entry points' start-up) tells JAX not to try where no TPU chip is attached.
+libtpu also changes an ordinary CPU run: JAX then tries to open a TPU at start-up;
+``fixed_head.platforms.skip_absent_tpu`` keeps it on the CPU where no TPU chip is attached.
 """
 
 from __future__ import annotations
 
-import glob
 import importlib.metadata
-import importlib.util
 import os
 import re
 
 import jax
 
 from fixed_head.errors import UsageError
-
-_GOOGLE_PCI_VENDOR = '0x1ae0'  # what a TPU chip shows in /sys/bus/pci/devices/*/vendor
+from fixed_head.platforms import libtpu_installed, platforms_chosen
 
 # Per-chip HBM in GiB, by jax's device_kind, from Google Cloud's TPU pages (v4: 32 GiB,
 # v5e: 16, v5p: 95, v6e: 32). v4 and v5p run as one device a chip (megacore).
@@ -35,42 +31,11 @@ EXAMPLES = ('v4:2x2x1', 'v4:2x2x2', 'v5e:2x2', 'v5e:4x4', 'v5e:8x8', 'v5p:2x2x1'
             'v6e:2x2', 'v6e:4x4')
 
 
-def libtpu_installed() -> bool:
-  return importlib.util.find_spec('libtpu') is not None
-
-
 def libtpu_version() -> str | None:
   try:
     return importlib.metadata.version('libtpu')
   except importlib.metadata.PackageNotFoundError:
     return None
-
-
-def has_tpu_chip() -> bool:
-  """Whether a TPU chip is attached to this machine (what libtpu would open)."""
-  for path in glob.glob('/sys/bus/pci/devices/*/vendor'):
-    try:
-      with open(path) as f:
-        if f.read().strip() == _GOOGLE_PCI_VENDOR:
-          return True
-    except OSError:
-      continue
-  return False
-
-
-def _platforms_chosen() -> bool:
-  """Whether the user chose JAX's platforms (JAX_PLATFORMS or jax_platforms)."""
-  return bool(os.environ.get('JAX_PLATFORMS') or jax.config.jax_platforms)
-
-
-def skip_absent_tpu() -> None:
-  """With libtpu installed but no TPU chip here (and no JAX_PLATFORMS chosen), run on the
-  CPU without JAX trying, and libtpu complaining about, a TPU. Call before JAX starts its
-  backends. A machine with an NVIDIA GPU is left to JAX's own choice."""
-  if (_platforms_chosen() or not libtpu_installed() or has_tpu_chip()
-      or glob.glob('/dev/nvidia[0-9]*')):
-    return
-  jax.config.update('jax_platforms', 'cpu')
 
 
 def _compile_only_environment() -> None:
@@ -80,7 +45,7 @@ def _compile_only_environment() -> None:
                      ('TPU_WORKER_HOSTNAMES', 'localhost'), ('TPU_WORKER_ID', '0'),
                      ('TPU_HOST_BOUNDS', '1,1,1')):
     os.environ.setdefault(key, value)
-  if not _platforms_chosen():
+  if not platforms_chosen():
     jax.config.update('jax_platforms', 'cpu')  # the host runs nothing but the compiler
 
 
