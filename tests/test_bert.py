@@ -185,6 +185,17 @@ def test_init_from_errors_name_the_field(pretrained, tmp_path):
       trainer.train_and_evaluate(config, str(tmp_path / 'b'), devices=ONE)
 
 
+def test_a_fine_tune_refused_for_its_data_writes_nothing(pretrained, tmp_path):
+  """MNLI not prepared (no TFDS data here): one line, and the new workdir is not made (the
+  pre-training run's vocabulary is copied there only once the run starts)."""
+  workdir, _, _ = pretrained
+  config = mnli_config(workdir)
+  config.data.data_dir = str(tmp_path / 'no_tfds_data')
+  with pytest.raises(UsageError):
+    trainer.train_and_evaluate(config, str(tmp_path / 'mnli'), devices=ONE)
+  assert not os.path.exists(tmp_path / 'mnli')
+
+
 def squad_config(init_from, steps=3):
   c = base_config(steps)
   c.task = ml_collections.ConfigDict(dict(name='span_qa'))

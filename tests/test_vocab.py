@@ -73,6 +73,10 @@ def test_wordpiece_keeps_a_copy_in_every_workdir(tmp_path):
   finetune = vocab.for_data(data, workdir=str(tmp_path / 'finetune'),
                             init_from=str(tmp_path / 'pretrain'))
   assert finetune.path == str(tmp_path / 'pretrain' / 'vocab.txt')
+  # Resolving it writes nothing: a run refused after this (its data missing, say) leaves its
+  # new workdir as it was. The run keeps its copy when it starts (record).
+  assert not (tmp_path / 'finetune').exists()
+  vocab.record(str(tmp_path / 'finetune'), finetune)
   copy = tmp_path / 'finetune' / 'vocab.txt'
   assert copy.read_bytes() == (tmp_path / 'pretrain' / 'vocab.txt').read_bytes()
   assert vocab.describe(first)['sha256'] == files.sha256(str(copy))

@@ -83,7 +83,8 @@ def wordpiece_vocab(*, vocab: str | None, vocab_size: int, workdir: str | None,
   """The vocabulary of a run, the first of: ``vocab`` (``data.vocab``, a path);
   ``init_from/vocab.txt``; ``workdir/vocab.txt``; else one trained on ``texts_fn()`` (called
   only then; None: never trained) and saved as ``workdir/vocab.txt``. Its size must be
-  ``vocab_size``; ``workdir`` keeps a copy (process 0)."""
+  ``vocab_size``. ``record`` keeps a copy in the workdir once the run starts (a run refused
+  before that leaves its new workdir as it was)."""
   if vocab:
     path = files.absolute(vocab)
     if not files.is_file(path):
@@ -117,7 +118,6 @@ def wordpiece_vocab(*, vocab: str | None, vocab_size: int, workdir: str | None,
     raise UsageError(f'data.vocab_size={vocab_size} does not match the vocabulary {path!r} '
                      f'({tokenizer.vocab_size} tokens); set data.vocab_size and '
                      f'model.vocab_size to {tokenizer.vocab_size}.')
-  _keep_copy(path, workdir)
   return tokenizer
 
 
@@ -188,7 +188,10 @@ def check(workdir: str, used: Mapping[str, Any]) -> None:
 
 
 def record(workdir: str, tokenizer) -> None:
-  """Writes ``workdir/tokenizer.json`` (process 0's call) when the run has none yet."""
+  """Writes ``workdir/tokenizer.json`` (process 0's call) when the run has none yet, and a
+  copy of a WordPiece vocabulary read from elsewhere as ``workdir/vocab.txt``."""
+  if isinstance(tokenizer, wordpiece.WordPieceTokenizer) and tokenizer.path:
+    _keep_copy(tokenizer.path, workdir)
   if tokenizer is None or recorded(workdir) is not None:
     return
   files.write_atomically(files.join(workdir, RECORD),
