@@ -34,6 +34,8 @@ def executed(tmp_path_factory):
   assert not [out for out in outputs if out.output_type == 'error']
   text = ''.join(out.text for out in outputs if out.output_type == 'stream')
   shown = {mime for out in outputs if out.output_type == 'display_data' for mime in out.data}
+  # The training run's folder goes with the kernel: nothing of it is left in TMPDIR.
+  assert not list(tmp.glob('*/synthetic_fixed')), sorted(p.name for p in tmp.iterdir())
   return text, shown
 
 
