@@ -126,10 +126,9 @@ def bucket(url: str) -> str:
   return f'{scheme}://{rest.split("/", 1)[0]}'
 
 
-def check_url_readable(url: str) -> None:
-  """Raises ``PermissionError`` (no credentials) or ``FileNotFoundError`` (no such bucket),
-  each saying what to do, before anything is read from ``url``: without credentials gcsfs
-  retries for about a minute and then fails with pages of tracebacks."""
+def _check_credentials(url: str, verb: str) -> None:
+  """PermissionError saying what to do when a gs:// ``url`` has no Google Cloud credentials
+  in reach (none needed for a local emulator)."""
   if url.startswith('gs://') and not os.environ.get('STORAGE_EMULATOR_HOST'):
     import google.auth  # pylint: disable=g-import-not-at-top
     import google.auth.exceptions  # pylint: disable=g-import-not-at-top
@@ -137,8 +136,15 @@ def check_url_readable(url: str) -> None:
       google.auth.default()
     except google.auth.exceptions.DefaultCredentialsError:
       raise PermissionError(
-          f'no Google Cloud credentials to read {url}: run `gcloud auth application-default '
+          f'no Google Cloud credentials to {verb} {url}: run `gcloud auth application-default '
           'login` (on a TPU or GCE VM, the VM\'s service account is used)') from None
+
+
+def check_url_readable(url: str) -> None:
+  """Raises ``PermissionError`` (no credentials) or ``FileNotFoundError`` (no such bucket),
+  each saying what to do, before anything is read from ``url``: without credentials gcsfs
+  retries for about a minute and then fails with pages of tracebacks."""
+  _check_credentials(url, 'read')
   if not epath.Path(bucket(url)).exists():
     raise FileNotFoundError(
         f'bucket {bucket(url)} does not exist or this account cannot see it: check the path')
@@ -163,15 +169,7 @@ def check_url_writable(url: str) -> None:
   """Raises ``PermissionError`` (no credentials, no permission) or ``FileNotFoundError`` (no
   such bucket), each saying what to do, unless an object can be written under ``url``. It
   writes and deletes one empty object, ``url/.write_check``; nothing else is touched."""
-  if url.startswith('gs://') and not os.environ.get('STORAGE_EMULATOR_HOST'):
-    import google.auth  # pylint: disable=g-import-not-at-top
-    import google.auth.exceptions  # pylint: disable=g-import-not-at-top
-    try:
-      google.auth.default()
-    except google.auth.exceptions.DefaultCredentialsError:
-      raise PermissionError(
-          f'no Google Cloud credentials to write {url}: run `gcloud auth application-default '
-          'login` (on a TPU or GCE VM, the VM\'s service account is used)') from None
+  _check_credentials(url, 'write')
   if not epath.Path(bucket(url)).exists():
     raise FileNotFoundError(
         f'bucket {bucket(url)} does not exist or this account cannot see it: create it '

@@ -38,3 +38,53 @@ def layer_norm(x, p, eps):
   mean = x.mean(-1, keepdims=True)
   var = ((x - mean) ** 2).mean(-1, keepdims=True)
   return (x - mean) / np.sqrt(var + eps) * p['scale'] + p['bias']
+
+
+def forward(model, tokens, segment_ids, positions=None, cut=None) -> dict:
+  """The LM by the formulas, in float64 NumPy: embeddings; per layer S = Q K^T / sqrt(d_p)
+  ([b, h, n, n]), ``cut(s)`` applied to S in place when given (before the mask), P = the
+  softmax of S under the causal, within-segment mask (zeros for a query that may attend
+  nowhere), the attention output, the feed-forward block, residuals and LayerNorms (post- or
+  pre-LN); the output logits through the tied embedding. tokens, segment_ids, positions:
+  int [b, n] (positions default 0 ... n - 1). Returns {'weights': [P per layer], 'logits':
+  [S per layer, uncut], 'mask': bool [b, 1, n, n], 'output': [b, n, V]}."""
+  c = model.config
+  top = jax.tree.map(lambda a: np.asarray(a, np.float64),
+                     nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  n = tokens.shape[1]
+  positions = np.arange(n) if positions is None else positions
+  x = top['token_embed']['embedding'][tokens] + top['position_embed']['embedding'][positions]
+  i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+  seg = segment_ids
+  mask = ((i >= j)[None] & (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] > 0))[:, None]
+  weights, logits = [], []
+  for layer in range(c.num_layers):
+    p = layer_params(model, layer)
+
+    def attention(y, a=p['attention']):
+      proj = lambda name: np.einsum('bnd,dhk->bnhk', y, a[name]['kernel']) + a[name]['bias']
+      q, k, v = proj('query'), proj('key'), proj('value')
+      s = np.einsum('bqhk,bshk->bhqs', q, k) / np.sqrt(c.head_size)
+      logits.append(s.copy())
+      if cut is not None:
+        cut(s)
+      s = np.where(mask, s, -np.inf)
+      top_s = np.max(s, -1, keepdims=True)
+      e = np.where(mask, np.exp(s - np.where(np.isfinite(top_s), top_s, 0)), 0)
+      weights.append(e / np.maximum(e.sum(-1, keepdims=True), 1e-300))
+      context = np.einsum('bhqs,bshk->bqhk', weights[-1], v)
+      return np.einsum('bqhk,hkd->bqd', context, a['out']['kernel']) + a['out']['bias']
+
+    def mlp(y, p=p):
+      hidden = np.maximum(y @ p['mlp']['wi']['kernel'] + p['mlp']['wi']['bias'], 0)
+      return hidden @ p['mlp']['wo']['kernel'] + p['mlp']['wo']['bias']
+
+    for f, norm in ((attention, p['attention_norm']), (mlp, p['mlp_norm'])):
+      if c.norm == 'post':
+        x = layer_norm(x + f(x), norm, c.layer_norm_eps)
+      else:
+        x = x + f(layer_norm(x, norm, c.layer_norm_eps))
+  if c.norm == 'pre':
+    x = layer_norm(x, top['decoder']['final_norm'], c.layer_norm_eps)
+  return {'weights': weights, 'logits': logits, 'mask': mask,
+          'output': x @ top['token_embed']['embedding'].T}

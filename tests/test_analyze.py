@@ -33,45 +33,9 @@ SCRIPT = os.path.join(repo_configs.REPO, 'analyze.py')
 
 
 def _numpy_weights(model, tokens, segment_ids):
-  """Every layer's P [b, h, n, n] by the formulas, in float64 NumPy: embeddings, then per
-  layer P = softmax(Q K^T / sqrt(d_p)) under the causal, within-segment mask (zeros for a
-  query that may attend nowhere), the attention output, the feed-forward block, the
-  residuals and LayerNorms (post- or pre-LN)."""
-  c = model.config
-  top = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  n = tokens.shape[1]
-  x = (np.asarray(top['token_embed']['embedding'], np.float64)[tokens]
-       + np.asarray(top['position_embed']['embedding'], np.float64)[np.arange(n)])
-  i, j = np.arange(n)[:, None], np.arange(n)[None, :]
-  mask = ((i >= j)[None] & (segment_ids[:, :, None] == segment_ids[:, None, :])
-          & (segment_ids[:, :, None] > 0))[:, None]  # [b, 1, n, n]
-  out = []
-  for layer in range(c.num_layers):
-    p = numpy_reference.layer_params(model, layer)
-    a = p['attention']
-
-    def attention(y, a=a):
-      proj = lambda name: np.einsum('bnd,dhk->bnhk', y, a[name]['kernel']) + a[name]['bias']
-      q, k, v = proj('query'), proj('key'), proj('value')
-      logits = np.einsum('bqhk,bshk->bhqs', q, k) / np.sqrt(c.head_size)
-      logits = np.where(mask, logits, -np.inf)
-      top_logit = np.max(logits, -1, keepdims=True)
-      e = np.where(mask, np.exp(logits - np.where(np.isfinite(top_logit), top_logit, 0)), 0)
-      weights = e / np.maximum(e.sum(-1, keepdims=True), 1e-300)
-      out.append(weights)
-      context = np.einsum('bhqs,bshk->bqhk', weights, v)
-      return np.einsum('bqhk,hkd->bqd', context, a['out']['kernel']) + a['out']['bias']
-
-    def mlp(y, p=p):
-      hidden = np.maximum(y @ p['mlp']['wi']['kernel'] + p['mlp']['wi']['bias'], 0)
-      return hidden @ p['mlp']['wo']['kernel'] + p['mlp']['wo']['bias']
-
-    for f, norm in ((attention, p['attention_norm']), (mlp, p['mlp_norm'])):
-      if c.norm == 'post':
-        x = numpy_reference.layer_norm(x + f(x), norm, c.layer_norm_eps)
-      else:
-        x = x + f(numpy_reference.layer_norm(x, norm, c.layer_norm_eps))
-  return out, mask
+  """Every layer's P [b, h, n, n] by the formulas, in float64 NumPy, and the mask."""
+  out = numpy_reference.forward(model, tokens, segment_ids)
+  return out['weights'], out['mask']
 
 
 @pytest.mark.parametrize('norm, scan_layers', [('post', False), ('pre', False),

@@ -37,48 +37,18 @@ def _numpy_forward(model, batch, rank=None):
   """Float64: the output logits [b, n, V] and every layer's S [b, h, n, n] (uncut); with
   ``rank`` each document's [m, m] block of S is replaced by its truncated SVD before the
   causal, within-document mask."""
-  c = model.config
-  top = jax.tree.map(lambda a: np.asarray(a, np.float64),
-                     nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-  tokens, seg = batch['tokens'], batch['segment_ids']
-  n = tokens.shape[1]
-  x = top['token_embed']['embedding'][tokens] + top['position_embed']['embedding'][
-      batch['positions']]
-  i, j = np.arange(n)[:, None], np.arange(n)[None, :]
-  mask = ((i >= j)[None] & (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] > 0))[:, None]
-  uncut = []
-  for layer in range(c.num_layers):
-    p = numpy_reference.layer_params(model, layer)
+  seg = batch['segment_ids']
 
-    def attention(y, a=p['attention']):
-      proj = lambda name: np.einsum('bnd,dhk->bnhk', y, a[name]['kernel']) + a[name]['bias']
-      q, k, v = proj('query'), proj('key'), proj('value')
-      s = np.einsum('bqhk,bshk->bhqs', q, k) / np.sqrt(c.head_size)
-      uncut.append(s.copy())
-      for b in range(s.shape[0]):
-        for idx in _documents(seg[b]) if rank is not None else []:
-          u, sigma, vt = np.linalg.svd(s[b][:, idx[:, None], idx])
-          s[b][:, idx[:, None], idx] = (u[..., :rank] * sigma[..., None, :rank]) @ vt[
-              ..., :rank, :]
-      s = np.where(mask, s, -np.inf)
-      top_s = np.max(s, -1, keepdims=True)
-      e = np.where(mask, np.exp(s - np.where(np.isfinite(top_s), top_s, 0)), 0)
-      weights = e / np.maximum(e.sum(-1, keepdims=True), 1e-300)
-      context = np.einsum('bhqs,bshk->bqhk', weights, v)
-      return np.einsum('bqhk,hkd->bqd', context, a['out']['kernel']) + a['out']['bias']
+  def cut(s):
+    for b in range(s.shape[0]):
+      for idx in _documents(seg[b]):
+        u, sigma, vt = np.linalg.svd(s[b][:, idx[:, None], idx])
+        s[b][:, idx[:, None], idx] = (u[..., :rank] * sigma[..., None, :rank]) @ vt[
+            ..., :rank, :]
 
-    def mlp(y, p=p):
-      hidden = np.maximum(y @ p['mlp']['wi']['kernel'] + p['mlp']['wi']['bias'], 0)
-      return hidden @ p['mlp']['wo']['kernel'] + p['mlp']['wo']['bias']
-
-    for f, norm in ((attention, p['attention_norm']), (mlp, p['mlp_norm'])):
-      if c.norm == 'post':
-        x = numpy_reference.layer_norm(x + f(x), norm, c.layer_norm_eps)
-      else:
-        x = x + f(numpy_reference.layer_norm(x, norm, c.layer_norm_eps))
-  if c.norm == 'pre':
-    x = numpy_reference.layer_norm(x, top['decoder']['final_norm'], c.layer_norm_eps)
-  return x @ top['token_embed']['embedding'].T, uncut
+  out = numpy_reference.forward(model, batch['tokens'], seg, batch['positions'],
+                                cut=None if rank is None else cut)
+  return out['output'], out['logits']
 
 
 def _numpy_loss(logits, batch):

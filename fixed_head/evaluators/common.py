@@ -119,11 +119,15 @@ class TaskEvaluator:
       yield local
 
   def __call__(self, params) -> dict[str, float]:
-    totals: dict[str, float] = {}
+    totals: dict[str, Any] = {}
     for local in self.batches():
       add_sums(totals, self._stats(params, self.put_batch(local)))
     if not totals:
       raise UsageError(f'evaluator on split {self.split!r}: the split holds no rows.')
+    return self.report(totals)
+
+  def report(self, totals: dict[str, Any]) -> dict[str, float]:
+    """The result of one pass from the stats summed over it."""
     result = self.task.eval_metrics(totals)
     result['num_rows'] = data_lib.num_eval_rows(self.source, self.num_examples)
     return result
@@ -166,15 +170,9 @@ class LMEvaluator(TaskEvaluator):
     self._stats = jax.jit(on_mesh(lambda params, batch: task.stats(
         model_of(params), batch, position_edges=self.edges), self.mesh))
 
-  def __call__(self, params) -> dict[str, float]:
-    totals: dict[str, Any] = {}
-    for local in self.batches():
-      add_sums(totals, self._stats(params, self.put_batch(local)))
-    if not totals:
-      raise UsageError(f'evaluator on split {self.split!r}: the split holds no rows.')
+  def report(self, totals: dict[str, Any]) -> dict[str, float]:
     nll, weight = totals.pop('nll_by_position'), totals.pop('weight_by_position')
-    result = self.task.eval_metrics(totals)
-    result['num_rows'] = data_lib.num_eval_rows(self.source, self.num_examples)
+    result = super().report(totals)
     for label, bin_nll, bin_weight in zip(self.labels, nll, weight):
       if bin_weight:  # a bin no target falls in has no loss
         result[f'loss_by_position/{label}'] = float(bin_nll / bin_weight)
