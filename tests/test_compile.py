@@ -76,7 +76,11 @@ def test_lm_and_bert_steps_compile_for_v5e_with_the_tpu_kernel(v5e, name, arg):
 def test_cli_fits_and_does_not_fit():
   fits = _cli('--config=configs/default.py', '--topology=v5e:2x2')
   assert fits.returncode == 0, fits.stderr
-  out = fits.stdout.strip().splitlines()
+  lines = fits.stdout.strip().splitlines()
+  # A line as each step starts compiling (train, then eval), then the report.
+  assert [l.split(' (')[0] for l in lines[:2]] == ['compiling the train step',
+                                                  'compiling the eval step']
+  out = lines[2:]
   assert out[0].startswith('v5e:2x2: 4 x TPU v5 lite (16.00 GiB HBM each)')
   assert any(l.startswith('train step (64 rows), compiled in') for l in out)
   assert out[-1].startswith('fits: peak')
