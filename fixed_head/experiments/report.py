@@ -200,9 +200,10 @@ def table(summary: Sequence[dict[str, Any]], floors: dict[int, dict] | None = No
 def _evaluated_data(workdir: str) -> tuple[str, dict]:
   """(digest, the run's data config and report evaluator): what its n-gram floor depends
   on."""
-  config = run_record.as_dict(run_record.load_config(workdir))
-  evaluator = _evaluator(run_record.load_config(workdir))
-  what = {'data': config['data'], 'eval': config['evals'][evaluator], 'evaluator': evaluator}
+  config = run_record.load_config(workdir)
+  evaluator = _evaluator(config)
+  saved = run_record.as_dict(config)
+  what = {'data': saved['data'], 'eval': saved['evals'][evaluator], 'evaluator': evaluator}
   digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
   return digest[:16], what
 
