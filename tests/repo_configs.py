@@ -6,6 +6,7 @@ package that only a sys.path edit or the current directory would make importable
 """
 
 import os
+import shutil
 
 from fixed_head.experiments import sweeps
 
@@ -31,4 +32,10 @@ def tiny_byte_lm(path: str, *, num_layers: int = 1, checkpoint_every: int = 4) -
   config.checkpoint.every_steps = checkpoint_every
   config.evals.valid = dict(type='lm', split='eval', num_examples=8, batch_size=8)
   trainer.train_and_evaluate(config, path, devices=jax.devices()[:1])
+  return path
+
+
+def copy_run(run: str, path: str) -> str:
+  """A copy of the trained run ``run`` at ``path`` (for a test that writes into it)."""
+  shutil.copytree(run, path)
   return path

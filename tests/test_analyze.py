@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import cli
 import numpy_reference
 import repo_configs
 from fixed_head.errors import UsageError
@@ -117,16 +118,16 @@ def test_attention_to_the_first_token_is_far_and_not_local():
 
 
 @pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, tiny_lm_run):
   """A byte-level LM (2 pre-LN layers, h = 2, d_p = 16, n = 32) trained for 4 steps on the
   README, one document a line: packed rows, so segments and padding are masked."""
-  return repo_configs.tiny_byte_lm(str(tmp_path_factory.mktemp('analyze') / 'run'),
-                                   num_layers=2)
+  return repo_configs.copy_run(tiny_lm_run,
+                                 str(tmp_path_factory.mktemp('analyze') / 'run'))
 
 
 def run(*args):
-  return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
-                        check=False)
+  """analyze.py in this process (tests/cli.py)."""
+  return cli.run('analyze.py', *args)
 
 
 def _read(path):
@@ -134,8 +135,10 @@ def _read(path):
     return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_writes_a_row_per_layer_and_head_and_a_plot(workdir):
-  done = run(f'--workdir={workdir}', '--num_rows=12', '--ablation_ranks=8,4')
+  done = subprocess.run([sys.executable, SCRIPT, f'--workdir={workdir}', '--num_rows=12',
+                         '--ablation_ranks=8,4'], capture_output=True, text=True, check=False)
   assert done.returncode == 0, done.stderr
   rows = _read(os.path.join(workdir, stats.CSV))
   assert list(rows[0]) == list(stats.COLUMNS)

@@ -99,6 +99,7 @@ def test_baseline_requires_heads_to_divide_width():
     attn.MultiHeadAttention(in_features=10, num_heads=2, head_size=0, rngs=nnx.Rngs(0))
 
 
+@pytest.mark.slow
 def test_attention_implementations_agree_and_match_config():
   assert set(attn.ATTENTION_IMPLEMENTATIONS) == set(config_lib.ATTENTION_IMPLEMENTATIONS)
   assert set(config_lib.ATTENTION_CHOICES) == {attn.AUTO, *attn.ATTENTION_IMPLEMENTATIONS}
@@ -124,6 +125,7 @@ def test_attention_implementations_agree_and_match_config():
                                  v.astype(jnp.bfloat16), implementation='cudnn')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('rate', [0.0, 0.3])
 def test_xla_path_runs_forward_grouped_and_differentiates_the_einsum_graph(rate):
   """'xla' computes its forward under a unit-axis vmap (a faster CPU fusion) but its gradient
@@ -210,6 +212,7 @@ def test_no_future_leakage_under_causal_mask():
   assert not np.allclose(a[:, 4:], b[:, 4:])
 
 
+@pytest.mark.slow
 def test_no_attention_across_packed_segments():
   m = attn.MultiHeadAttention(in_features=8, num_heads=4, head_size=3, rngs=nnx.Rngs(0))
   doc_a, doc_b = _inputs(8, 1, 3, seed=1), _inputs(8, 1, 4, seed=2)
@@ -220,6 +223,7 @@ def test_no_attention_across_packed_segments():
   np.testing.assert_allclose(out[:, 3:], m(doc_b, mask=attn.causal_mask(4)), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_fully_masked_rows_are_zero_not_nan():
   m = attn.MultiHeadAttention(in_features=8, num_heads=2, head_size=4, rngs=nnx.Rngs(0),
                               use_bias=False)

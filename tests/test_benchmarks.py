@@ -12,6 +12,8 @@ import pytest
 
 from fixed_head.experiments import sweeps
 
+pytestmark = pytest.mark.slow  # each test starts benchmark scripts as real processes
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # The rows (lists of cells) of the Markdown table whose header row starts with a given text:
 # the parser benchmarks/headline.py reads the scripts' outputs with.

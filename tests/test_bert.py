@@ -3,8 +3,6 @@ then MNLI and SQuAD fine-tuning from its checkpoint (TFDS under mock_data)."""
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import ml_collections
@@ -17,9 +15,13 @@ from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
 from fixed_head.experiments import over_seeds
 from fixed_head.train import run_config, trainer
-from test_finetune_data import fake_tfds
+import cli
 import resolved
-from test_train import REPO, final_params, losses
+from test_finetune_data import fake_tfds
+from test_train import final_params, losses
+
+# Pre-training then fine-tuning, every test from one pre-trained run: minutes in all.
+pytestmark = pytest.mark.slow
 
 ONE = jax.devices()[:1]
 VOCAB = 160
@@ -261,11 +263,11 @@ def test_fine_tuning_seeds_are_summarised_as_mean_and_spread(pretrained, tmp_pat
   assert 'matched/num_rows' not in summary['metrics']
   assert [r['seed'] for r in summary['runs']] == [0, 1, 2]
   output = tmp_path / 'summary.json'
-  cli = [sys.executable, os.path.join(REPO, 'summarize.py'), *runs, f'--output={output}']
-  first = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+  args = ('summarize.py', *runs, f'--output={output}')
+  first = cli.run(*args)
   assert first.returncode == 0 and 'matched/accuracy' in first.stdout
   assert json.loads(output.read_text())['metrics']['matched/accuracy']['n'] == 3
-  again = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+  again = cli.run(*args)
   assert again.returncode == 2 and 'exists' in again.stderr
   with pytest.raises(UsageError, match='share seeds'):
     over_seeds.summarize([runs[0], runs[0]])

@@ -28,6 +28,7 @@ def close(count, total, p, sigmas=5.0):
   return abs(count - p * total) <= sigmas * math.sqrt(total * p * (1 - p))
 
 
+@pytest.mark.slow
 def test_mask_tokens_counts_and_80_10_10():
   vocab_size, rng = 1000, np.random.default_rng(0)
   non_special = np.setdiff1d(np.arange(vocab_size), GOOGLE_SPECIALS)

@@ -9,6 +9,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from fixed_head.config import ModelConfig
@@ -34,6 +35,7 @@ def _run(tmp_path, dtype: str, seed: int) -> list[float]:
     return [r['valid/loss'] for r in map(json.loads, f) if 'valid/loss' in r]
 
 
+@pytest.mark.slow
 def test_bf16_learns_within_the_seed_noise_of_float32(tmp_path):
   curves = {(dtype, seed): _run(tmp_path, dtype, seed)
             for dtype in ('float32', 'bfloat16') for seed in (0, 1)}
@@ -47,6 +49,7 @@ def test_bf16_learns_within_the_seed_noise_of_float32(tmp_path):
   assert not np.array_equal(bf16, f32)  # the bf16 run really computed in bfloat16
 
 
+@pytest.mark.slow
 def test_the_policy_keeps_parameters_softmax_norm_statistics_and_logits_in_float32():
   config = ModelConfig(model_type='lm', vocab_size=40, emb_dim=16, num_heads=2, head_size=8,
                        num_layers=1, mlp_dim=32, max_len=8, dropout_rate=0.0,

@@ -17,6 +17,7 @@ from fixed_head.errors import UsageError
 from fixed_head.nn import attention
 from fixed_head.train import compile_check, tpu
 
+import cli
 import repo_configs
 
 REPO = repo_configs.REPO
@@ -43,6 +44,7 @@ def test_topology_devices_are_the_slice(v5e):
   assert len(v4) == 4 and v4[0].device_kind == 'TPU v4'  # one device a chip (megacore)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name,arg', [('lm1b', 'fixed,runlocal'),
                                       ('bert', 'fixed_d512_h32,runlocal')])
 def test_lm_and_bert_steps_compile_for_v5e_with_the_tpu_kernel(v5e, name, arg):
@@ -73,6 +75,7 @@ def test_lm_and_bert_steps_compile_for_v5e_with_the_tpu_kernel(v5e, name, arg):
   assert lines[-1].startswith('fits: peak') and 'v5e:2x2' in lines[-1]
 
 
+@pytest.mark.slow
 def test_cli_fits_and_does_not_fit():
   fits = _cli('--config=configs/default.py', '--topology=v5e:2x2')
   assert fits.returncode == 0, fits.stderr
@@ -99,7 +102,7 @@ def test_cli_fits_and_does_not_fit():
 
 @pytest.mark.parametrize('topology', ['v7x:2x2', 'v5e:2x3', 'tpu'])
 def test_cli_unknown_topology_is_one_line(topology):
-  done = _cli('--config=configs/default.py', f'--topology={topology}')
+  done = cli.run('compile.py', '--config=configs/default.py', f'--topology={topology}')
   assert done.returncode == 2
   assert done.stderr.strip().splitlines() == [done.stderr.strip()]
   assert done.stderr.startswith(f"error: --topology='{topology}'") and 'v5e:2x2' in done.stderr
@@ -111,6 +114,7 @@ def test_missing_libtpu_names_the_install(monkeypatch):
     tpu.topology_devices('v5e:2x2')
 
 
+@pytest.mark.slow
 def test_remedies_name_what_applies(v5e):
   config = _config('lm1b', 'fixed,runlocal')
   config.model.remat = 'full'
@@ -121,6 +125,7 @@ def test_remedies_name_what_applies(v5e):
   assert 'a larger slice' in compile_check.does_not_fit_line(report)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('scan_layers', [False, True])
 def test_fsdp_compiles_with_each_device_on_its_own_rows(v5e, scan_layers):
   """Parameters split over 'fsdp': the models pin their activations to the rows
@@ -139,6 +144,7 @@ def test_fsdp_compiles_with_each_device_on_its_own_rows(v5e, scan_layers):
   assert fsdp.memory.temporaries < 1.5 * data.memory.temporaries
 
 
+@pytest.mark.slow
 def test_cpu_runs_with_libtpu_installed_stay_quiet(tmp_path):
   """libtpu installed, no TPU, no JAX_PLATFORMS: JAX alone prints libtpu's errors at
   start-up; train.py prints none of them."""

@@ -15,10 +15,10 @@ import repo_configs
 
 
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_lm_run):
   """A tiny byte LM with checkpoints at steps 2 and 4, evaluated in training at step 4."""
-  return repo_configs.tiny_byte_lm(str(tmp_path_factory.mktemp('curves') / 'run'),
-                                   checkpoint_every=2)
+  return repo_configs.copy_run(tiny_lm_run,
+                                 str(tmp_path_factory.mktemp('curves') / 'run'))
 
 
 def test_a_trained_run_has_the_curve_of_its_training_evaluations(run):

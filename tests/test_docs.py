@@ -71,3 +71,20 @@ def test_a_virtual_environment_in_the_clone_is_ignored_by_git():
   for path in ('.venv/bin/python', 'venv/lib/x.py'):
     done = subprocess.run(['git', 'check-ignore', '-q', path], cwd=ROOT, check=False)
     assert done.returncode == 0, f'{path} would be committed by git add -A'
+
+
+def test_ci_runs_the_readmes_test_line_and_the_inner_loop_leaves_out_only_slow_tests():
+  """README opens with two command lines; `.ci/run` runs the second (the tests) verbatim. The
+  Tests section's inner loop is the same command with `-m "not slow"`, a marker pytest.ini
+  declares (unknown markers are errors)."""
+  readme = (ROOT / 'README.md').read_text()
+  block = readme.split('```bash\n', 1)[1].split('```', 1)[0].splitlines()
+  assert len(block) == 2 and block[1].startswith('pip install -r requirements.txt && ')
+  ci = (ROOT / '.ci' / 'run').read_text().strip().splitlines()
+  assert ci[-1] == block[1]
+  test_line = block[1].split(' && ', 1)[1]
+  assert '--durations=25' in test_line  # every CI log shows what is slow
+  tests = readme.split('\n## Tests\n', 1)[1].split('\n## ', 1)[0]
+  assert test_line in tests and 'python -m pytest -q -n 2 -m "not slow"' in tests
+  ini = (ROOT / 'pytest.ini').read_text()
+  assert '--strict-markers' in ini and '\n    slow:' in ini

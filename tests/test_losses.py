@@ -1,7 +1,9 @@
-"""fixed_head/tasks/losses.py: the target-position bins, and the LM evaluator's loss by
-position against a float64 NumPy count over the same rows."""
+"""fixed_head/tasks/losses.py: the target-position bins, the LM evaluator's loss by position
+against a float64 NumPy count over the same rows, tensor2tensor's label smoothing, and
+is_argmax (accuracy without an argmax), equal to argmax with ties included."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -103,3 +105,33 @@ def test_bins_past_the_row_are_refused_when_the_evaluator_is_built(tmp_path):
   with pytest.raises(errors.UsageError, match='stay below the row length 16'):
     evaluators.LMEvaluator(dict(type='lm', split='eval', position_bins=[1, 16]), config.data,
                            task, lambda _: None, lambda b: b)
+
+
+def test_label_smoothing_is_tensor2tensors():
+  log_probs = jax.nn.log_softmax(jnp.array([[0.5, -1.0, 2.0, 0.0]]))
+  got = losses.smoothed_cross_entropy(log_probs, jnp.array([2]), 0.1)
+  lp = np.asarray(log_probs[0], np.float64)
+  expected = -(0.9 * lp[2] + 0.1 / 3 * (lp[0] + lp[1] + lp[3]))
+  assert float(got[0]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_is_argmax_equals_argmax_including_ties():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(64, 50)).astype(np.float32)
+  logits[:8] = 0.0  # all tied: only label 0 is the argmax
+  logits[8:16, 3] = logits[8:16, 7] = 9.0  # a tie for the max between 3 and 7: 3 wins
+  labels = rng.integers(0, 50, 64)
+  labels[:4] = 0
+  labels[8:12], labels[12:16] = 3, 7
+  labels[16:32] = np.argmax(logits[16:32], -1)  # right by construction
+  got = np.asarray(losses.is_argmax(jnp.asarray(logits), jnp.asarray(labels)))
+  np.testing.assert_array_equal(got, np.argmax(logits, -1) == labels)
+  assert got[:4].all() and not got[4:8].any() and got[8:12].all() and not got[12:16].any()
+  assert got[16:32].all()
+
+
+def test_is_argmax_keeps_leading_axes():
+  logits = jax.random.normal(jax.random.key(0), (2, 3, 11))
+  labels = jnp.argmax(logits, -1).at[0, 0].set(0)
+  np.testing.assert_array_equal(losses.is_argmax(logits, labels),
+                                jnp.argmax(logits, -1) == labels)

@@ -26,6 +26,7 @@ def _tokens(shape, vocab=50, seed=0):
   return jax.random.randint(jax.random.key(seed), shape, 1, vocab)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('norm', ['post', 'pre'])
 @pytest.mark.parametrize('tie', [True, False])
 def test_lm_is_causal(norm, tie):
@@ -38,6 +39,7 @@ def test_lm_is_causal(norm, tie):
   assert not np.allclose(a[:, 6:], b[:, 6:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('positions', ['learned', 'sinusoidal'])
 def test_lm_packed_rows_equal_separate_documents(positions):
   model = TransformerLM(lm_config(position_embedding=positions), rngs=nnx.Rngs(0))
@@ -58,6 +60,7 @@ def test_lm_tied_embeddings_share_the_table():
   assert untied.output.kernel.shape == (24, 50)
 
 
+@pytest.mark.slow
 def test_dropout_is_keyed_and_only_in_training():
   model = TransformerLM(lm_config(), rngs=nnx.Rngs(0))
   tokens = _tokens((2, 10))
@@ -70,6 +73,7 @@ def test_dropout_is_keyed_and_only_in_training():
   np.testing.assert_array_equal(clean, model(tokens))
 
 
+@pytest.mark.slow
 def test_bf16_compute_with_f32_params():
   c32 = lm_config(dropout_rate=0.0, attention_dropout_rate=0.0)
   c16 = c32.replace(dtype='bfloat16')
@@ -88,6 +92,7 @@ def test_sequence_longer_than_max_len_is_refused():
     model(_tokens((1, 13)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('norm', ['post', 'pre'])
 def test_bert_is_bidirectional_and_ignores_padding(norm):
   model = BertForPreTraining(bert_config(norm=norm), rngs=nnx.Rngs(0))
@@ -108,6 +113,7 @@ def test_bert_is_bidirectional_and_ignores_padding(norm):
                              out.encoder.sequence_output[0, :7], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bert_masked_positions_gather_the_mlm_logits():
   model = BertForPreTraining(bert_config(), rngs=nnx.Rngs(0))
   tokens = _tokens((2, 10))
@@ -138,6 +144,7 @@ def test_build_model_dispatches_on_model_type():
     TransformerLM(bert_config(), rngs=nnx.Rngs(0))
 
 
+@pytest.mark.slow
 def test_model_trains_under_jit():
   """A few SGD steps on a repeated sequence lower the loss: gradients flow everywhere."""
   model = TransformerLM(lm_config(dropout_rate=0.0, attention_dropout_rate=0.0),
@@ -162,6 +169,7 @@ def test_model_trains_under_jit():
   assert last < 0.5 * first
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('model_type', ['lm', 'bert'])
 def test_the_pallas_kernel_gives_the_einsum_models_outputs_and_gradients(model_type):
   """Both models hand their masks to attention as a SegmentMask; the fused kernel (interpret

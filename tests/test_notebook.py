@@ -46,6 +46,7 @@ def _numbers(pattern, text):
           for m in found]
 
 
+@pytest.mark.slow
 def test_parameter_counts_agree_and_grow_with_h_only_for_fixed_heads(executed):
   text, _ = executed
   assert 'count_params agrees with every built model.' in text
@@ -58,6 +59,7 @@ def test_parameter_counts_agree_and_grow_with_h_only_for_fixed_heads(executed):
     assert total - base_total == attention - base_attention
 
 
+@pytest.mark.slow
 def test_theorem_one_is_exact_and_the_probe_fails_below_n_minus_1(executed):
   text, _ = executed
   [(error,)] = _numbers(r'Theorem 1 with d_p = n = 8: max \|P_head - P\| = ([\d.e+-]+)', text)
@@ -71,6 +73,7 @@ def test_theorem_one_is_exact_and_the_probe_fails_below_n_minus_1(executed):
   assert witness[1] >= 0.3402 and witness[2] < 1e-3  # (e^2 - 1) / (2 (e^2 + 2)) = 0.3402
 
 
+@pytest.mark.slow
 def test_training_ends_near_the_optimum_and_is_plotted(executed):
   text, shown = executed
   [(steps, gap)] = _numbers(r'gap to the optimal loss after (\d+) steps: ([\d.]+) nats', text)
@@ -78,6 +81,7 @@ def test_training_ends_near_the_optimum_and_is_plotted(executed):
   assert 'image/png' in shown
 
 
+@pytest.mark.slow
 def test_samples_copy_from_the_memory(executed):
   text, _ = executed
   rates = dict(re.findall(r'copy rate, ([\w ]+?): +([\d.]+)', text))

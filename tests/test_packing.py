@@ -139,6 +139,7 @@ def test_bad_documents_are_refused():
     list(pack_documents([[1.5]], 4))
 
 
+@pytest.mark.slow
 def test_lm_on_packed_row_equals_separate_documents():
   config = ModelConfig(model_type='lm', vocab_size=30, emb_dim=16, num_heads=2, head_size=8,
                        num_layers=1, mlp_dim=16, max_len=12, dropout_rate=0.0,

@@ -22,17 +22,20 @@ def python(code, **env):
                         text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_jax_alone_prints_libtpus_errors():  # what the package avoids (this test could fail)
   got = python('import jax; print(jax.devices()[0].platform)')
   assert 'TPU' in got.stderr and got.stdout.strip() == 'cpu'
 
 
+@pytest.mark.slow
 def test_importing_the_package_first_keeps_jax_quiet_on_the_cpu():
   got = python('import jax, fixed_head; print(jax.devices()[0].platform)')
   assert got.returncode == 0 and got.stdout.strip() == 'cpu'
   assert got.stderr == '', got.stderr
 
 
+@pytest.mark.slow
 def test_a_platform_the_user_chose_is_kept():
   got = python('import jax, fixed_head; print(jax.config.jax_platforms)', JAX_PLATFORMS='cpu,tpu')
   assert got.stdout.strip() == 'cpu,tpu'  # as the user set it, not the package's 'cpu'

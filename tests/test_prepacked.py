@@ -257,6 +257,7 @@ def test_resume_from_a_json_state_reads_the_same_batches(corpus, packed, threads
     iterator.set_state(old)
 
 
+@pytest.mark.slow
 def test_training_reads_the_copy_and_resumes_exactly(corpus, packed, tmp_path):
   import jax  # pylint: disable=g-import-not-at-top
   import repo_configs  # pylint: disable=g-import-not-at-top
@@ -350,6 +351,7 @@ def run_cli(*args):
                         capture_output=True, text=True, timeout=120, env=env)
 
 
+@pytest.mark.slow
 def test_the_cli_prepares_once_and_mistakes_are_one_line_exit_2(corpus, packed, tmp_path):
   args = ['--config=configs/lm1b.py:fixed', f'--workdir={tmp_path / "run"}',
           '--config.data.dataset=fixed_head_prepack_corpus', f'--config.data.data_dir={corpus}',

@@ -46,6 +46,7 @@ def _prepared(tmp_path_factory):
   return data_dir, result.stdout
 
 
+@pytest.mark.slow
 def test_the_real_builders_prepare_every_dataset_from_fake_sources(prepared):
   data_dir, stdout = prepared
   for name, splits in SPLITS.items():
@@ -58,6 +59,7 @@ def test_the_real_builders_prepare_every_dataset_from_fake_sources(prepared):
   assert os.path.exists(os.path.join(data_dir, prepare.FAKE_MARKER))
 
 
+@pytest.mark.slow
 def test_the_records_are_what_the_builders_make_of_the_sources(prepared):
   data_dir, _ = prepared
   lm1b = tfds.data_source('lm1b', split='train', data_dir=data_dir)
@@ -80,6 +82,7 @@ def test_the_records_are_what_the_builders_make_of_the_sources(prepared):
   assert not any("'''" in t or '[[' in t or '{{' in t for t in texts)  # wikicode stripped
 
 
+@pytest.mark.slow
 def test_training_runs_on_each_prepared_dataset_without_tensorflow(prepared, tmp_path):
   data_dir, _ = prepared
   lm = load('lm1b').get_config('fixed,runlocal')
@@ -107,6 +110,7 @@ def test_training_runs_on_each_prepared_dataset_without_tensorflow(prepared, tmp
   assert 'tensorflow' not in sys.modules
 
 
+@pytest.mark.slow
 def test_preparing_again_leaves_the_data_as_it_is(prepared):
   data_dir, _ = prepared
   before = sorted(os.walk(data_dir))
@@ -116,6 +120,7 @@ def test_preparing_again_leaves_the_data_as_it_is(prepared):
   assert sorted(os.walk(data_dir)) == before
 
 
+@pytest.mark.slow
 def test_fake_and_real_data_never_share_a_directory(prepared, tmp_path):
   data_dir, _ = prepared
   result = prepare_cli('lm1b', f'--data_dir={data_dir}')  # the real one, where a fake one is
@@ -128,6 +133,7 @@ def test_fake_and_real_data_never_share_a_directory(prepared, tmp_path):
   assert os.listdir(real) == ['lm1b']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args, message', [
     ((), 'usage: python -m fixed_head.data.prepare NAME'),
     (('no_such_corpus', '--data_dir=DIR'), "'no_such_corpus': tensorflow-datasets 4.9.10 knows "

@@ -52,6 +52,7 @@ def inputs(batch=2, length=10, vocab=48):
   return tokens, segment_ids, jax.random.key(7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('scan', [False, True], ids=['loop', 'scan'])
 def test_loss_and_gradients_do_not_depend_on_remat(scan):
   results = {}
@@ -86,6 +87,7 @@ def test_remat_wraps_each_attention_or_each_block(scan):
   assert checkpoints(config('full', scan)) == per_stack
 
 
+@pytest.mark.slow
 def test_remat_plans_less_memory_where_activations_dominate():
   """XLA's planned temporaries of the train step: the [b, h, n, n] attention activations of
   every layer dominate, and 'full' keeps only each block's input. Measured on the scanned

@@ -4,8 +4,6 @@ import csv
 import functools
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -17,6 +15,8 @@ from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
 from fixed_head.experiments import report, sweeps
 from fixed_head.train import trainer
+
+import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,6 +74,7 @@ def num_params(config_row):
   return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
+@pytest.mark.slow
 def test_results_csv_has_every_run_with_its_final_eval(sweep_dir, tmp_path):
   out = report.write_report(sweep_dir, str(tmp_path), log=lambda _: None)
   assert out['missing'] == []
@@ -93,6 +94,7 @@ def test_results_csv_has_every_run_with_its_final_eval(sweep_dir, tmp_path):
     assert float(row['wall_seconds']) > 0
 
 
+@pytest.mark.slow
 def test_summary_is_mean_and_std_over_seeds(sweep_dir, tmp_path):
   out = report.write_report(sweep_dir, str(tmp_path), log=lambda _: None)
   summary = out['summary']
@@ -107,6 +109,7 @@ def test_summary_is_mean_and_std_over_seeds(sweep_dir, tmp_path):
   assert report.metric_of(summary) == 'gap_to_optimal'  # the synthetic data knows its optimum
 
 
+@pytest.mark.slow
 def test_parameter_matched_configurations_are_marked(sweep_dir, tmp_path):
   summary = {e['label']: e for e in report.write_report(sweep_dir, str(tmp_path),
                                                          log=lambda _: None)['summary']}
@@ -117,6 +120,7 @@ def test_parameter_matched_configurations_are_marked(sweep_dir, tmp_path):
   assert 'fixed d=16 h=2 d_p=8' in summary['baseline d=16 h=4 d_p=4']['param_match']
 
 
+@pytest.mark.slow
 def test_figures_are_pngs_and_only_for_figures_with_runs(sweep_dir, tmp_path):
   out = report.write_report(sweep_dir, str(tmp_path), log=lambda _: None)
   pngs = sorted(os.path.basename(p) for p in out['files'] if p.endswith('.png'))
@@ -128,6 +132,7 @@ def test_figures_are_pngs_and_only_for_figures_with_runs(sweep_dir, tmp_path):
   assert table.count('\n| fixed |') == 2 and 'report.py' not in table.splitlines()[0]
 
 
+@pytest.mark.slow
 def test_unfinished_runs_are_listed_not_reported(sweep_dir, tmp_path):
   partial = tmp_path / 'partial'
   os.makedirs(partial)
@@ -146,19 +151,17 @@ def test_unfinished_runs_are_listed_not_reported(sweep_dir, tmp_path):
 def test_not_a_sweep_directory_is_one_line_and_exit_2(tmp_path):
   with pytest.raises(UsageError, match='not a sweep directory'):
     report.collect(str(tmp_path))
-  done = subprocess.run([sys.executable, os.path.join(REPO, 'report.py'),
-                         f'--workdir={tmp_path}'], capture_output=True, text=True, check=False)
+  done = cli.run('report.py', f'--workdir={tmp_path}')
   assert done.returncode == 2
   assert done.stderr.strip().count('\n') == 0 and 'not a sweep directory' in done.stderr
   assert os.listdir(tmp_path) == []  # nothing written
-  in_bucket = subprocess.run([sys.executable, os.path.join(REPO, 'report.py'),
-                              '--workdir=gs://b/sweep'], capture_output=True, text=True,
-                             check=False, cwd=tmp_path)
+  in_bucket = cli.run('report.py', '--workdir=gs://b/sweep', cwd=tmp_path)
   assert in_bucket.returncode == 2 and in_bucket.stderr.count('\n') == 1
   assert 'a sweep directory must be local' in in_bucket.stderr
   assert os.listdir(tmp_path) == []  # no local 'gs:' folder
 
 
+@pytest.mark.slow
 def test_figures_come_from_the_sweep_plan_as_it_is_now(sweep_dir, tmp_path):
   """A finished run that a changed sweep() adds to another figure shows in that figure."""
   with open(os.path.join(sweep_dir, sweeps.PLAN)) as f:
@@ -219,6 +222,7 @@ def test_length_gaps_pair_each_baseline_with_the_fixed_run_of_its_n_and_seed(tmp
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+@pytest.mark.slow
 def test_runs_measured_by_analyze_are_summarised_in_the_report(sweep_dir, tmp_path):
   from fixed_head.experiments import attention_stats  # pylint: disable=g-import-not-at-top
   first = os.path.join(sweep_dir, 'baseline-num_heads=2-seed=0')
@@ -273,6 +277,7 @@ def text_sweep(tmp_path_factory):
   return sweep_dir
 
 
+@pytest.mark.slow
 def test_a_real_text_report_has_the_ngram_floor_curves_and_the_position_effect(text_sweep,
                                                                                tmp_path):
   from fixed_head.experiments import ngram  # pylint: disable=g-import-not-at-top

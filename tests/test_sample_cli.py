@@ -1,4 +1,7 @@
-"""sample.py: a text run's own tokenizer around fixed_head.sampling.sample, one-line errors."""
+"""sample.py: a text run's own tokenizer around fixed_head.sampling.sample, one-line errors.
+
+The first test starts sample.py as a real process; the others run it in this one (tests/cli.py).
+"""
 
 import os
 import subprocess
@@ -7,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+import cli
 import repo_configs
 from fixed_head.data.tokenizers import ByteTokenizer
 from fixed_head.sampling import sample
@@ -16,21 +20,22 @@ SCRIPT = os.path.join(repo_configs.REPO, 'sample.py')
 
 
 @pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, tiny_lm_run):
   """A tiny byte-level LM trained for a few steps on the README (configs/shakespeare.py)."""
-  return repo_configs.tiny_byte_lm(str(tmp_path_factory.mktemp('sample') / 'run'),
-                                   num_layers=1)
+  return repo_configs.copy_run(tiny_lm_run,
+                                 str(tmp_path_factory.mktemp('sample') / 'run'))
 
 
 def run(*args):
-  return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
-                        check=False)
+  return cli.run('sample.py', *args)
 
 
+@pytest.mark.slow
 def test_greedy_output_is_the_library_sample_decoded(workdir):
-  done = run(f'--workdir={workdir}', r'--prompt=The\nhead')
+  done = subprocess.run([sys.executable, SCRIPT, f'--workdir={workdir}', r'--prompt=The\nhead'],
+                        capture_output=True, check=False)  # bytes: a sampled '\r' stays one
   assert done.returncode == 0, done.stderr
-  text = done.stdout.split('---\n')[0].rstrip('\n')
+  text = done.stdout.decode('utf-8').split('---\n')[0].rstrip('\n')
   tok = ByteTokenizer()
   ids = np.asarray([[tok.bos_id] + tok.encode('The\nhead')], np.int32)
   expected = sample(trainer.load_model(workdir), ids, 32 - ids.shape[1])

@@ -57,6 +57,7 @@ def sampled_reference(model, prompt, num_tokens, temperature, key):
   return tokens
 
 
+@pytest.mark.slow
 def test_greedy_equals_the_step_by_step_argmax(model, prompt):
   out = sample(model, prompt, N - 4)  # fills the buffer to max_len exactly
   assert out.shape == (3, N) and out.dtype == jnp.int32
@@ -66,6 +67,7 @@ def test_greedy_equals_the_step_by_step_argmax(model, prompt):
                                 greedy_reference(model, prompt[:, :1], 3))
 
 
+@pytest.mark.slow
 def test_sampling_follows_the_documented_key_schedule(model, prompt):
   key = jax.random.key(7)
   out = sample(model, prompt, 9, temperature=1.3, rng=key)
@@ -134,6 +136,7 @@ def trained(tmp_path_factory):
   return config, workdir
 
 
+@pytest.mark.slow
 def test_load_model_restores_the_trained_parameters(trained):
   config, workdir = trained
   valid = trainer.evaluate(None, workdir, devices=jax.devices()[:1])['evals']['valid']

@@ -76,6 +76,7 @@ def assert_close(a, b, atol=1e-6):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=atol)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind,norm', KINDS)
 def test_scanned_model_with_the_loop_parameters_gives_the_same_outputs_and_gradients(kind, norm):
   loop, scan = pair(kind, norm)
@@ -108,6 +109,7 @@ def test_scanned_model_with_the_loop_parameters_gives_the_same_outputs_and_gradi
                                err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind,norm', [('lm', 'pre'), ('bert', 'post')])
 def test_dropout_gives_each_layer_its_own_key_split_from_one_draw(kind, norm):
   loop, scan = pair(kind, norm)
@@ -127,6 +129,7 @@ def test_dropout_gives_each_layer_its_own_key_split_from_one_draw(kind, norm):
   assert not np.allclose(got, clean, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_dropout_is_a_pure_function_of_params_batch_and_key():
   kind = 'lm'
   model = build_model(config(kind, 'post', True), rngs=nnx.Rngs(0))

@@ -100,6 +100,7 @@ def test_the_config_reads_the_default_directory():
   assert load('shakespeare').get_config().data.files == shakespeare.DEFAULT_FILES
 
 
+@pytest.mark.slow
 def test_the_fetch_command_runs_as_a_module_without_runpy_warnings():
   """`python -m fixed_head.data.shakespeare` is not imported by the package before runpy
   runs it (which would print a RuntimeWarning), and says how to use it without a directory."""

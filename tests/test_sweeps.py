@@ -5,6 +5,7 @@ runner's behaviour is checked on real training: order, done markers, skipping, r
 interrupted run to the result an uninterrupted one has, merging duplicates, and refusals.
 """
 
+import functools
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from fixed_head.experiments import sweeps
 from fixed_head.experiments import over_seeds
 from fixed_head.train import run_config, trainer
 
+import cli
 import repo_configs
 
 SWEEP_CONFIG = '''
@@ -121,6 +123,7 @@ def finished(tmp_path_factory):
   return config, root / 'sweep', lines
 
 
+@pytest.mark.slow
 def test_runs_train_in_order_each_with_its_marker_and_eval(finished):
   config, sweep_dir, lines = finished
   assert sorted(os.listdir(sweep_dir)) == sorted([sweeps.PLAN, *NAMES])
@@ -146,6 +149,7 @@ def test_runs_train_in_order_each_with_its_marker_and_eval(finished):
   assert progress[-1].endswith('0 to go, ETA 0m00s')
 
 
+@pytest.mark.slow
 def test_duplicate_runs_merge_and_unite_their_figures(finished):
   config, sweep_dir, _ = finished
   _, runs = sweeps.plan(config)
@@ -159,6 +163,7 @@ def test_duplicate_runs_merge_and_unite_their_figures(finished):
     assert json.load(f)['figures'] == ['heads', 'head_size']
 
 
+@pytest.mark.slow
 def test_a_rerun_trains_nothing(finished):
   config, sweep_dir, _ = finished
   before = {name: os.path.getmtime(sweep_dir / name / sweeps.DONE) for name in NAMES}
@@ -170,6 +175,7 @@ def test_a_rerun_trains_nothing(finished):
   assert {name: os.path.getmtime(sweep_dir / name / sweeps.DONE) for name in NAMES} == before
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(finished, tmp_path):
   """The sweep's first two runs (':two'), the second stopped at step 4 as a preemption
   would; the sweep is run again."""
@@ -193,6 +199,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(finished, tmp_pa
     assert final_loss(sweep_dir / name) == final_loss(uninterrupted / name), name
 
 
+@pytest.mark.slow
 def test_a_bad_override_is_refused_before_anything_is_written(finished, tmp_path):
   config = finished[0]
   train = Trainer()
@@ -210,6 +217,7 @@ def test_a_bad_override_is_refused_before_anything_is_written(finished, tmp_path
   assert train.workdirs == [] and os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_sweep_dir_of_another_config_file_is_refused(finished, tmp_path):
   config, sweep_dir, _ = finished
   other = write_config(str(tmp_path), 'other_sweep.py')
@@ -226,12 +234,15 @@ def test_a_sweep_dir_of_another_config_file_is_refused(finished, tmp_path):
 
 
 def _sweep_py(*args):
+  """sweep.py as a real process."""
   return subprocess.run([sys.executable, os.path.join(repo_configs.REPO, 'sweep.py'), *args],
                         capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_sweep_py_lists_runs_and_refuses_a_bad_config_in_one_line(finished, tmp_path):
   config, sweep_dir, _ = finished
+  _sweep_py = functools.partial(cli.run, 'sweep.py')  # in this process
   listed = _sweep_py(f'--config={config}', f'--workdir={sweep_dir}', '--list')
   assert listed.returncode == 0, listed.stderr
   assert listed.stdout.splitlines() == [
@@ -252,6 +263,7 @@ def test_sweep_py_lists_runs_and_refuses_a_bad_config_in_one_line(finished, tmp_
   assert sorted(os.listdir(tmp_path)) == []  # --list writes nothing
 
 
+@pytest.mark.slow
 def test_sweep_py_trains_quietly_what_the_api_trains(finished, tmp_path):
   config, uninterrupted, _ = finished
   trained = _sweep_py(f'--config={config}:two', f'--workdir={tmp_path}')
@@ -263,6 +275,7 @@ def test_sweep_py_trains_quietly_what_the_api_trains(finished, tmp_path):
     assert final_loss(tmp_path / name) == final_loss(uninterrupted / name), name
 
 
+@pytest.mark.slow
 def test_a_run_another_process_holds_is_skipped_and_left_unfinished(finished, tmp_path):
   """Two sweep.py processes share a sweep: a run whose lock is held elsewhere (here: another
   open file description, as another process has) is skipped, not trained twice; once the

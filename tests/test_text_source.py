@@ -103,6 +103,7 @@ def test_bad_input_names_the_path_or_field(tmp_path):
     resolved.source(data_config(pattern, tokenizer='sentencepiece'), 'train')
 
 
+@pytest.mark.slow
 def test_training_runs_on_a_text_corpus(tmp_path):
   pattern = write_corpus(tmp_path)
   config = default_config.get_config()

@@ -223,6 +223,7 @@ def test_errors_name_the_dataset_directory_field_and_fix(tiny_corpus, tmp_path):
     build_source(dict(tiny, vocab_size=300), 'train')
 
 
+@pytest.mark.slow
 def test_training_runs_and_resumes_exactly_on_mock_lm1b(mock_lm1b, tmp_path):
   del mock_lm1b
   config = default_config.get_config()
@@ -265,6 +266,7 @@ with tfds.testing.mock_data(num_examples=60):
 '''
 
 
+@pytest.mark.slow
 def test_with_two_processes_every_process_state_is_saved(tmp_path):
   """The trainer saves the data state from process 0 only: it must hold every process's."""
   import socket  # pylint: disable=g-import-not-at-top

@@ -403,6 +403,7 @@ def test_full_rank_witness_probe():
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("d", [16, 32])
 def test_probe_shows_low_rank_gap(d):
   n = 16

@@ -36,6 +36,7 @@ def _contents(directory):
   return {name: (directory / name).read_bytes() for name in theory_figures.OUTPUTS}
 
 
+@pytest.mark.slow
 def test_construction_is_exact_up_to_round_off(quick):
   _, result, _ = quick
   rows = result['construction']
@@ -46,6 +47,7 @@ def test_construction_is_exact_up_to_round_off(quick):
     assert 0 <= r['max_abs_error'] < 1e-8, r
 
 
+@pytest.mark.slow
 def test_witnesses_bounds_and_probe(quick):
   _, result, _ = quick
   rows = {(r['witness'].split()[0], r['d_p']): r for r in result['witnesses']}
@@ -62,6 +64,7 @@ def test_witnesses_bounds_and_probe(quick):
   assert rows['full_rank_witness', 2]['construction'].startswith('exact (')
 
 
+@pytest.mark.slow
 def test_probe_separates_d_p_below_and_above_n(quick):
   _, result, log = quick
   rows = result['probe']
@@ -85,6 +88,7 @@ def test_probe_separates_d_p_below_and_above_n(quick):
   assert log.count('| pytest quick') == 3  # one caption footer per table
 
 
+@pytest.mark.slow
 def test_files_are_written_and_the_pngs_are_real(quick):
   output, result, _ = quick
   assert sorted(os.listdir(output)) == sorted(theory_figures.OUTPUTS)
@@ -103,6 +107,7 @@ def test_files_are_written_and_the_pngs_are_real(quick):
   assert [float(r['mean']) for r in table] == [r['mean'] for r in result['probe']]
 
 
+@pytest.mark.slow
 def test_existing_output_is_refused_in_process(quick):
   output, _, _ = quick
   with pytest.raises(UsageError, match=r'--output=.* already holds construction.csv.*'
@@ -112,6 +117,7 @@ def test_existing_output_is_refused_in_process(quick):
     theory_figures.make_figures(os.path.join(output, 'tables.md'), quick=True, overwrite=True)
 
 
+@pytest.mark.slow
 def test_entry_point_reruns_and_refusals(quick, tmp_path):
   in_process, _, _ = quick
   output = tmp_path / 'figures'
@@ -139,6 +145,7 @@ def test_entry_point_reruns_and_refusals(quick, tmp_path):
   assert len(missing.stderr.splitlines()) == 1 and '--output' in missing.stderr
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_with_the_same_numbers(quick):
   output, result, _ = quick
   before = _contents(pathlib.Path(output))

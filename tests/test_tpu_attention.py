@@ -41,6 +41,7 @@ def _forward_and_grads(implementation, mask, q, k, v):
   return out, vjp(weights)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('head_size', [128, 256, 512])
 @pytest.mark.parametrize('dtype,tol', [(jnp.float32, 2e-5), (jnp.bfloat16, 4e-2)])
 @pytest.mark.parametrize('kind', ['lm', 'bert'])
@@ -58,6 +59,7 @@ def test_matches_einsum_forward_and_gradients(head_size, dtype, tol, kind):
     assert not np.any(np.asarray(out[1, 3 * n // 4:], np.float32))
 
 
+@pytest.mark.slow
 def test_several_blocks_causal():
   """n = 256: two key blocks, the causal loop skipping the one above the diagonal."""
   q, k, v = _inputs(256, 128, jnp.float32, seed=1)

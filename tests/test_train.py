@@ -63,6 +63,7 @@ def final_params(workdir, config):
   return jax.tree.map(np.asarray, params)
 
 
+@pytest.mark.slow
 def test_training_learns_and_eval_writes_json(tmp_path):
   config = tiny_config(steps=100)
   config.model.update(dict(dropout_rate=0.0, attention_dropout_rate=0.0))
@@ -142,6 +143,7 @@ def split(size, ways):
   return size // ways if size % ways == 0 else size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mesh', MESHES)
 @pytest.mark.parametrize('variant', list(VARIANTS))
 def test_sharded_training_matches_one_device(one_device, variant, mesh):
@@ -174,6 +176,7 @@ def test_sharded_training_matches_one_device(one_device, variant, mesh):
   assert_same_params(jax.device_get(state['params']), expected_params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('first,then', [((2, 2, 2), (8, 1, 1)), ((1, 1, 8), (1, 1, 1)),
                                         ((1, 1, 1), (1, 8, 1))])
 def test_a_checkpoint_continues_on_another_mesh(tmp_path, one_device, first, then):
@@ -229,6 +232,7 @@ def test_each_batch_slice_is_fed_by_one_process(mesh, processes, fed):
       sharding.check_batch_feed(grid)
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(tmp_path):
   config = tiny_config(steps=8)
   trainer.train_and_evaluate(config, str(tmp_path / 'straight'), devices=jax.devices()[:1])
@@ -242,6 +246,7 @@ def test_resume_matches_uninterrupted_run(tmp_path):
                final_params(tmp_path / 'straight', config))
 
 
+@pytest.mark.slow
 def test_incompatible_workdir_is_refused(tmp_path):
   trainer.train_and_evaluate(tiny_config(steps=2), str(tmp_path), devices=jax.devices()[:1])
   with pytest.raises(ValueError, match=r'incompatible.*model.num_heads: saved 4, now 2'):
@@ -326,6 +331,7 @@ def _run(script, *args):
                         text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_command_lines(tmp_path):
   workdir = str(tmp_path / 'run')
   overrides = ['--config=configs/default.py:baseline', f'--workdir={workdir}',
@@ -349,6 +355,7 @@ def test_command_lines(tmp_path):
   assert 'Traceback' not in bad.stderr
 
 
+@pytest.mark.slow
 def test_profile_steps_traces_and_changes_nothing(tmp_path):
   """config.profile_steps: a jax.profiler trace of steps 2..3 in WORKDIR/profile, and the
   same losses and parameters as a run without it."""
@@ -369,6 +376,7 @@ def test_profile_steps_traces_and_changes_nothing(tmp_path):
   assert not (tmp_path / 'bad').exists()
 
 
+@pytest.mark.slow
 def test_fsdp_keeps_each_devices_rows():
   """With the parameters split over 'fsdp', each device still computes only its own rows:
   the compiled step needs the temporaries of data parallelism, not those of the whole
@@ -386,6 +394,7 @@ def test_fsdp_keeps_each_devices_rows():
   assert temporaries[(1, 8, 1)] < 1.2 * temporaries[(8, 1, 1)], temporaries
 
 
+@pytest.mark.slow
 def test_dropout_rng_impl_resumes_exactly_and_only_changes_the_masks(tmp_path):
   """config.dropout_rng_impl='unsafe_rbg' (MaxText's): a run repeats itself and resumes
   exactly, from the initialisation threefry2x32 gives, with other dropout masks."""

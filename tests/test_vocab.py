@@ -30,6 +30,7 @@ def text_config(pattern, **data):
   return config
 
 
+@pytest.mark.slow
 def test_the_run_records_its_tokenizer_and_refuses_another_on_resume(tmp_path):
   config = text_config(write_corpus(tmp_path))
   workdir = str(tmp_path / 'run')

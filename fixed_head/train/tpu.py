@@ -47,6 +47,10 @@ def _compile_only_environment() -> None:
     os.environ.setdefault(key, value)
   if not platforms_chosen():
     jax.config.update('jax_platforms', 'cpu')  # the host runs nothing but the compiler
+  # JAX's persistent compilation cache (JAX_COMPILATION_CACHE_DIR) cannot load back what is
+  # compiled for a topology (no TPU client to load it on): every compile would read an entry,
+  # warn and compile anyway. Off, unless this process already compiled with it.
+  jax.config.update('jax_enable_compilation_cache', False)
 
 
 def topology_devices(name: str) -> list[jax.Device]:

@@ -1,4 +1,4 @@
-"""A gs:// workdir, end to end, against a local GCS JSON API (issue 13).
+"""A gs:// workdir, end to end, against a local GCS JSON API.
 
 Real `train.py` and `eval.py` processes write a run into a bucket of gcp-storage-emulator
 (tests/gcs_emulator.py) through the same clients a TPU VM uses with Cloud Storage: gcsfs
@@ -25,6 +25,8 @@ import gcs_emulator
 import kill_config
 from test_kill_resume import CONFIG, REPO, TIMEOUT, finish, logged_steps, wait_for_step
 from test_train import final_params, losses
+
+pytestmark = pytest.mark.slow  # real processes: `-m "not slow"` leaves them out
 
 BUCKET = 'fixed-head-test'
 READ_ONLY = 'fixed-head-read-only'  # uploads refused with 403, as without objects.create

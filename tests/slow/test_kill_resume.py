@@ -1,4 +1,4 @@
-"""Hard kills and preemption of a real `python train.py` process (issue 5, points 1-2).
+"""Hard kills and preemption of a real `python train.py` process.
 
 A run killed with SIGKILL at random points (also while an asynchronous checkpoint is being
 written) and restarted with the same command ends bit-identical to an uninterrupted run;
@@ -24,6 +24,8 @@ from fixed_head.train import checkpoints
 # Test helpers: pytest puts tests/ (conftest.py's folder) and tests/slow on sys.path.
 import kill_config
 from test_train import final_params
+
+pytestmark = pytest.mark.slow  # real processes: `-m "not slow"` leaves them out
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, 'tests', 'slow', 'kill_config.py')

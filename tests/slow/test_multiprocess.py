@@ -1,4 +1,4 @@
-"""Several JAX processes on one machine (issue 5, point 6).
+"""Several JAX processes on one machine.
 
 Two processes with two CPU devices each, joined through train.py's own flags
 (``--coordinator_address=127.0.0.1:PORT --num_processes=2 --process_id=I``, which call
@@ -26,6 +26,8 @@ from fixed_head.train import trainer
 # Test helpers: pytest puts tests/ (conftest.py's folder) and tests/slow on sys.path.
 import kill_config
 from test_train import final_params, losses
+
+pytestmark = pytest.mark.slow  # real processes: `-m "not slow"` leaves them out
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DRIVER = os.path.join(REPO, 'tests', 'slow', 'multiprocess_driver.py')
