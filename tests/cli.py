@@ -23,7 +23,7 @@ from absl import app, flags
 
 from fixed_head.train import launch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo_configs import REPO
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +65,8 @@ def run(script: str, *args: str, cwd: str = REPO) -> Done:
   fv = flags.FLAGS
   # The entry point sets logging up for its process (quiet_start lowers absl's level, a first
   # warning gives the root logger a handler on the captured stderr): undone afterwards.
-  loggers = {name: (lg.level, lg.handlers[:]) for name in ('absl', '')
-             for lg in [std_logging.getLogger(name)]}
+  loggers = {logger_name: (lg.level, lg.handlers[:]) for logger_name in ('absl', '')
+             for lg in [std_logging.getLogger(logger_name)]}
   with mock.patch.object(sys, 'argv', argv), contextlib.chdir(cwd), \
       contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     try:
@@ -86,7 +86,7 @@ def run(script: str, *args: str, cwd: str = REPO) -> Done:
             delattr(fv, flag.name)
       fv.unparse_flags()
       sys.modules.pop(name, None)
-      for name, (level, handlers) in loggers.items():
-        std_logging.getLogger(name).setLevel(level)
-        std_logging.getLogger(name).handlers[:] = handlers
+      for logger_name, (level, handlers) in loggers.items():
+        std_logging.getLogger(logger_name).setLevel(level)
+        std_logging.getLogger(logger_name).handlers[:] = handlers
   return Done(code, out.getvalue(), err.getvalue())

@@ -64,7 +64,6 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 jax.config.update('jax_num_cpu_devices', 8)
 
 
-
 @pytest.fixture(scope='session')
 def tiny_lm_run(tmp_path_factory) -> str:
   """The session's one tiny trained text LM (``repo_configs.tiny_byte_lm``: 2 layers, h = 2,
