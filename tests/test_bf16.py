@@ -30,7 +30,7 @@ def _run(tmp_path, dtype: str, seed: int) -> list[float]:
   c.model.dtype = dtype
   c.evals.valid.num_examples = 256
   workdir = str(tmp_path / f'{dtype}_{seed}')
-  trainer.train_and_evaluate(c, workdir)
+  trainer.train_and_evaluate(c, workdir, devices=jax.devices()[:1])
   with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
     return [r['valid/loss'] for r in map(json.loads, f) if 'valid/loss' in r]
 
