@@ -1,19 +1,20 @@
-"""Every test process sees 8 CPU devices and shares one compilation cache.
+"""Every test process sees 8 CPU devices and shares one compilation cache; files run longest
+first.
 
 The tests install libtpu (compile.py compiles for TPU slices), and JAX would then try to
 open a TPU at start-up, in this process and every one it starts: JAX_PLATFORMS=cpu keeps
 them on the CPU. ``tests/test_compile.py`` checks the entry points need no such setting.
 
-Compilation cache: most of a tiny test's time is XLA compiling the same small programs, in
-this process and in every entry point a test starts. JAX's persistent cache keeps each
-compiled program on disk under a key made of the program's HLO, its compile options, the XLA
-flags and the jax, jaxlib and backend versions, so an entry is only ever reused for the same
-program: a change to the code changes the program and misses. The directory is
-``.cache/jax/<machine>`` in the checkout (ignored by git), keyed again by the CPU's model and
-instruction set and the Python version, so a checkout carried to another machine never runs
-code compiled for another CPU. The variables are set in the environment, so the processes the
-tests start (train.py, sample.py, ...) read and fill the same cache. A clean clone starts
-empty. ``FIXED_HEAD_TEST_CACHE=off`` runs without it; a directory in
+Compilation cache: most of a tiny test's time is XLA compiling the same small programs, in this
+process and in every entry point a test starts. JAX's persistent cache keeps each compiled
+program (those that take 0.5 s or more to compile) on disk under a key made of the program's
+HLO, its compile options, the XLA flags and the jax, jaxlib and backend versions, so an entry
+is only ever reused for the same program: a change to the code changes the program and misses.
+The directory is ``.cache/jax/<machine>`` in the checkout (ignored by git), keyed again by the
+CPU's model and instruction set and the Python version, so a checkout carried to another
+machine never runs code compiled for another CPU. The variables are set in the environment, so
+the processes the tests start (train.py, sample.py, ...) read and fill the same cache. A clean
+clone starts empty. ``FIXED_HEAD_TEST_CACHE=off`` runs without it; a directory in
 ``JAX_COMPILATION_CACHE_DIR`` is used as given.
 """
 
@@ -64,6 +65,12 @@ def _compilation_cache() -> None:
 
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# LLVM's optimisation of the CPU machine code off: compiling is most of a test's time, and this
+# cuts it by about a third. XLA's own passes (fusion, layouts, sharding, buffer assignment) run
+# as for users. A value of XLA_FLAGS already set, even empty, is kept: `XLA_FLAGS= pytest`
+# compiles as train.py does.
+os.environ.setdefault('XLA_FLAGS', '--xla_backend_optimization_level=0 '
+                      '--xla_llvm_disable_expensive_passes=true')
 _compilation_cache()
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
