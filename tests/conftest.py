@@ -65,12 +65,6 @@ def _compilation_cache() -> None:
 
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-# LLVM's optimisation of the CPU machine code off: compiling is most of a test's time, and this
-# cuts it by about a third. XLA's own passes (fusion, layouts, sharding, buffer assignment) run
-# as for users. A value of XLA_FLAGS already set, even empty, is kept: `XLA_FLAGS= pytest`
-# compiles as train.py does.
-os.environ.setdefault('XLA_FLAGS', '--xla_backend_optimization_level=0 '
-                      '--xla_llvm_disable_expensive_passes=true')
 _compilation_cache()
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
