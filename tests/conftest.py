@@ -115,11 +115,21 @@ DURATIONS = os.path.join(REPO, 'tests', 'durations.json')
 def pytest_addoption(parser):
   parser.addoption('--store-durations', action='store_true',
                    help='write each test file\'s measured seconds to tests/durations.json '
-                   '(the order files are run in; files not run keep their entry)')
+                   '(the order files are run in): run it with the whole suite, as a file run '
+                   'in part is stored with the part\'s seconds; files not run keep their entry')
 
 
 def _file_of(nodeid: str) -> str:
   return nodeid.split('::')[0]
+
+
+def _read_durations() -> dict[str, float]:
+  """{test file: seconds} from tests/durations.json, or {} without one."""
+  try:
+    with open(DURATIONS, encoding='utf-8') as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return {}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -129,19 +139,13 @@ def pytest_collection_modifyitems(config, items):
   tests/durations.json (``--store-durations`` rewrites it), else 10 s for each ``slow`` test
   in it. Only the order changes; the order within a file is kept."""
   del config
-  try:
-    with open(DURATIONS, encoding='utf-8') as f:
-      measured = json.load(f)
-  except FileNotFoundError:
-    measured = {}
   guess, first = {}, {}
   for i, item in enumerate(items):
     path = _file_of(item.nodeid)
     first.setdefault(path, i)
     guess[path] = guess.get(path, 0) + 10 * (item.get_closest_marker('slow') is not None)
-  items.sort(key=lambda item: (-measured.get(_file_of(item.nodeid), guess[_file_of(item.nodeid)]),
-                               first[_file_of(item.nodeid)]))
-
+  seconds = {**guess, **{path: t for path, t in _read_durations().items() if path in guess}}
+  items.sort(key=lambda item: (-seconds[_file_of(item.nodeid)], first[_file_of(item.nodeid)]))
 
 
 class _StoreDurations:
@@ -156,11 +160,7 @@ class _StoreDurations:
     self.seconds[path] = self.seconds.get(path, 0.0) + report.duration
 
   def pytest_sessionfinish(self):
-    try:
-      with open(DURATIONS, encoding='utf-8') as f:
-        durations = json.load(f)
-    except FileNotFoundError:
-      durations = {}
+    durations = _read_durations()
     durations.update({path: round(t, 1) for path, t in self.seconds.items()})
     with open(DURATIONS, 'w', encoding='utf-8') as f:
       json.dump(dict(sorted(durations.items())), f, indent=1)
