@@ -100,11 +100,11 @@ def load_config(spec: str):
 
 
 def shrink(config):
-  """--quick: the same kind of model, tiny (2 layers, d = 32, n <= 32, vocab 512)."""
+  """--quick: the same kind of model, tiny (1 layer, d = 32, n <= 32, vocab 512)."""
   m = config.model
   h = min(m.num_heads, 4)
   m.update(dict(emb_dim=32, num_heads=h, head_size=None if m.head_size is None else 16,
-                num_layers=2, mlp_dim=64, vocab_size=512, max_len=min(m.max_len, 32)))
+                num_layers=1, mlp_dim=64, vocab_size=512, max_len=min(m.max_len, 32)))
   config.data.seq_len = min(config.data.seq_len, 32)
   config.data.vocab_size = 512
   if 'max_predictions_per_seq' in config.data:

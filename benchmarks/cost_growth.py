@@ -33,10 +33,10 @@ flags.DEFINE_integer('tokens', 2048, 'Tokens per step; each n trains tokens / n 
 flags.DEFINE_integer('repeats', 3, 'Timed steps per row; the median is shown.')
 flags.DEFINE_string('output', None, 'Directory for cost_growth.png (step time and peak '
                     'memory against n, log-log) and cost_growth.md (the table).')
-flags.DEFINE_bool('quick', False, 'A smoke test: d=32, h=4, L=1, mlp 64, vocab 128, n 16 and '
-                  '32, 64 tokens; LLVM unoptimised (see memory.py --quick).')
+flags.DEFINE_bool('quick', False, 'A smoke test: d=32, h=4, L=1, mlp 64, vocab 128, n 32, '
+                  '64 tokens; LLVM unoptimised (see memory.py --quick).')
 
-QUICK = dict(seq_lens=['16', '32'], tokens=64)  # with compiled_step.QUICK_MODEL
+QUICK = dict(seq_lens=['32'], tokens=64)  # with compiled_step.QUICK_MODEL
 
 
 def head_size(spec: str, n: int, f) -> int:

@@ -30,7 +30,7 @@ flags.DEFINE_string('topology', None, 'Also compile for this TPU slice (e.g. v5e
 flags.DEFINE_string('tpu_config', 'configs/bert.py:fixed_d512_h8,stage=2',
                     'Run config compiled for --topology, at its own batch.')
 flags.DEFINE_bool('cpu', True, 'Table 1 (--nocpu: only the TPU compile, table 2).')
-flags.DEFINE_bool('quick', False, 'A smoke test: tiny model, 1 repeat.')
+flags.DEFINE_bool('quick', False, 'A smoke test: tiny model, 1 repeat, fast compilation.')
 
 
 def with_rng(config, impl: str):
@@ -39,11 +39,12 @@ def with_rng(config, impl: str):
   return c
 
 
-def cpu_table(base, repeats: int) -> str:
+def cpu_table(base, repeats: int, compiler_options: dict | None) -> str:
   steps = {}
   for impl in run_config.DROPOUT_RNG_IMPLS:
     steps[impl] = compiled_step.TrainStep(
-        with_rng(base, impl), like=steps.get(run_config.DROPOUT_RNG_IMPLS[0]))
+        with_rng(base, impl), like=steps.get(run_config.DROPOUT_RNG_IMPLS[0]),
+        compiler_options=compiler_options)
   seconds = {k: timing.median(v) for k, v in timing.round_robin(steps, repeats=repeats).items()}
   reference = seconds[run_config.DROPOUT_RNG_IMPLS[0]]
   rows = [[impl, f'{seconds[impl] * 1e3:.1f}', f'{seconds[impl] / reference:.2f}']
@@ -90,7 +91,8 @@ def main(argv):
           f'{m.num_layers} layers, n = {n}, batch {base.batch_size}, attention dropout '
           f'{m.attention_dropout_rate}) on {jax.devices()[0].platform}, median of {repeats}, '
           'round-robin\n')
-    print(cpu_table(base, repeats) + '\n', flush=True)
+    print(cpu_table(base, repeats, compiled_step.FAST_COMPILE if f.quick else None) + '\n',
+          flush=True)
   if f.topology:
     tpu_base = compiled_step.load_config(f.tpu_config)
     if f.quick:

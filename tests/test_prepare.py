@@ -87,7 +87,7 @@ def test_training_runs_on_each_prepared_dataset_without_tensorflow(prepared, tmp
   data_dir, _ = prepared
   lm = load('lm1b').get_config('fixed,runlocal')
   lm.data.data_dir = data_dir
-  lm.num_train_steps = 4
+  lm.num_train_steps, lm.model.num_layers = 4, 1  # one layer: the data is what is tested
   result = trainer.train_and_evaluate(lm, str(tmp_path / 'lm1b'), devices=ONE)
   assert np.isfinite(result['evals']['valid']['loss']) and result['step'] == 4
 
@@ -95,13 +95,14 @@ def test_training_runs_on_each_prepared_dataset_without_tensorflow(prepared, tmp
   pretrain = bert.get_config('fixed_d512_h32,runlocal')
   pretrain.data.update(dict(dataset=['wikipedia/20230601.en'], files=None, data_dir=data_dir,
                             train_split='train[:80%]', eval_split='train[80%:]'))
-  pretrain.num_train_steps = 4
+  pretrain.num_train_steps, pretrain.model.num_layers = 4, 1
   result = trainer.train_and_evaluate(pretrain, str(tmp_path / 'pt'), devices=ONE)
   assert np.isfinite(result['evals']['valid']['loss'])
 
   for task, evals in (('mnli', ('matched', 'mismatched')), ('squad', ('squad',))):
     config = bert.get_config(f'fixed_d512_h32,runlocal,task={task}')
     config.update(dict(init_from=str(tmp_path / 'pt'), num_train_steps=4))
+    config.model.num_layers = 1  # the pre-trained encoder's
     config.data.data_dir = data_dir
     for spec in config.evals.values():  # a few rows of each split (runlocal reads hundreds)
       spec.num_examples = 16
