@@ -23,6 +23,7 @@ from flax import nnx
 
 from fixed_head.experiments import figures, timing
 from fixed_head.nn import attention as attn
+from fixed_head.nn import masks
 
 flags.DEFINE_integer('emb_dim', 256, 'd.')
 flags.DEFINE_integer('num_heads', 16, 'h.')
@@ -77,11 +78,11 @@ def cell(d: int, h: int, dp: int, n: int, mask_kind: str, b: int, dtype, repeats
   x = jax.random.normal(keys[0], (b, n, d), jnp.float32).astype(dtype)
   cotangent = jax.random.normal(keys[1], (b, n, d), jnp.float32)
   if mask_kind == 'causal':
-    ours_mask = attn.SegmentMask(causal=True)
+    ours_mask = masks.SegmentMask(causal=True)
     flax_mask = nnx.make_causal_mask(jnp.ones((b, n)))
   else:
     valid = (jnp.arange(n) < n - n // 4).astype(jnp.int32)[None].repeat(b, 0)
-    ours_mask = attn.SegmentMask(valid)
+    ours_mask = masks.SegmentMask(valid)
     flax_mask = nnx.make_attention_mask(valid, valid)
   ours_fwd, ours_bwd = programs(ours, x, ours_mask, cotangent)
   flax_fwd, flax_bwd = programs(flax_mha, x, flax_mask, cotangent)

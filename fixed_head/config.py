@@ -18,10 +18,10 @@ NORM_PLACEMENTS = ('post', 'pre')
 ACTIVATIONS = ('relu', 'gelu')
 POSITION_EMBEDDINGS = ('learned', 'sinusoidal')
 INITIALIZERS = ('xavier_uniform', 'normal', 'truncated_normal')
-# Kept in step with ``fixed_head.nn.attention.ATTENTION_IMPLEMENTATIONS`` (checked by a test);
+# The keys of ``fixed_head.nn.attention_op.ATTENTION_IMPLEMENTATIONS`` (a test checks it);
 # spelled out here so that validating a config imports no model code.
 ATTENTION_IMPLEMENTATIONS = ('xla', 'jax', 'cudnn', 'pallas', 'tpu_flash')
-# 'auto': chosen per call from backend, dtype, head size, dropout and mask (attention.py).
+# 'auto': chosen per call from backend, dtype, head size, dropout and mask (attention_op.py).
 ATTENTION_CHOICES = ('auto', *ATTENTION_IMPLEMENTATIONS)
 # What the backward pass recomputes instead of keeping from the forward pass.
 REMAT_POLICIES = ('none', 'attention', 'full')
@@ -62,7 +62,7 @@ class ModelConfig:
   dtype: str = 'float32'  # compute dtype
   param_dtype: str = 'float32'  # storage dtype of the parameters
   # 'auto' (cuDNN / Pallas kernel on a GPU, JAX's Pallas TPU kernel on a TPU, where they
-  # apply; else the einsum 'xla'), or one of fixed_head.nn.attention.ATTENTION_IMPLEMENTATIONS
+  # apply; else the einsum 'xla'), or a key of attention_op.ATTENTION_IMPLEMENTATIONS
   attention_impl: str = 'auto'
   # run the blocks under nnx.scan: parameters stacked on a leading 'layers' axis; compile
   # time independent of depth
@@ -117,6 +117,26 @@ class ModelConfig:
     return dataclasses.replace(self, **changes)
 
 
+def head_size_of(emb_dim: int, num_heads: int, head_size: int | None, *,
+                 names: tuple[str, str, str] = ('emb_dim', 'num_heads', 'head_size')) -> int:
+  """d_p: ``head_size``, or the baseline d / h when it is None. Raises ValueError, naming
+  the fields as ``names`` (d, h, d_p) spell them, when h does not divide d for the baseline
+  or ``head_size`` is no positive integer. The one check of the head size (the config and
+  ``MultiHeadAttention`` both call it)."""
+  d, h, d_p = names
+  if head_size is None:
+    if emb_dim % num_heads:
+      raise ValueError(
+          f'{h}={num_heads} does not divide {d}={emb_dim}, which the baseline head size d/h '
+          f'({d_p}=None) requires. Choose {h.rsplit(".", 1)[-1]} dividing {emb_dim}, or set '
+          f'{d_p} to fix d_p independently of d and h.')
+    return emb_dim // num_heads
+  if isinstance(head_size, bool) or not isinstance(head_size, int) or head_size <= 0:
+    raise ValueError(f'{d_p}={head_size!r}: must be a positive integer, or None for the '
+                     'baseline d / h.')
+  return head_size
+
+
 def _validate(c: ModelConfig) -> None:
   """Raises ValueError naming the offending field and how to fix it."""
 
@@ -145,14 +165,8 @@ def _validate(c: ModelConfig) -> None:
     value = getattr(c, field)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
       fail(field, 'must be a positive integer.')
-  if c.head_size is None:
-    if c.emb_dim % c.num_heads:
-      raise ValueError(
-          f'model.num_heads={c.num_heads} does not divide model.emb_dim={c.emb_dim}, which '
-          'the baseline head size d/h (model.head_size=None) requires. Choose num_heads '
-          f'dividing {c.emb_dim}, or set model.head_size to fix d_p independently of d and h.')
-  elif isinstance(c.head_size, bool) or not isinstance(c.head_size, int) or c.head_size <= 0:
-    fail('head_size', 'must be a positive integer, or None for the baseline d / h.')
+  head_size_of(c.emb_dim, c.num_heads, c.head_size,
+               names=('model.emb_dim', 'model.num_heads', 'model.head_size'))
   for field in ('dropout_rate', 'attention_dropout_rate', 'mlp_dropout_rate'):
     if field == 'mlp_dropout_rate' and c.mlp_dropout_rate is None:
       continue

@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from fixed_head.nn import attention as attn
+from fixed_head.nn import attention_op, masks
 from fixed_head import config as config_lib
 
 # The implementations that take dense masks and run on a CPU ('cudnn' needs a GPU, 'pallas'
@@ -73,7 +74,7 @@ def test_matches_flax_multihead_attention(d, h, dp, masked):
   mask = None
   if masked:
     valid = jnp.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
-    mask = attn.combine_masks(attn.causal_mask(6), attn.padding_mask(valid))
+    mask = masks.combine_masks(masks.causal_mask(6), masks.padding_mask(valid))
   got = ours(x, mask=mask)
   want = ref(x, mask=mask, deterministic=True)
   if masked:  # flax averages fully masked (padded) query rows; compare the valid ones
@@ -87,7 +88,7 @@ def test_matches_float64_numpy_formula(d, h, dp):
                                  bias_init=nnx.initializers.normal(0.5))
   x = _inputs(d, seed=3)
   segments = jnp.array([[1, 1, 2, 2, 2, 3], [1, 1, 1, 1, 1, 1]])
-  mask = attn.combine_masks(attn.causal_mask(6), attn.segment_mask(segments))
+  mask = masks.combine_masks(masks.causal_mask(6), masks.segment_mask(segments))
   np.testing.assert_allclose(ours(x, mask=mask), _numpy_reference(ours, x, mask),
                              atol=2e-5, rtol=2e-5)
 
@@ -101,27 +102,28 @@ def test_baseline_requires_heads_to_divide_width():
 
 @pytest.mark.slow
 def test_attention_implementations_agree_and_match_config():
-  assert set(attn.ATTENTION_IMPLEMENTATIONS) == set(config_lib.ATTENTION_IMPLEMENTATIONS)
-  assert set(config_lib.ATTENTION_CHOICES) == {attn.AUTO, *attn.ATTENTION_IMPLEMENTATIONS}
+  assert set(attention_op.ATTENTION_IMPLEMENTATIONS) == set(config_lib.ATTENTION_IMPLEMENTATIONS)
+  assert set(config_lib.ATTENTION_CHOICES) == {attention_op.AUTO,
+                                                *attention_op.ATTENTION_IMPLEMENTATIONS}
   q, k, v = (jax.random.normal(jax.random.key(i), (2, 5, 3, 4)) for i in range(3))
   segments = jnp.array([[1, 1, 2, 2, 0], [1, 2, 2, 2, 2]])
-  mask = attn.combine_masks(attn.causal_mask(5), attn.segment_mask(segments),
-                            attn.padding_mask(segments > 0))
-  want = attn.dot_product_attention(q, k, v, mask=mask, implementation='xla')
-  structured = attn.SegmentMask(segments, causal=True)
+  mask = masks.combine_masks(masks.causal_mask(5), masks.segment_mask(segments),
+                            masks.padding_mask(segments > 0))
+  want = attention_op.dot_product_attention(q, k, v, mask=mask, implementation='xla')
+  structured = masks.SegmentMask(segments, causal=True)
   for impl in ('auto', *DENSE, 'pallas'):
-    got = attn.dot_product_attention(q, k, v, mask=structured, implementation=impl)
+    got = attention_op.dot_product_attention(q, k, v, mask=structured, implementation=impl)
     np.testing.assert_allclose(got, want, atol=1e-6, err_msg=impl)
     if impl != 'pallas':
-      got = attn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+      got = attention_op.dot_product_attention(q, k, v, mask=mask, implementation=impl)
       np.testing.assert_allclose(got, want, atol=1e-6, err_msg=impl)
   with pytest.raises(ValueError, match="'nope' is not one of"):
-    attn.dot_product_attention(q, k, v, implementation='nope')
+    attention_op.dot_product_attention(q, k, v, implementation='nope')
   with pytest.raises(ValueError, match="'pallas' takes a SegmentMask"):
-    attn.dot_product_attention(q, k, v, mask=mask, implementation='pallas')
+    attention_op.dot_product_attention(q, k, v, mask=mask, implementation='pallas')
   if jax.default_backend() == 'cpu':
     with pytest.raises(RuntimeError, match='cuDNN'):
-      attn.dot_product_attention(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16),
+      attention_op.dot_product_attention(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16),
                                  v.astype(jnp.bfloat16), implementation='cudnn')
 
 
@@ -131,42 +133,43 @@ def test_xla_path_runs_forward_grouped_and_differentiates_the_einsum_graph(rate)
   """'xla' computes its forward under a unit-axis vmap (a faster CPU fusion) but its gradient
   is the plain einsum graph's: outputs agree, gradients are bit-identical, dropout included."""
   q, k, v = (jax.random.normal(jax.random.key(i), (2, 6, 3, 4)) for i in range(3))
-  mask = attn.SegmentMask(jnp.array([[1, 1, 2, 2, 2, 0], [1, 1, 1, 1, 1, 1]]),
+  mask = masks.SegmentMask(jnp.array([[1, 1, 2, 2, 2, 0], [1, 1, 1, 1, 1, 1]]),
                           causal=True).dense(6, 6)
   rng = jax.random.key(7) if rate else None
   args = (mask, rate, rng, None)
-  np.testing.assert_allclose(attn._xla_attention(q, k, v, *args),
-                             attn._einsum_attention(q, k, v, *args), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(attention_op._xla_attention(q, k, v, *args),
+                             attention_op._einsum_attention(q, k, v, *args), rtol=1e-6, atol=1e-7)
 
   def grads(fn):
     loss = lambda q, k, v: jnp.sum(jnp.sin(fn(q, k, v, *args)))
     return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
 
-  for got, want in zip(grads(attn._xla_attention), grads(attn._einsum_attention)):
+  for got, want in zip(grads(attention_op._xla_attention), grads(attention_op._einsum_attention)):
     np.testing.assert_array_equal(got, want)
-  assert float(jnp.abs(grads(attn._xla_attention)[0]).max()) > 0
+  assert float(jnp.abs(grads(attention_op._xla_attention)[0]).max()) > 0
   # which graph each program compiled: the op names say whether it ran under the vmap
   compiled = lambda f: jax.jit(f).lower(q).compile().as_text()
-  assert 'vmap(' in compiled(lambda q: attn._xla_attention(q, k, v, *args))
-  assert 'vmap(' not in compiled(jax.grad(lambda q: jnp.sum(attn._xla_attention(q, k, v, *args))))
+  assert 'vmap(' in compiled(lambda q: attention_op._xla_attention(q, k, v, *args))
+  assert 'vmap(' not in compiled(
+      jax.grad(lambda q: jnp.sum(attention_op._xla_attention(q, k, v, *args))))
 
 
 def test_segment_mask_is_the_dense_masks_it_stands_for():
   segments = jnp.array([[1, 1, 2, 2, 0, 0], [3, 3, 3, 1, 1, 0]])
   np.testing.assert_array_equal(
-      attn.SegmentMask(segments, causal=True).dense(6, 6),
-      attn.combine_masks(attn.causal_mask(6), attn.packed_mask(segments)))
-  np.testing.assert_array_equal(attn.SegmentMask(causal=True).dense(6, 6), attn.causal_mask(6))
+      masks.SegmentMask(segments, causal=True).dense(6, 6),
+      masks.combine_masks(masks.causal_mask(6), masks.packed_mask(segments)))
+  np.testing.assert_array_equal(masks.SegmentMask(causal=True).dense(6, 6), masks.causal_mask(6))
   valid = jnp.array([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
-  np.testing.assert_array_equal(attn.SegmentMask(valid).dense(6, 6), attn.padding_mask(valid))
+  np.testing.assert_array_equal(masks.SegmentMask(valid).dense(6, 6), masks.padding_mask(valid))
   ids_kv = jnp.array([[1, 2, 2, 0], [3, 3, 1, 1]])
   np.testing.assert_array_equal(
-      attn.SegmentMask(segments, ids_kv, causal=True).dense(6, 4),
+      masks.SegmentMask(segments, ids_kv, causal=True).dense(6, 4),
       (jnp.arange(6)[:, None] >= jnp.arange(4)[None])[None, None]
-      & attn.segment_mask(segments, ids_kv) & (segments > 0)[:, None, :, None])
-  assert attn.SegmentMask().dense(3, 3) is None
+      & masks.segment_mask(segments, ids_kv) & (segments > 0)[:, None, :, None])
+  assert masks.SegmentMask().dense(3, 3) is None
   # A pytree: ids are leaves, causal is static.
-  leaves, tree = jax.tree.flatten(attn.SegmentMask(segments, causal=True))
+  leaves, tree = jax.tree.flatten(masks.SegmentMask(segments, causal=True))
   assert len(leaves) == 1 and jax.tree.unflatten(tree, leaves).causal
 
 
@@ -187,17 +190,17 @@ def test_segment_mask_is_the_dense_masks_it_stands_for():
 ])
 def test_auto_chooses_by_backend_dtype_head_size_dropout_and_mask(backend, dtype, head_size,
                                                                   dropout, dense, want):
-  name, why = attn.choose_implementation(head_size, dtype, dropout=dropout, dense_mask=dense,
-                                         backend=backend)
+  name, why = attention_op.choose_implementation(head_size, dtype, dropout=dropout,
+                                                 dense_mask=dense, backend=backend)
   assert name == want and why
 
 
-def test_auto_logs_its_choice_once(caplog):
-  attn._logged.clear()  # pylint: disable=protected-access
+def test_auto_logs_its_choice_once_per_op(caplog):
   q = jnp.ones((1, 4, 2, 8))
+  op = attention_op.AttentionOp('auto')
   with caplog.at_level('INFO'):
     for _ in range(3):
-      attn.dot_product_attention(q, q, q, implementation='auto')
+      op(q, q, q)
   lines = [r.getMessage() for r in caplog.records if 'attention_impl' in r.getMessage()]
   assert len(lines) == 1 and lines[0].startswith("attention_impl='auto': xla (")
 
@@ -206,7 +209,7 @@ def test_no_future_leakage_under_causal_mask():
   m = attn.MultiHeadAttention(in_features=8, num_heads=2, head_size=6, rngs=nnx.Rngs(0))
   x = _inputs(8, batch=1, length=7)
   x_changed = x.at[:, 4:].set(100.0)  # perturb the future of position 3
-  mask = attn.causal_mask(7)
+  mask = masks.causal_mask(7)
   a, b = m(x, mask=mask), m(x_changed, mask=mask)
   np.testing.assert_array_equal(a[:, :4], b[:, :4])
   assert not np.allclose(a[:, 4:], b[:, 4:])
@@ -218,9 +221,9 @@ def test_no_attention_across_packed_segments():
   doc_a, doc_b = _inputs(8, 1, 3, seed=1), _inputs(8, 1, 4, seed=2)
   packed = jnp.concatenate([doc_a, doc_b], axis=1)
   segments = jnp.array([[1, 1, 1, 2, 2, 2, 2]])
-  out = m(packed, mask=attn.combine_masks(attn.causal_mask(7), attn.segment_mask(segments)))
-  np.testing.assert_allclose(out[:, :3], m(doc_a, mask=attn.causal_mask(3)), atol=1e-6)
-  np.testing.assert_allclose(out[:, 3:], m(doc_b, mask=attn.causal_mask(4)), atol=1e-6)
+  out = m(packed, mask=masks.combine_masks(masks.causal_mask(7), masks.segment_mask(segments)))
+  np.testing.assert_allclose(out[:, :3], m(doc_a, mask=masks.causal_mask(3)), atol=1e-6)
+  np.testing.assert_allclose(out[:, 3:], m(doc_b, mask=masks.causal_mask(4)), atol=1e-6)
 
 
 @pytest.mark.slow
@@ -229,7 +232,7 @@ def test_fully_masked_rows_are_zero_not_nan():
                               use_bias=False)
   x = _inputs(8, batch=2, length=5)
   valid = jnp.array([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0]], bool)
-  mask = attn.padding_mask(valid)
+  mask = masks.padding_mask(valid)
 
   def loss(module):
     return jnp.sum(module(x, mask=mask) ** 2)
@@ -244,14 +247,14 @@ def test_fully_masked_rows_are_zero_not_nan():
 
 
 def test_masks_have_the_documented_meaning():
-  assert attn.causal_mask(3)[0, 0].tolist() == [[True, False, False], [True, True, False],
+  assert masks.causal_mask(3)[0, 0].tolist() == [[True, False, False], [True, True, False],
                                                 [True, True, True]]
-  seg = attn.segment_mask(jnp.array([[1, 1, 2]]))[0, 0]
+  seg = masks.segment_mask(jnp.array([[1, 1, 2]]))[0, 0]
   assert seg.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
-  pad = attn.padding_mask(jnp.array([[1, 0]]))[0, 0]
+  pad = masks.padding_mask(jnp.array([[1, 0]]))[0, 0]
   assert pad.tolist() == [[True, False], [False, False]]
-  assert attn.combine_masks(None, None) is None
-  packed = attn.packed_mask(jnp.array([[1, 1, 2, 0]]))[0, 0]
+  assert masks.combine_masks(None, None) is None
+  packed = masks.packed_mask(jnp.array([[1, 1, 2, 0]]))[0, 0]
   assert packed.tolist() == [[True, True, False, False], [True, True, False, False],
                              [False, False, True, False], [False, False, False, False]]
 
@@ -276,10 +279,10 @@ def test_bf16_compute_with_f32_params():
                               param_dtype=jnp.float32, rngs=nnx.Rngs(0))
   ref = attn.MultiHeadAttention(in_features=16, num_heads=4, head_size=8, rngs=nnx.Rngs(0))
   x = _inputs(16)
-  out = m(x, mask=attn.causal_mask(6))
+  out = m(x, mask=masks.causal_mask(6))
   assert m.query.kernel[...].dtype == jnp.float32
   assert out.dtype == jnp.bfloat16
-  np.testing.assert_allclose(out.astype(jnp.float32), ref(x, mask=attn.causal_mask(6)),
+  np.testing.assert_allclose(out.astype(jnp.float32), ref(x, mask=masks.causal_mask(6)),
                              atol=5e-2, rtol=5e-2)
 
 
@@ -306,8 +309,8 @@ def test_masks_of_fewer_dims_broadcast_like_numpy(impl):
   q = jax.random.normal(jax.random.key(0), (b, q_len, h, dp))
   k, v = (jax.random.normal(jax.random.key(i), (b, kv_len, h, dp)) for i in (1, 2))
   for mask, mask4 in _lower_rank_mask_cases(b, h, q_len, kv_len):
-    got = attn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
-    want = attn.dot_product_attention(q, k, v, mask=mask4, implementation=impl)
+    got = attention_op.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+    want = attention_op.dot_product_attention(q, k, v, mask=mask4, implementation=impl)
     assert got.shape == (b, q_len, h, dp)
     np.testing.assert_array_equal(got, want)
     # Rows with no allowed key are exactly zero; the others are not.
@@ -315,7 +318,7 @@ def test_masks_of_fewer_dims_broadcast_like_numpy(impl):
     np.testing.assert_array_equal(np.asarray(got)[empty], 0.0)
     assert np.all(np.abs(np.asarray(got)[~empty]).sum(-1) > 0)
   # The row masked in every head above really is empty in the [q, k] case.
-  assert np.all(np.asarray(attn.dot_product_attention(
+  assert np.all(np.asarray(attention_op.dot_product_attention(
       q, k, v, mask=_lower_rank_mask_cases()[0][0], implementation=impl))[:, 2] == 0)
 
 
@@ -324,7 +327,7 @@ def test_module_takes_2d_and_3d_masks(impl):
   m = attn.MultiHeadAttention(in_features=8, num_heads=2, head_size=5, implementation=impl,
                               rngs=nnx.Rngs(0), bias_init=nnx.initializers.normal(0.5))
   x = _inputs(8, batch=2, length=6)
-  causal = attn.causal_mask(6)[0, 0]  # [6, 6]
+  causal = masks.causal_mask(6)[0, 0]  # [6, 6]
   heads = jnp.stack([causal, causal.T])  # [h, 6, 6], a different mask per head
   np.testing.assert_array_equal(m(x, mask=heads), m(x, mask=heads[None]))
   np.testing.assert_allclose(m(x, mask=heads), _numpy_reference(m, x, heads[None]),
@@ -340,6 +343,6 @@ def test_module_takes_2d_and_3d_masks(impl):
 def test_mask_that_does_not_broadcast_is_refused():
   q = jnp.ones((2, 5, 3, 4))
   with pytest.raises(ValueError, match=r'mask of shape \(4, 5\) does not broadcast'):
-    attn.dot_product_attention(q, q[:, :4], q[:, :4], mask=jnp.ones((4, 5), bool))
+    attention_op.dot_product_attention(q, q[:, :4], q[:, :4], mask=jnp.ones((4, 5), bool))
   with pytest.raises(ValueError, match=r'does not broadcast'):
-    attn.dot_product_attention(q, q, q, mask=jnp.ones((1, 2, 3, 5, 5), bool))
+    attention_op.dot_product_attention(q, q, q, mask=jnp.ones((1, 2, 3, 5, 5), bool))

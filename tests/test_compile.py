@@ -14,7 +14,7 @@ import pytest
 
 from fixed_head import data as data_lib
 from fixed_head.errors import UsageError
-from fixed_head.nn import attention
+from fixed_head.nn import attention_op
 from fixed_head.train import compile_check, tpu
 
 import cli
@@ -165,15 +165,16 @@ def test_cpu_runs_with_libtpu_installed_stay_quiet(tmp_path):
   assert compiled < first_step  # compiled before the loop reads a batch
 
 
-def test_compiling_for_and_recorded_choices():
+def test_an_op_chooses_for_its_platform_and_records_every_call():
   q = np.zeros((1, 8, 2, 128), np.float32)
-  with attention.compiling_for('tpu'), attention.recorded_choices() as calls:
-    attention.dot_product_attention(q, q, q)
-    attention.dot_product_attention(q, q, q, implementation='jax')
+  calls = []
+  attention_op.AttentionOp(platform='tpu', record=calls)(q, q, q)
+  attention_op.AttentionOp('jax', platform='tpu', record=calls)(q, q, q)
   assert [c['implementation'] for c in calls] == ['xla', 'jax']
   assert 'TPU' in calls[0]['reason'] and calls[1]['reason'] == 'chosen by the config'
-  assert attention.choose_implementation(128, np.float32, dropout=False,
-                                         dense_mask=False)[0] == 'xla'  # back on the CPU
+  assert calls[0]['head_size'] == 128 and calls[0]['dtype'] == 'float32'
+  assert attention_op.choose_implementation(128, np.float32, dropout=False,
+                                            dense_mask=False)[0] == 'xla'  # this CPU
 
 
 def test_batch_spec_is_checked_against_the_rows():

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fixed_head.nn import attention
+from fixed_head.nn import attention_op, masks
 from fixed_head.nn.flash_attention import flash_attention
 
 
@@ -36,7 +36,7 @@ def _flash(q, k, v, cotangent, seg_q, seg_kv, *, causal, block_q, block_k):
 
 @jax.jit
 def _reference(q, k, v, cotangent, mask):
-  attend = functools.partial(attention.dot_product_attention, mask=mask,
+  attend = functools.partial(attention_op.dot_product_attention, mask=mask,
                              implementation='xla')
   return _value_and_grads(attend, q, k, v, cotangent)
 
@@ -45,16 +45,16 @@ def _dense_mask(q_len, kv_len, causal, seg_q, seg_kv):
   """The [b or 1, 1, q_len, kv_len] mask the repo's builders give for the same arguments."""
   causal_part = None
   if causal:  # query i sees keys j <= i, also when q_len != kv_len
-    causal_part = attention.causal_mask(max(q_len, kv_len))[..., :q_len, :kv_len]
+    causal_part = masks.causal_mask(max(q_len, kv_len))[..., :q_len, :kv_len]
   segment_part = None
   if seg_q is not None:
     if seg_kv is None:
-      segment_part = attention.packed_mask(seg_q)
+      segment_part = masks.packed_mask(seg_q)
     else:
-      segment_part = attention.combine_masks(
-          attention.segment_mask(seg_q, seg_kv),
-          attention.padding_mask(seg_q > 0, seg_kv > 0))
-  return attention.combine_masks(causal_part, segment_part)
+      segment_part = masks.combine_masks(
+          masks.segment_mask(seg_q, seg_kv),
+          masks.padding_mask(seg_q > 0, seg_kv > 0))
+  return masks.combine_masks(causal_part, segment_part)
 
 
 def _relative_error(got, want):
@@ -157,7 +157,7 @@ def test_memory_is_linear_in_sequence_length():
     return flash_attention(q, k, v, causal=True)
 
   def reference(q, k, v):
-    return attention.dot_product_attention(q, k, v, mask=attention.causal_mask(q.shape[1]))
+    return attention_op.dot_product_attention(q, k, v, mask=masks.causal_mask(q.shape[1]))
 
   small, large = 512, 1024
   flash_small, flash_large = _temp_bytes(flash, small), _temp_bytes(flash, large)

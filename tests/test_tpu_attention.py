@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax.experimental.pallas import tpu as pltpu
 
-from fixed_head.nn import attention, tpu_attention
+from fixed_head.nn import attention_op, masks, tpu_attention
 
 
 def _inputs(n, head_size, dtype, seed=0):
@@ -23,10 +23,10 @@ def _masks(n, kind):
     ids = np.ones((2, n), np.int32)
     ids[0, n // 3:] = 2
     ids[1, 3 * n // 4:] = 0
-    return attention.SegmentMask(jnp.asarray(ids), causal=True)
+    return masks.SegmentMask(jnp.asarray(ids), causal=True)
   valid = np.ones((2, n), np.int32)  # BERT: input_mask as ids, padding at the end
   valid[0, n // 2:] = 0
-  return attention.SegmentMask(jnp.asarray(valid))
+  return masks.SegmentMask(jnp.asarray(valid))
 
 
 def _max_abs(x) -> float:
@@ -35,7 +35,7 @@ def _max_abs(x) -> float:
 
 def _forward_and_grads(implementation, mask, q, k, v):
   """(output, q/k/v gradients of a weighted sum of it), from one trace."""
-  out, vjp = jax.vjp(lambda q, k, v: attention.dot_product_attention(
+  out, vjp = jax.vjp(lambda q, k, v: attention_op.dot_product_attention(
       q, k, v, mask=mask, implementation=implementation), q, k, v)
   weights = jnp.cos(jnp.arange(out.size).reshape(out.shape)).astype(out.dtype)
   return out, vjp(weights)
@@ -65,14 +65,14 @@ def test_several_blocks_causal():
   q, k, v = _inputs(256, 128, jnp.float32, seed=1)
   mask = _masks(256, 'lm')
   with pltpu.force_tpu_interpret_mode():
-    out = attention.dot_product_attention(q, k, v, mask=mask, implementation='tpu_flash')
-  expected = attention.dot_product_attention(q, k, v, mask=mask, implementation='xla')
+    out = attention_op.dot_product_attention(q, k, v, mask=mask, implementation='tpu_flash')
+  expected = attention_op.dot_product_attention(q, k, v, mask=mask, implementation='xla')
   np.testing.assert_allclose(out, expected, atol=2e-5, rtol=2e-5)
 
 
 def test_auto_on_tpu_chooses_by_shape_dropout_and_mask():
   def choose(**kw):
-    return attention.choose_implementation(
+    return attention_op.choose_implementation(
         backend='tpu', **{'dropout': False, 'dense_mask': False, 'seq_len': 512, **kw})
   assert choose(head_size=512, dtype=jnp.bfloat16)[0] == 'tpu_flash'
   assert choose(head_size=128, dtype=jnp.float32, seq_len=128)[0] == 'tpu_flash'
@@ -87,9 +87,9 @@ def test_auto_on_tpu_chooses_by_shape_dropout_and_mask():
 def test_refuses_what_it_cannot_do():
   q, k, v = _inputs(128, 128, jnp.float32)
   with pytest.raises(ValueError, match='does not support attention dropout'):
-    attention.dot_product_attention(q, k, v, implementation='tpu_flash', dropout_rate=0.1,
+    attention_op.dot_product_attention(q, k, v, implementation='tpu_flash', dropout_rate=0.1,
                                     dropout_rng=jax.random.key(0))
   with pytest.raises(ValueError, match='not a multiple of 128'):
-    attention.dot_product_attention(q[..., :64], k[..., :64], v[..., :64],
+    attention_op.dot_product_attention(q[..., :64], k[..., :64], v[..., :64],
                                     implementation='tpu_flash')
   assert tpu_attention.applies(256, 512) is None

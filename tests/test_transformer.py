@@ -10,7 +10,7 @@ from flax import nnx
 
 from fixed_head import nn
 from fixed_head.config import ModelConfig
-from fixed_head.nn import attention, layers
+from fixed_head.nn import layers, masks
 
 from test_optim import paths, pure_params
 
@@ -28,5 +28,5 @@ def test_t2t_model_has_no_position_table_or_attention_biases_and_scales_embeddin
   tokens = jnp.array([[1, 2, 3, 4]])
   x = model.token_embed(tokens) * math.sqrt(8) + layers.sinusoidal_positions(
       jnp.arange(4)[None], 8)
-  expected = model.token_embed.attend(model.decoder(x, mask=attention.causal_mask(4)))
+  expected = model.token_embed.attend(model.decoder(x, mask=masks.causal_mask(4)))
   np.testing.assert_allclose(model(tokens), expected, rtol=1e-5, atol=1e-6)

@@ -41,6 +41,7 @@ from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
 from fixed_head.experiments import figures
 from fixed_head.nn import attention as attn
+from fixed_head.nn import attention_op, masks
 from fixed_head.nn import layers
 from fixed_head.train import checkpoints, run_record, trainer, vocab
 
@@ -75,7 +76,7 @@ def head_weights(attention: attn.MultiHeadAttention, x: Array, mask: Array | Non
   """P = softmax(Q K^T / sqrt(d_p)) of every head: x [b, n, d], mask bool [b or 1, 1, n, n]
   (True = may attend; None: nothing masked) -> [b, h, n, n] float32. Rows that may attend
   nowhere are zeros, as the model's output is there."""
-  weights = attn.attention_weights(attention.query(x), attention.key(x), mask,
+  weights = attention_op.attention_weights(attention.query(x), attention.key(x), mask,
                                    attention.precision)  # the model's own product
   if mask is None:
     return weights
@@ -94,7 +95,7 @@ def attention_weights(model, tokens: Array, *, positions: Array | None = None,
   layers.check_length(tokens, config)
   n = tokens.shape[1]
   positions = layers.default_positions(tokens) if positions is None else positions
-  mask = attn.SegmentMask(segment_ids, causal=True)
+  mask = masks.SegmentMask(segment_ids, causal=True)
   dense = mask.dense(n, n)
   x = layers.embed_inputs(tokens, positions, model.token_embed, model.position_embed, config)
   weights = []

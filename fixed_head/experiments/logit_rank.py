@@ -45,6 +45,7 @@ from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
 from fixed_head.experiments import attention_stats, figures
 from fixed_head.nn import attention as attn
+from fixed_head.nn import masks
 from fixed_head.nn import layers
 from fixed_head.tasks import losses
 from fixed_head.train import vocab
@@ -76,7 +77,7 @@ def segments(segment_ids: Array) -> tuple[Array, Array]:
 
 
 def head_logits(attention: attn.MultiHeadAttention, x: Array) -> Array:
-  """S = Q K^T / sqrt(d_p) of every head, as ``attn.attention_weights`` computes it before
+  """S = Q K^T / sqrt(d_p) of every head, as ``attention_op.attention_weights`` computes it before
   the mask: x [b, n, d] -> float32 [b, h, n, n]."""
   query, key = attention.query(x), attention.key(x)
   query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
@@ -123,7 +124,7 @@ def forward(model, batch: dict[str, Array], rank=None) -> tuple[Array, list[Arra
   tokens = batch['tokens']
   layers.check_length(tokens, config)
   n = tokens.shape[1]
-  mask = attn.SegmentMask(batch['segment_ids'], causal=True).dense(n, n)  # [b, 1, n, n]
+  mask = masks.SegmentMask(batch['segment_ids'], causal=True).dense(n, n)  # [b, 1, n, n]
   has_key = jnp.any(mask, axis=-1, keepdims=True)
   ordinal, _ = segments(batch['segment_ids'])
   x = layers.embed_inputs(tokens, batch['positions'], model.token_embed,

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fixed_head.config import ModelConfig
-from fixed_head.nn import attention as attn
+from fixed_head.nn import masks
+from fixed_head.nn.attention_op import AttentionOp
 from fixed_head.nn.layers import (ACTIVATIONS, Array, TransformerStack, check_length,
                                   default_positions, dropout, embed, embed_inputs, layer_norm,
                                   linear, position_table)
@@ -42,7 +43,8 @@ class BertEncoder(nnx.Module):
   the ``EncoderOutput``.
   """
 
-  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs,
+               attention_op: AttentionOp | None = None):
     if config.model_type != 'bert':
       raise ValueError(f"BertEncoder needs model.model_type='bert', got {config.model_type!r}.")
     self.config = config
@@ -50,7 +52,7 @@ class BertEncoder(nnx.Module):
     self.position_embed = position_table(config, rngs)
     self.type_embed = embed(config.type_vocab_size, config, (None, 'embed'), rngs)
     self.embed_norm = layer_norm(config, rngs) if config.norm == 'post' else None
-    self.encoder = TransformerStack(config, rngs=rngs)
+    self.encoder = TransformerStack(config, rngs=rngs, attention_op=attention_op)
     self.pooler = linear(config.emb_dim, config.emb_dim, ('embed', None), config, rngs)
 
   def __call__(self, tokens: Array, *, token_types: Array | None = None,
@@ -67,7 +69,7 @@ class BertEncoder(nnx.Module):
     if input_mask is not None:
       valid = (input_mask > 0).astype(jnp.int32)
       ids = valid if ids is None else jnp.where(valid > 0, ids, 0)
-    mask = None if ids is None else attn.SegmentMask(ids)
+    mask = None if ids is None else masks.SegmentMask(ids)
     x = (embed_inputs(tokens, positions, self.token_embed, self.position_embed, self.config)
          + self.type_embed(token_types))
     if self.embed_norm is not None:
@@ -117,9 +119,10 @@ class BertForPreTraining(nnx.Module):
   loaded and reused by fine-tuning heads without the pre-training heads.
   """
 
-  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs,
+               attention_op: AttentionOp | None = None):
     self.config = config
-    self.encoder = BertEncoder(config, rngs=rngs)
+    self.encoder = BertEncoder(config, rngs=rngs, attention_op=attention_op)
     self.mlm_head = MaskedLMHead(config, rngs=rngs)
     self.nsp_head = linear(config.emb_dim, 2, ('embed', None), config, rngs, use_bias=True)
 
@@ -147,9 +150,10 @@ class BertForClassification(nnx.Module):
   tokens etc. as ``BertEncoder`` -> logits [b, num_classes] (float32).
   """
 
-  def __init__(self, config: ModelConfig, *, num_classes: int, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, *, num_classes: int, rngs: nnx.Rngs,
+               attention_op: AttentionOp | None = None):
     self.config = config
-    self.encoder = BertEncoder(config, rngs=rngs)
+    self.encoder = BertEncoder(config, rngs=rngs, attention_op=attention_op)
     self.classifier = linear(config.emb_dim, num_classes, ('embed', None), config, rngs,
                              use_bias=True)
 
@@ -169,9 +173,10 @@ class BertForSpanQA(nnx.Module):
   tokens etc. as ``BertEncoder`` -> (start_logits, end_logits), each [b, n] (float32).
   """
 
-  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs,
+               attention_op: AttentionOp | None = None):
     self.config = config
-    self.encoder = BertEncoder(config, rngs=rngs)
+    self.encoder = BertEncoder(config, rngs=rngs, attention_op=attention_op)
     self.span_head = linear(config.emb_dim, 2, ('embed', None), config, rngs, use_bias=True)
 
   def __call__(self, tokens: Array, *, token_types: Array | None = None,

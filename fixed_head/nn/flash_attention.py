@@ -18,7 +18,7 @@ Algorithm (Dao, 2023, "FlashAttention-2"), per (batch, head, block of block_q qu
     accumulates dQ. Both recompute P = exp(s - lse) block by block. No [q_len, kv_len] array
     exists in either pass: the largest kernel temporaries are [block_q, block_k] tiles.
 
-Semantics are those of ``fixed_head.nn.attention.dot_product_attention(...,
+Semantics are those of ``fixed_head.nn.attention_op.dot_product_attention(...,
 implementation='xla')`` with the mask below: scaling 1 / sqrt(d_p); softmax statistics and
 accumulation in float32 for any input dtype (float32, bfloat16, float16); output in the input
 dtype. Query i may attend key j iff (not causal or j <= i) and, with segment ids, the two ids

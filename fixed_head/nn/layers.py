@@ -20,6 +20,8 @@ from flax import nnx
 from fixed_head import config as config_lib
 from fixed_head.config import ModelConfig
 from fixed_head.nn import attention as attn
+from fixed_head.nn import attention_op, masks
+from fixed_head.nn.attention_op import AttentionOp
 from fixed_head.nn import axes
 from fixed_head.nn.axes import with_logical_axes
 
@@ -100,7 +102,7 @@ def dropout(x: Array, rate: float, deterministic: bool, rngs: nnx.Rngs | None) -
   if rngs is None:
     raise ValueError("deterministic=False needs rngs with a 'dropout' stream, "
                      'e.g. rngs=nnx.Rngs(dropout=jax.random.key(step)).')
-  return attn.dropout(x, rate, rngs.dropout())
+  return attention_op.dropout(x, rate, rngs.dropout())
 
 
 class MlpBlock(nnx.Module):
@@ -121,9 +123,11 @@ class MlpBlock(nnx.Module):
 
 
 class TransformerBlock(nnx.Module):
-  """Attention + feed-forward, each residual with LayerNorm (post- or pre-LN)."""
+  """Attention + feed-forward, each residual with LayerNorm (post- or pre-LN).
+  ``attention_op``: the AttentionOp its attention calls (default: config.attention_impl's)."""
 
-  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs,
+               attention_op: AttentionOp | None = None):
     self.config = config
     self.attention = attn.MultiHeadAttention(
         in_features=config.emb_dim,
@@ -132,7 +136,7 @@ class TransformerBlock(nnx.Module):
         dropout_rate=config.attention_dropout_rate,
         use_bias=config.resolved_attention_use_bias,
         kernel_init=kernel_init(config),
-        implementation=config.attention_impl,
+        implementation=attention_op or config.attention_impl,
         rngs=rngs,
         **dtypes(config),
     )
@@ -170,7 +174,7 @@ def _scoped(name: str, fn: Callable[[Array], Array], x: Array) -> Array:
     return fn(x)
 
 
-def recomputed(module: nnx.Module, x: Array, *, mask: Array | attn.SegmentMask | None,
+def recomputed(module: nnx.Module, x: Array, *, mask: Array | masks.SegmentMask | None,
                deterministic: bool, rngs: nnx.Rngs | None, in_scan: bool) -> Array:
   """``module(x, mask=..., deterministic=..., rngs=...)`` [b, n, d] -> [b, n, d] under
   ``nnx.remat``: the backward pass recomputes its activations from x instead of keeping
@@ -199,20 +203,23 @@ class TransformerStack(nnx.Module):
   'layers', and the blocks run under ``nnx.scan``, so the step compiles one block whatever
   the depth. The two hold the same parameters (stack the loop's per-layer leaves on axis 0).
   ``config.remat`` ('attention' or 'full') recomputes activations in the backward pass,
-  in either layout.
+  in either layout. Every block calls one ``AttentionOp`` (``attention_op``, or one made from
+  config.attention_impl).
   """
 
-  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs,
+               attention_op: AttentionOp | None = None):
     self.config = config
+    attention_op = attention_op or AttentionOp(config.attention_impl)
     if config.scan_layers:
       @nnx.vmap(in_axes=0, out_axes=0, axis_size=config.num_layers,
                 transform_metadata={nnx.PARTITION_NAME: 'layers'})
       def make_blocks(layer_rngs: nnx.Rngs) -> TransformerBlock:
-        return TransformerBlock(config, rngs=layer_rngs)
+        return TransformerBlock(config, rngs=layer_rngs, attention_op=attention_op)
 
       self.blocks = make_blocks(rngs.split(config.num_layers))
     else:
-      self.blocks = nnx.List([TransformerBlock(config, rngs=rngs)
+      self.blocks = nnx.List([TransformerBlock(config, rngs=rngs, attention_op=attention_op)
                               for _ in range(config.num_layers)])
     self.final_norm = layer_norm(config, rngs) if config.norm == 'pre' else None
 

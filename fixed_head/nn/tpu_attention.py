@@ -8,7 +8,7 @@ backward pass of every layer. A Mosaic kernel is not partitioned by XLA, so it r
 which the trainer, the evaluators and compile.py set while tracing): the batch split over
 ('data', 'fsdp'), heads over 'tensor', each device attending its own rows.
 
-Semantics are those of ``attention.dot_product_attention`` with a ``SegmentMask``: query i
+Semantics are those of ``attention_op.dot_product_attention`` with a ``SegmentMask``: query i
 may attend key j iff (not causal or j <= i) and their segment ids are equal and > 0; a query
 of id 0 (padding) outputs zeros. Applies where the sequence length is a multiple of 128 (the
 kernel's smallest tile, kept below the length) and the head size a multiple of 128 (its lane

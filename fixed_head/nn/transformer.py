@@ -12,7 +12,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fixed_head.config import ModelConfig
-from fixed_head.nn import attention as attn
+from fixed_head.nn import masks
+from fixed_head.nn.attention_op import AttentionOp
 from fixed_head.nn.layers import (Array, TransformerStack, check_length, default_positions,
                                   dropout, embed, embed_inputs, linear, position_table)
 
@@ -24,13 +25,14 @@ class TransformerLM(nnx.Module):
   With ``tie_embeddings`` the output layer is the transposed token embedding.
   """
 
-  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs,
+               attention_op: AttentionOp | None = None):
     if config.model_type != 'lm':
       raise ValueError(f"TransformerLM needs model.model_type='lm', got {config.model_type!r}.")
     self.config = config
     self.token_embed = embed(config.vocab_size, config, ('vocab', 'embed'), rngs)
     self.position_embed = position_table(config, rngs)
-    self.decoder = TransformerStack(config, rngs=rngs)
+    self.decoder = TransformerStack(config, rngs=rngs, attention_op=attention_op)
     self.output = (None if config.tie_embeddings else
                    linear(config.emb_dim, config.vocab_size, ('embed', 'vocab'), config,
                            rngs, use_bias=False))
@@ -41,7 +43,7 @@ class TransformerLM(nnx.Module):
     """tokens, positions, segment_ids: [b, n] int. Returns logits [b, n, vocab_size]."""
     check_length(tokens, self.config)
     positions = default_positions(tokens) if positions is None else positions
-    mask = attn.SegmentMask(segment_ids, causal=True)  # causal, within documents
+    mask = masks.SegmentMask(segment_ids, causal=True)  # causal, within documents
     x = embed_inputs(tokens, positions, self.token_embed, self.position_embed, self.config)
     x = dropout(x, self.config.dropout_rate, deterministic, rngs)
     x = self.decoder(x, mask=mask, deterministic=deterministic, rngs=rngs)

@@ -45,6 +45,7 @@ def check_task(config) -> type[Task]:
   return cls
 
 
-def build_task(config, model_config: ModelConfig) -> Task:
-  """The task object of a (validated) run config."""
-  return check_task(config)(dict(config.task), model_config)
+def build_task(config, model_config: ModelConfig, attention_op=None) -> Task:
+  """The task object of a (validated) run config; ``attention_op`` (an AttentionOp) for
+  its models' attention, if not the one config.model.attention_impl makes."""
+  return check_task(config)(dict(config.task), model_config, attention_op)

@@ -4,7 +4,8 @@ reported from those sums.
 One trainer runs every task (``fixed_head.train.trainer``). A task object, built from
 ``config.task`` and ``config.model``, supplies:
 
-  build_model(rngs)                    the nnx module (its encoder, if any, under ``encoder``)
+  build_model(rngs)                    the nnx module (its encoder, if any, under ``encoder``),
+                                       its attention calling ``attention_op`` if one is given
   stats(model, batch, deterministic, rngs) -> {name: sum over the batch}   (jit-able)
   objective(stats)                     the scalar training minimises (weight decay is the
                                        optimizer's, ``fixed_head.train.optim``)
@@ -27,6 +28,7 @@ from flax import nnx
 
 from fixed_head.config import ModelConfig
 from fixed_head.errors import UsageError
+from fixed_head.nn.attention_op import AttentionOp
 
 Array = jax.Array
 
@@ -42,9 +44,11 @@ class Task:
   BATCH_KEYS: ClassVar[tuple[str, ...]] = ('tokens',)  # a batch must hold these
   PROGRESS: ClassVar[tuple[str, ...]] = ('loss',)  # train metrics on the progress line
 
-  def __init__(self, options: Mapping[str, Any], model_config: ModelConfig):
+  def __init__(self, options: Mapping[str, Any], model_config: ModelConfig,
+               attention_op: AttentionOp | None = None):
     self.options = {**self.OPTIONS, **{k: v for k, v in options.items() if k != 'name'}}
     self.model_config = model_config
+    self.attention_op = attention_op  # None: each model makes its own from model_config
 
   @classmethod
   def check_options(cls, options: Mapping[str, Any]) -> None:

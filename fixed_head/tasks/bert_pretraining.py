@@ -40,7 +40,8 @@ class BertPretraining(Task):
   PROGRESS = ('loss', 'mlm_accuracy', 'nsp_accuracy')
 
   def build_model(self, rngs: nnx.Rngs) -> BertForPreTraining:
-    return BertForPreTraining(self.model_config, rngs=rngs)
+    return BertForPreTraining(self.model_config, rngs=rngs,
+                              attention_op=self.attention_op)
 
   def stats(self, model, batch, *, deterministic=True, rngs=None):
     out = model(batch['tokens'], token_types=batch['token_types'],

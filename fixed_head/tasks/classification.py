@@ -40,7 +40,7 @@ class SentencePairClassification(Task):
 
   def build_model(self, rngs: nnx.Rngs) -> BertForClassification:
     return BertForClassification(self.model_config, num_classes=self.options['num_classes'],
-                                 rngs=rngs)
+                                 rngs=rngs, attention_op=self.attention_op)
 
   def stats(self, model, batch, *, deterministic=True, rngs=None):
     logits = model(batch['tokens'], token_types=batch['token_types'],

@@ -38,7 +38,7 @@ class LanguageModelling(Task):
       raise UsageError(f'config.task.label_smoothing={smoothing!r}: must lie in [0, 1).')
 
   def build_model(self, rngs: nnx.Rngs) -> TransformerLM:
-    return TransformerLM(self.model_config, rngs=rngs)
+    return TransformerLM(self.model_config, rngs=rngs, attention_op=self.attention_op)
 
   def stats(self, model, batch, *, deterministic=True, rngs=None, position_edges=None):
     """The sums of ``losses.next_token_stats``; with ``position_edges`` also per

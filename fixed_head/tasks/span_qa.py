@@ -27,7 +27,7 @@ class SpanQA(Task):
   PROGRESS = ('loss', 'start_accuracy', 'end_accuracy')
 
   def build_model(self, rngs: nnx.Rngs) -> BertForSpanQA:
-    return BertForSpanQA(self.model_config, rngs=rngs)
+    return BertForSpanQA(self.model_config, rngs=rngs, attention_op=self.attention_op)
 
   def stats(self, model, batch, *, deterministic=True, rngs=None):
     start, end = model(batch['tokens'], token_types=batch['token_types'],

@@ -27,7 +27,6 @@ import ml_collections
 
 from fixed_head import accounting
 from fixed_head.evaluators.common import TaskEvaluator, evaluator_data, stats_step
-from fixed_head.nn import attention
 from fixed_head.train import trainer, tpu
 
 GiB = 2**30
@@ -160,18 +159,19 @@ def check(config: ml_collections.ConfigDict, devices: list[jax.Device],
   for ``devices`` (a slice's compile-only devices) and reports their memory against the
   chip's HBM, FLOPs and attention choices; ``log`` hears of each compilation as it starts."""
   platform = devices[0].platform
-  with attention.compiling_for(platform), attention.recorded_choices() as calls:
-    setup = trainer.build_setup(config, devices)
-    config = setup.config  # validated: the batch in rows
-    where = (f' for {topology or devices[0].platform}, {len(devices)} x '
-             f'{devices[0].device_kind}, mesh {dict(setup.mesh.shape)}')
-    train = _compile('train', config.batch_size,
-                     lambda: trainer.compile_train_step(setup)[0], log, where)
-    steps = (train,)
-    if eval_step:
-      eval_rows, eval_data = _eval_rows(config)
-      steps += (_compile('eval', eval_rows, lambda: _eval_step(setup, eval_rows, eval_data),
-                         log, where),)
+  calls: list[dict] = []  # one per attention call traced: what ran there, and why
+  setup = trainer.build_setup(config, devices, attention_platform=platform,
+                              attention_record=calls)
+  config = setup.config  # validated: the batch in rows
+  where = (f' for {topology or devices[0].platform}, {len(devices)} x '
+           f'{devices[0].device_kind}, mesh {dict(setup.mesh.shape)}')
+  train = _compile('train', config.batch_size,
+                   lambda: trainer.compile_train_step(setup)[0], log, where)
+  steps = (train,)
+  if eval_step:
+    eval_rows, eval_data = _eval_rows(config)
+    steps += (_compile('eval', eval_rows, lambda: _eval_step(setup, eval_rows, eval_data),
+                       log, where),)
   counted: dict[tuple[str, str, int, str], int] = {}
   for c in calls:
     key = (c['implementation'], c['reason'], c['head_size'], c['dtype'])

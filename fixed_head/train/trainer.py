@@ -41,6 +41,7 @@ from fixed_head import tasks as tasks_lib
 from fixed_head.config import ModelConfig
 from fixed_head.errors import (CheckpointError, Interrupted, NonFiniteLoss, Preempted,
                                UsageError)
+from fixed_head.nn.attention_op import AttentionOp
 from fixed_head.train import (optim, preemption, profiling, run_config, run_record, sharding,
                               vocab)
 from fixed_head.train.metric_writer import MetricWriter
@@ -98,15 +99,22 @@ def _init_fn(task: tasks_lib.Task, tx: optax.GradientTransformation) -> Callable
 
 
 def build_setup(config: ml_collections.ConfigDict,
-                devices: Sequence[jax.Device] | None = None) -> Setup:
+                devices: Sequence[jax.Device] | None = None, *,
+                attention_platform: str | None = None,
+                attention_record: list[dict] | None = None) -> Setup:
   """Validates ``config`` against the devices and derives the mesh, model and shardings;
-  ``Setup.config`` is the validated run config (every field, the batch in rows, frozen)."""
+  ``Setup.config`` is the validated run config (every field, the batch in rows, frozen).
+  The model's attention chooses its implementation for ``attention_platform`` (default:
+  this process's backend) and appends each choice to ``attention_record``, if given
+  (``AttentionOp``'s ``platform`` and ``record``; compile_check sets both)."""
   devices = jax.devices() if devices is None else list(devices)
   # The processes the devices belong to: this run's, or those of a slice compiled for.
   num_processes = len({d.process_index for d in devices})
   config = run_config.validate(config, num_devices=len(devices), num_processes=num_processes)
   model_config = run_config.model_config(config)
-  task = tasks_lib.build_task(config, model_config)
+  op = AttentionOp(model_config.attention_impl, platform=attention_platform,
+                   record=attention_record)
+  task = tasks_lib.build_task(config, model_config, op)
   mesh = sharding.make_mesh(config.mesh, devices)
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps,
                                       emb_dim=model_config.emb_dim)
