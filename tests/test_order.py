@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fixed_head import data as data_lib
+from fixed_head import renames
 from fixed_head.data import order
 from fixed_head.errors import UsageError
 
@@ -70,9 +71,9 @@ def test_text_and_synthetic_read_old_index_states():
                                        ('bert_pretraining', 'shuffle_seed')])
 def test_a_saved_config_with_the_old_seed_name_reads_under_the_new_one(name, new):
   saved = {'name': name, 'seed': 3, 'seq_len': 8}
-  assert data_lib.saved_data_config(saved) == {'name': name, new: 3, 'seq_len': 8}
+  assert renames.data_fields_today(saved) == {'name': name, new: 3, 'seq_len': 8}
   assert saved == {'name': name, 'seed': 3, 'seq_len': 8}  # not changed in place
-  assert data_lib.saved_data_config({'name': 'text', 'shuffle_seed': 1}) == {
+  assert renames.data_fields_today({'name': 'text', 'shuffle_seed': 1}) == {
       'name': 'text', 'shuffle_seed': 1}
   with pytest.raises(UsageError, match=rf"^data.seed of data.name='{name}' is now called "
                      rf'data.{new} \(.*\); set data.{new} instead.$'):
@@ -83,6 +84,6 @@ def test_the_synthetic_language_is_unchanged_under_its_new_name():
   config = {'name': 'synthetic', 'seq_len': 8, 'vocab_size': 8, 'copy_prob': 0.9,
             'concentration': 1.0}
   new = data_lib.build_source(dict(config, language_seed=2), 'train')
-  old = data_lib.build_source(data_lib.saved_data_config(dict(config, seed=2)), 'train')
+  old = data_lib.build_source(renames.data_fields_today(dict(config, seed=2)), 'train')
   np.testing.assert_array_equal(new.get_batch(range(4))['tokens'],
                                 old.get_batch(range(4))['tokens'])

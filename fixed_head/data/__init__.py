@@ -32,6 +32,7 @@ import numpy as np
 
 from fixed_head.data import (bert_pretraining, glue, order, squad, synthetic, text, tfds_text,
                              tokenizers)
+from fixed_head import renames
 from fixed_head.errors import UsageError
 
 Batch = dict[str, np.ndarray]
@@ -43,35 +44,6 @@ class Source(NamedTuple):
   train texts its tokenizer is trained on (no tokenizer needed)."""
   cls: type
   train_texts: Callable[[Mapping[str, Any]], Iterable[str]] | None = None
-
-
-# Seeds each have one name in every source: data.language_seed, the synthetic language itself
-# (its matrix A and examples); data.shuffle_seed, the order the train examples are read in (and
-# BERT pre-training's draws of each row); data.split_seed, which documents a local corpus holds
-# out for eval. Before, the language and three sources' orders were all called data.seed.
-RENAMED_FIELDS = {'synthetic': {'seed': 'language_seed'},
-                  'bert_pretraining': {'seed': 'shuffle_seed'},
-                  'glue': {'seed': 'shuffle_seed'}, 'squad': {'seed': 'shuffle_seed'}}
-_MEANING = {'language_seed': 'the language itself',
-            'shuffle_seed': 'the order of the train examples'}
-
-
-def saved_data_config(data: Mapping[str, Any]) -> dict[str, Any]:
-  """A data config as saved in a workdir (config.json), its fields under today's names: a run
-  written when a field had its old name (``RENAMED_FIELDS``) reads and resumes as before."""
-  data = dict(data)
-  for old, new in RENAMED_FIELDS.get(data.get('name'), {}).items():
-    if old in data and new not in data:
-      data[new] = data.pop(old)
-  return data
-
-
-def _check_names(data_config: Mapping[str, Any]) -> None:
-  """UsageError (one line) for a field under its old name (``RENAMED_FIELDS``)."""
-  for old, new in RENAMED_FIELDS.get(data_config.get('name'), {}).items():
-    if old in data_config:
-      raise UsageError(f"data.{old} of data.name={data_config.get('name')!r} is now called "
-                       f'data.{new} ({_MEANING[new]}); set data.{new} instead.')
 
 
 SOURCES: dict[str, Source] = {
@@ -136,7 +108,7 @@ def _entry(data_config: Mapping[str, Any]) -> Source:
   name = data_config.get('name')
   if name not in SOURCES:
     raise UsageError(f'data.name={name!r} is not one of {sorted(SOURCES)}.')
-  _check_names(data_config)
+  renames.check_data_names(data_config)
   return SOURCES[name]
 
 

@@ -18,6 +18,7 @@ import ml_collections
 from fixed_head.train import optim
 from fixed_head.config import ModelConfig
 from fixed_head.data import SOURCES
+from fixed_head import renames
 from fixed_head.errors import UsageError
 from fixed_head.evaluators import EVALUATORS
 from fixed_head.tasks import check_task
@@ -99,9 +100,6 @@ def defaults() -> ml_collections.ConfigDict:
   return c
 
 
-# Fields that moved: a config naming the old place is refused with the new one, and a config
-# saved in a workdir before the move is read with the value where it is now (``complete``).
-MOVED = {'label_smoothing': 'task.label_smoothing'}
 # Sections whose fields depend on a choice inside them (the source, the evaluators, the
 # task): their defaults live with what they configure, not in defaults().
 _OPEN_SECTIONS = ('data', 'evals', 'task')
@@ -110,7 +108,7 @@ _OPEN_SECTIONS = ('data', 'evals', 'task')
 def complete(tree: dict[str, Any]) -> dict[str, Any]:
   """``tree`` (a config as a dict, e.g. a workdir's config.json) with every field
   ``defaults()`` has: a field added since it was written takes its default, which
-  reproduces the code that wrote it; a moved field (``MOVED``) goes where it is now."""
+  reproduces the code that wrote it; a moved field (``renames.MOVED``) goes where it is now."""
 
   def merge(default: dict[str, Any], given: dict[str, Any], top: bool) -> dict[str, Any]:
     merged = dict(default)
@@ -120,11 +118,7 @@ def complete(tree: dict[str, Any]) -> dict[str, Any]:
                      if nested and not (top and key in _OPEN_SECTIONS) else value)
     return merged
 
-  tree = copy.deepcopy(dict(tree))
-  smoothing = tree.pop('label_smoothing', 0.0)
-  if smoothing:  # saved before it became an option of task 'lm'
-    tree['task'] = {'name': 'lm', **tree.get('task', {}), 'label_smoothing': smoothing}
-  return merge(defaults().to_dict(), tree, True)
+  return merge(defaults().to_dict(), renames.moved_to_today(tree), True)
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -181,10 +175,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   ``num_devices``: when given, the mesh and batch are checked against it.
   """
   unknown = sorted(_known_keys(config) - _known_keys(defaults()))
-  for old, new in MOVED.items():
-    if old in unknown:
-      raise UsageError(f'config.{old} is now config.{new}: set --config.{new}='
-                       f'{config[old]!r} instead.')
+  renames.check_moved(unknown, config)
   if unknown:
     raise UsageError(f'config: unknown field(s) {unknown}; see fixed_head/train/run_config.py '
                      'defaults() for the known ones.')

@@ -22,7 +22,7 @@ from typing import Any
 
 import ml_collections
 
-from fixed_head import data as data_lib
+from fixed_head import renames
 from fixed_head import files
 from fixed_head.errors import UsageError
 from fixed_head.train import run_config
@@ -108,7 +108,7 @@ def load(workdir: str) -> dict[str, Any] | None:
                      '--workdir.') from None
   # Fields added since the run was written take their defaults, which reproduce the
   # behaviour of the code that wrote it; moved and renamed fields go where they are now.
-  saved['data'] = data_lib.saved_data_config(saved.get('data', {}))
+  saved['data'] = renames.data_fields_today(saved.get('data', {}))
   return run_config.complete(saved)
 
 
