@@ -346,3 +346,12 @@ def test_mask_that_does_not_broadcast_is_refused():
     attention_op.dot_product_attention(q, q[:, :4], q[:, :4], mask=jnp.ones((4, 5), bool))
   with pytest.raises(ValueError, match=r'does not broadcast'):
     attention_op.dot_product_attention(q, q, q, mask=jnp.ones((1, 2, 3, 5, 5), bool))
+
+
+def test_ops_that_choose_alike_are_equal_so_models_of_one_config_share_a_graphdef():
+  assert attention_op.AttentionOp('xla') == attention_op.AttentionOp('xla')
+  assert attention_op.AttentionOp('xla') != attention_op.AttentionOp('auto')
+  assert attention_op.AttentionOp(platform='tpu') != attention_op.AttentionOp()
+  assert attention_op.AttentionOp(record=[]) != attention_op.AttentionOp(record=[])
+  mha = lambda seed: attn.MultiHeadAttention(in_features=8, num_heads=2, rngs=nnx.Rngs(seed))
+  assert nnx.graphdef(mha(0)) == nnx.graphdef(mha(1))  # jit's caches hit across the two

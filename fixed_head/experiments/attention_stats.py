@@ -77,7 +77,7 @@ def head_weights(attention: attn.MultiHeadAttention, x: Array, mask: Array | Non
   (True = may attend; None: nothing masked) -> [b, h, n, n] float32. Rows that may attend
   nowhere are zeros, as the model's output is there."""
   weights = attention_op.attention_weights(attention.query(x), attention.key(x), mask,
-                                   attention.precision)  # the model's own product
+                                           attention.precision)  # the model's own product
   if mask is None:
     return weights
   return jnp.where(jnp.any(mask, axis=-1, keepdims=True), weights, 0.0)

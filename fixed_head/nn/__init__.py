@@ -2,9 +2,10 @@
 
 ``attention``: multi-head attention with a head size d_p chosen on its own (the paper's
 idea); ``attention_op``: the product softmax(Q K^T / sqrt(d_p)) V and its implementations;
-``masks``: what may attend to what. ``layers``: the Transformer block and stack. ``transformer``: the LM1B language
-model. ``bert``: the BERT encoder with its pre-training and fine-tuning heads. ``axes``:
-the logical axis names every parameter carries. Nothing here imports training or data code.
+``masks``: what may attend to what. ``layers``: the Transformer block and stack.
+``transformer``: the LM1B language model. ``bert``: the BERT encoder with its pre-training
+and fine-tuning heads. ``axes``: the logical axis names every parameter carries. Nothing
+here imports training or data code.
 """
 
 from __future__ import annotations

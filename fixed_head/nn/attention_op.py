@@ -238,6 +238,18 @@ class AttentionOp:
   def __repr__(self) -> str:
     return f'AttentionOp({self.implementation!r}, platform={self.platform!r})'
 
+  # A module keeps its op as a static attribute, so the op is part of the module's graphdef,
+  # which jit caches by: two ops that choose alike (and record into the same list) are equal,
+  # as the implementation's name was when the module held that instead.
+  def _key(self) -> tuple[str, str | None, int | None]:
+    return self.implementation, self.platform, None if self.record is None else id(self.record)
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, AttentionOp) and self._key() == other._key()
+
+  def __hash__(self) -> int:
+    return hash(self._key())
+
   def resolve(self, query: Array, key: Array, mask, dropout_rate: float) -> str:
     """The implementation that computes this call, recorded and (for 'auto') logged."""
     if self.implementation == AUTO:
