@@ -17,9 +17,10 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from fixed_head import files
+from fixed_head.data import vocab
 from fixed_head.errors import UsageError
 from fixed_head.experiments import ngram
-from fixed_head.train import launch, vocab
+from fixed_head.train import launch
 
 config_flags.DEFINE_config_file('config', None, 'Run config file (configs/*.py[:arg]).',
                                 lock_config=True)

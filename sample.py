@@ -15,9 +15,10 @@ import numpy as np
 from absl import app, flags
 
 from fixed_head import files
+from fixed_head.data import vocab
 from fixed_head.errors import UsageError
 from fixed_head.sampling import sample
-from fixed_head.train import launch, run_record, trainer, vocab
+from fixed_head.train import launch, run_record, trainer
 
 flags.DEFINE_string('workdir', None, 'Workdir of a trained text LM run.')
 flags.DEFINE_multi_string('prompt', None, 'Text to continue (repeat the flag for several).')

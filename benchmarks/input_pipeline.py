@@ -37,8 +37,9 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from fixed_head.data import vocab
 from fixed_head.experiments import timing
-from fixed_head.train import trainer, vocab
+from fixed_head.train import trainer
 from fixed_head.data import build_source, prepacked, train_iterator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

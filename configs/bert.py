@@ -69,7 +69,7 @@ says whether a column fits a TPU slice before it is rented (on v5e, stage 1 of e
 runlocal: the same code in a minute or two on a CPU, to check a setup end to end (the numbers
 mean nothing): every width divided by 8, 2 layers, a 512-token vocabulary trained on this
 repository's README.md and docs/*.md; MNLI and SQuAD read small slices of their TFDS
-datasets (``python -m fixed_head.data.prepare glue/mnli squad``, or ``--fake_sources``
+datasets (``python prepare.py glue/mnli squad``, or ``--fake_sources``
 offline). Chain them as the full runs, with ``,runlocal`` added to each ``--config`` and
 ``--config.init_from`` pointing at the runlocal workdirs.
 """

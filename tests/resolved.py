@@ -1,7 +1,6 @@
 """Sources built as the trainer builds them: with the tokenizer the run resolves."""
 
-from fixed_head.data import build_source
-from fixed_head.train import vocab
+from fixed_head.data import build_source, vocab
 
 
 def source(data_config, split, num_examples=None, *, workdir=None, init_from=None):

@@ -19,11 +19,11 @@ from flax import nnx
 import cli
 import numpy_reference
 import repo_configs
+from fixed_head.data import vocab
 from fixed_head.errors import UsageError
 from fixed_head.evaluators import common as evaluators
 from fixed_head.experiments import attention_stats as stats
 from fixed_head.experiments import attention_summary, figures, logit_rank
-from fixed_head.train import vocab
 
 SCRIPT = os.path.join(repo_configs.REPO, 'analyze.py')
 

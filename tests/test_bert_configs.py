@@ -65,7 +65,7 @@ def test_every_combination_validates(arg):
 def test_data_options_are_the_sources_own(arg):
   """Every config.data field (and every evaluator's data override) is a keyword of the
   source's constructor or a field of its tokenizer (TOKENIZER_FIELDS, which the run resolves:
-  fixed_head/train/vocab.py); the framework's own arguments are not set by the config."""
+  fixed_head/data/vocab.py); the framework's own arguments are not set by the config."""
   config = bert.get_config(arg)
   assert config.data.name in data.SOURCES
   cls = SOURCE_CLASSES[config.data.name]

@@ -101,7 +101,7 @@ def test_move_tree_moves_every_file_and_leaves_no_source(where, bucket, tmp_path
 def test_the_tokenizers_a_run_trains_are_kept_in_a_bucket_workdir(bucket):
   """SentencePiece and WordPiece, trained on first use into a gs:// workdir, then read back
   from it by the resumed run without training again."""
-  from fixed_head.train import vocab  # pylint: disable=g-import-not-at-top
+  from fixed_head.data import vocab  # pylint: disable=g-import-not-at-top
   from test_tokenizers import VOCAB, _corpus  # pylint: disable=g-import-not-at-top
   from test_wordpiece import corpus  # pylint: disable=g-import-not-at-top
   texts = _corpus() + corpus(100)

@@ -31,3 +31,59 @@ def test_every_logical_axis_has_a_sharding_rule():
   from fixed_head.nn.axes import LOGICAL_AXES  # pylint: disable=g-import-not-at-top
   from fixed_head.train.sharding import LOGICAL_RULES  # pylint: disable=g-import-not-at-top
   assert set(LOGICAL_AXES) <= {name for name, _ in LOGICAL_RULES}
+
+
+def _imports() -> dict[str, set[str]]:
+  """{module of fixed_head: the modules of fixed_head it imports}, read from the source
+  (imports inside functions included, so a lazy import cannot hide an arrow); ``from P
+  import m`` counts as an import of module P.m where that is a module, else of P."""
+  import ast  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  root = pathlib.Path(REPO)
+  modules = {'.'.join(p.relative_to(root).with_suffix('').parts).removesuffix('.__init__')
+             for p in (root / 'fixed_head').rglob('*.py')}
+  arrows = {}
+  for module in modules:
+    path = root / module.replace('.', '/')
+    path = path / '__init__.py' if path.is_dir() else path.with_suffix('.py')
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+        names = [f'{node.module}.{a.name}' if f'{node.module}.{a.name}' in modules
+                 else node.module for a in node.names]
+      else:
+        continue
+      arrows.setdefault(module, set()).update(n for n in names if n in modules and n != module)
+  return arrows
+
+
+def _cycles(arrows: dict[str, set[str]]) -> list[str]:
+  """The nodes that reach themselves along ``arrows``."""
+
+  def reaches(start):
+    seen, todo = set(), [start]
+    while todo:
+      for nxt in arrows.get(todo.pop(), ()):
+        if nxt not in seen:
+          seen.add(nxt)
+          todo.append(nxt)
+    return seen
+
+  return [node for node in sorted(arrows) if node in reaches(node)]
+
+
+def test_no_file_or_package_imports_one_that_imports_it_back():
+  files = _imports()
+  assert _cycles(files) == []
+  package = lambda name: '.'.join(name.split('.')[:2])  # fixed_head.<package or module>
+  packages = {}
+  for module, targets in files.items():
+    packages.setdefault(package(module), set()).update(
+        package(t) for t in targets if package(t) != package(module))
+  assert _cycles(packages) == []
+  # the input side, the tasks and the evaluators sit below training: none imports it
+  below = {p for p in packages if p.startswith(('fixed_head.data', 'fixed_head.evaluators',
+                                                 'fixed_head.tasks'))}
+  assert {(p, t) for p in below for t in packages[p] if t in ('fixed_head.train',
+          'fixed_head.experiments')} == set()

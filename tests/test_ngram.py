@@ -12,10 +12,11 @@ import pytest
 
 from fixed_head import data as data_lib
 from fixed_head import evaluators
+from fixed_head.data import vocab
 from fixed_head.errors import UsageError
 from fixed_head.experiments import ngram
 from fixed_head.tasks import losses
-from fixed_head.train import run_record, sharding, trainer, vocab
+from fixed_head.train import run_record, sharding, trainer
 
 import repo_configs
 

@@ -16,6 +16,7 @@ from fixed_head import files
 from fixed_head.data import build_source, order, packing, prepacked, train_iterator
 from fixed_head.errors import UsageError
 
+import cli
 import resolved
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -187,7 +188,7 @@ def test_another_tokenizer_or_changed_records_are_refused(corpus, tmp_path):
 def test_missing_unfinished_old_or_damaged_copies_are_refused(corpus, packed, tmp_path):
   config = data_config(corpus)
   with pytest.raises(UsageError, match=r'holds no pre-packed copy \(no metadata.json\); make '
-                     r'it with `python -m fixed_head.data.prepacked'):
+                     r'it with `python prepack.py'):
     build_source(dict(config, prepacked_dir=str(tmp_path)), 'train')
   copy_dir = tmp_path / 'copy'
   copy_dir.mkdir()
@@ -347,7 +348,7 @@ def test_preparation_mistakes_are_usage_errors(corpus, packed, tmp_path):
 
 def run_cli(*args):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
-  return subprocess.run([sys.executable, '-m', 'fixed_head.data.prepacked', *args], cwd=REPO,
+  return subprocess.run([sys.executable, 'prepack.py', *args], cwd=REPO,
                         capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -357,7 +358,7 @@ def test_the_cli_prepares_once_and_mistakes_are_one_line_exit_2(corpus, packed, 
           '--config.data.dataset=fixed_head_prepack_corpus', f'--config.data.data_dir={corpus}',
           '--config.data.tokenizer=byte', '--config.data.vocab_size=259',
           '--config.data.seq_len=32']
-  done = run_cli(*args)
+  done = cli.run('prepack.py', *args)  # mistakes in this process, the real run in its own
   assert done.returncode == 2, done.stderr
   assert done.stderr.strip() == ("error: data.prepacked_dir='': set "
                                  '--config.data.prepacked_dir=DIR, the directory the pre-packed '
@@ -367,7 +368,7 @@ def test_the_cli_prepares_once_and_mistakes_are_one_line_exit_2(corpus, packed, 
   assert done.returncode == 0, done.stderr
   assert f'{NUM_RECORDS} documents -> {packed[1]["rows"]} rows of 32 tokens' in done.stdout
   assert file_bytes(str(tmp_path / 'packed')) == file_bytes(packed[0])
-  done = run_cli('--config=configs/default.py', f'--workdir={tmp_path / "run"}')
+  done = cli.run('prepack.py', '--config=configs/default.py', f'--workdir={tmp_path / "run"}')
   assert done.returncode == 2 and done.stderr.count('\n') == 1
   assert "data.name='synthetic': pre-packed copies are made of data.name='tfds'" in done.stderr
 

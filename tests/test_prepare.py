@@ -1,6 +1,6 @@
 """Preparing the paper's TFDS datasets with their real builders, offline, then training on them.
 
-``python -m fixed_head.data.prepare ... --fake_sources`` runs the real lm1b, glue/mnli, squad
+``python prepare.py ... --fake_sources`` runs the real lm1b, glue/mnli, squad
 and wikipedia builders of tensorflow-datasets (download manager redirected to the stand-ins of
 fixed_head/data/fake_sources.py) in a subprocess, as a user runs it: TensorFlow is imported
 there, never in this process, where the prepared records are read and trained on through the
@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 from fixed_head.data import fake_sources, prepare, tfds_text
 from fixed_head.errors import UsageError
 from fixed_head.train import trainer
+import cli
 from repo_configs import REPO, load
 
 DATASETS = ('lm1b', 'glue/mnli', 'squad', 'wikipedia/20230601.en')
@@ -34,7 +35,7 @@ ONE = jax.devices()[:1]
 
 
 def prepare_cli(*args):
-  return subprocess.run([sys.executable, '-m', 'fixed_head.data.prepare', *args], cwd=REPO,
+  return subprocess.run([sys.executable, 'prepare.py', *args], cwd=REPO,
                         capture_output=True, text=True, timeout=600)
 
 
@@ -124,26 +125,25 @@ def test_preparing_again_leaves_the_data_as_it_is(prepared):
 @pytest.mark.slow
 def test_fake_and_real_data_never_share_a_directory(prepared, tmp_path):
   data_dir, _ = prepared
-  result = prepare_cli('lm1b', f'--data_dir={data_dir}')  # the real one, where a fake one is
+  result = cli.run('prepare.py', 'lm1b', f'--data_dir={data_dir}')  # real, where a fake one is
   assert result.returncode == 2 and result.stderr.count('\n') == 1
   assert 'holds data prepared from --fake_sources' in result.stderr
   real = tmp_path / 'real'
   (real / 'lm1b').mkdir(parents=True)
-  result = prepare_cli('squad', '--fake_sources', f'--data_dir={real}')
+  result = cli.run('prepare.py', 'squad', '--fake_sources', f'--data_dir={real}')
   assert result.returncode == 2 and 'already holds data that is not from' in result.stderr
   assert os.listdir(real) == ['lm1b']
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('args, message', [
-    ((), 'usage: python -m fixed_head.data.prepare NAME'),
+    ((), 'usage: python prepare.py NAME'),
     (('no_such_corpus', '--data_dir=DIR'), "'no_such_corpus': tensorflow-datasets 4.9.10 knows "
      'no dataset'),
     (('lm1b', '--no_such_flag'), 'Unknown command line flag'),
 ])
 def test_mistakes_on_the_command_line_are_one_line_and_exit_2(args, message, tmp_path):
   args = tuple(a.replace('DIR', str(tmp_path / 'd')) for a in args)
-  result = prepare_cli(*args)
+  result = cli.run('prepare.py', *args)
   assert result.returncode == 2, result.stderr
   assert result.stderr.count('\n') == 1 and message in result.stderr
   assert not os.path.exists(tmp_path / 'd')  # nothing written
@@ -186,6 +186,6 @@ def test_a_builder_asking_for_another_file_fails_loudly(tmp_path):
 
 
 def test_the_error_for_an_unprepared_dataset_names_the_command_that_works(tmp_path):
-  with pytest.raises(UsageError, match=r'python -m fixed_head\.data\.prepare glue/mnli '
+  with pytest.raises(UsageError, match=r'python prepare\.py glue/mnli '
                      rf'--data_dir={tmp_path}` \(needs `pip install -r requirements-prepare'):
     tfds_text.open_split('glue/mnli', 'train', data_dir=str(tmp_path))

@@ -10,6 +10,8 @@ import pytest
 from fixed_head.data import shakespeare, text
 from fixed_head.errors import UsageError
 
+from repo_configs import REPO
+
 
 def fake_archive(num_works=shakespeare.NUM_WORKS) -> bytes:
   """An archive laid out as the real one: modern texts, Folio texts and other files."""
@@ -87,8 +89,8 @@ def test_the_default_pattern_unfetched_names_the_fetch_command(tmp_path, monkeyp
   monkeypatch.setattr(shakespeare, 'DEFAULT_DIR', default)
   monkeypatch.setattr(shakespeare, 'DEFAULT_FILES', os.path.join(default, '*.txt'))
   with pytest.raises(UsageError, match=rf"data.files='{default}/\*.txt' matches no file; the "
-                     rf'Shakespeare texts are not fetched yet: run `python -m '
-                     rf'fixed_head.data.shakespeare {default}` once \(or fetch them into DIR and '
+                     rf'Shakespeare texts are not fetched yet: run `python get_shakespeare.py '
+                     rf'{default}` once \(or fetch them into DIR and '
                      r'give --config\.data\.files=DIR/\*\.txt\)\.$'):
     text.read_documents(os.path.join(default, '*.txt'))
   with pytest.raises(UsageError, match=r'matches no file; give a glob of UTF-8 text files'):
@@ -101,13 +103,11 @@ def test_the_config_reads_the_default_directory():
 
 
 @pytest.mark.slow
-def test_the_fetch_command_runs_as_a_module_without_runpy_warnings():
-  """`python -m fixed_head.data.shakespeare` is not imported by the package before runpy
-  runs it (which would print a RuntimeWarning), and says how to use it without a directory."""
+def test_the_fetch_command_without_a_directory_is_its_usage_line():
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  got = subprocess.run([sys.executable, '-m', 'fixed_head.data.shakespeare'],
+  got = subprocess.run([sys.executable, 'get_shakespeare.py'], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
   assert got.returncode == 2
   assert got.stderr.strip().splitlines() == [
-      'error: usage: python -m fixed_head.data.shakespeare OUTPUT_DIR']
+      'error: usage: python get_shakespeare.py OUTPUT_DIR']

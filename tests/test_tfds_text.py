@@ -205,7 +205,7 @@ def test_a_prepared_array_record_dataset(tiny_corpus):
 
 def test_errors_name_the_dataset_directory_field_and_fix(tiny_corpus, tmp_path):
   with pytest.raises(ValueError, match=r"data.dataset='lm1b' is not prepared: nothing in "
-                     rf'{tmp_path}/lm1b/1.1.0.*python -m fixed_head.data.prepare lm1b '
+                     rf'{tmp_path}/lm1b/1.1.0.*python prepare.py lm1b '
                      rf'--data_dir={tmp_path}.*requirements-prepare.txt'):
     build_source(data_config(data_dir=str(tmp_path)), 'train')
   with pytest.raises(ValueError, match=r"data.dataset='no_such_corpus'.*knows no dataset"):

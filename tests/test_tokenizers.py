@@ -5,10 +5,9 @@ import random
 
 import pytest
 
-from fixed_head.data import tokenizers
+from fixed_head.data import tokenizers, vocab
 from fixed_head.errors import UsageError
 from fixed_head.data.tokenizers import ByteTokenizer, SentencePieceTokenizer, encode_documents
-from fixed_head.train import vocab
 
 VOCAB = 120
 

@@ -1,4 +1,4 @@
-"""The run's tokenizer (fixed_head/train/vocab.py): resolved once, recorded in the workdir,
+"""The run's tokenizer (fixed_head/data/vocab.py): resolved once, recorded in the workdir,
 refused on resume when its file changed, never trained by an evaluation; build_source maps
 only argument errors to UsageError."""
 
@@ -10,8 +10,9 @@ import pytest
 
 from fixed_head import data as data_lib
 from fixed_head import files
+from fixed_head.data import vocab
 from fixed_head.errors import UsageError
-from fixed_head.train import trainer, vocab
+from fixed_head.train import trainer
 
 import repo_configs
 from test_text_source import write_corpus

@@ -6,10 +6,9 @@ import random
 
 import pytest
 
-from fixed_head.data import wordpiece
+from fixed_head.data import vocab, wordpiece
 from fixed_head.data.wordpiece import WordPieceTokenizer
 from fixed_head.errors import UsageError
-from fixed_head.train import vocab
 
 WORDS = ['un', '##aff', '##able', 'hello', 'world', ',', '!', 'want', '##ed', 'wa', 'runn',
          '##ing', '.', "'", 'don', 't', 'a', '##b', '##c', '日', '本']

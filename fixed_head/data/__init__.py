@@ -12,10 +12,10 @@ checkpoint so a resumed run reads exactly the batches it would have read. A sour
 streams (TFDS through Grain) provides its own with ``source.train_iterator(global_batch_size,
 process_index=, process_count=)``; any other source is read by index (``IndexIterator``).
 The 'tfds' source can instead read its train rows from a pre-packed copy made once
-(``data.prepacked_dir``; ``python -m fixed_head.data.prepacked``, module ``prepacked``).
+(``data.prepacked_dir``; ``python prepack.py``, module ``prepacked``).
 
 Sources only read data. A source of text is given its tokenizer object (``tokenizer=``):
-the run resolves it once, before any source is built (``fixed_head.train.vocab``), from
+the run resolves it once, before any source is built (``fixed_head.data.vocab``), from
 the config fields the source's ``TOKENIZER_FIELDS`` name, and trains it, when it must, on
 the texts ``train_texts(data_config)`` yields (each source module's own ``train_texts``).
 
@@ -149,7 +149,7 @@ def train_texts(data_config: Mapping[str, Any]) -> Iterable[str]:
 def build_source(data_config: Mapping[str, Any], split: str,
                  num_examples: int | None = None, *, tokenizer=None):
   """The source ``data_config.name`` for ``split`` ('train' or 'eval'), reading text with
-  ``tokenizer`` (the run's, ``fixed_head.train.vocab.for_run``). Without one, a source of
+  ``tokenizer`` (the run's, ``fixed_head.data.vocab.for_run``). Without one, a source of
   text gets the byte tokenizer where the config asks for it; a trained one must be given."""
   data_config = _as_dict(data_config)
   name = data_config.get('name')
@@ -174,7 +174,7 @@ def _byte_tokenizer(data_config: Mapping[str, Any]) -> tokenizers.ByteTokenizer:
   if options['tokenizer'] != 'byte':
     raise UsageError(
         f"data.name={data_config['name']!r} reads with the {options['tokenizer']} tokenizer: "
-        'pass it as build_source(..., tokenizer=...); fixed_head.train.vocab.for_data '
+        'pass it as build_source(..., tokenizer=...); fixed_head.data.vocab.for_data '
         'resolves (and trains) it.')
   return tokenizers.byte_tokenizer(options['vocab_size'])
 

@@ -6,7 +6,7 @@ per line, documents separated by blank lines) or TFDS datasets (``data.dataset``
 ``'wikipedia/20230601.en'``, or a list of them, whose documents are concatenated; a record's
 text is split into sentences at newlines, then by pysbd, ``data.sentence_splitter``:
 ``fixed_head.data.sentences``).
-Sentences are WordPiece-tokenised with the run's vocabulary (``fixed_head.train.vocab``:
+Sentences are WordPiece-tokenised with the run's vocabulary (``fixed_head.data.vocab``:
 ``data.vocab``, the vocabulary of the run given as ``init_from``, the workdir's, or one
 trained on ``train_texts``, the first train documents).
 

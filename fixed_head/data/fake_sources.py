@@ -1,6 +1,6 @@
 """Small stand-ins for the original files of the TFDS datasets the configs read.
 
-``python -m fixed_head.data.prepare NAME --fake_sources --data_dir=DIR`` runs the real TFDS
+``python prepare.py NAME --fake_sources --data_dir=DIR`` runs the real TFDS
 builder of NAME (its ``_split_generators`` and ``_generate_examples``, its features, its
 ArrayRecord writer) on files written here instead of the downloads, so the whole chain from
 preparation to training can be checked offline in seconds, as TFDS's own builder tests do

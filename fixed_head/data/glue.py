@@ -17,7 +17,7 @@ Split 'eval' reads ``eval_split`` in stored order. MNLI has two validation sets:
 two evaluators, one with ``data.eval_split`` overridden to 'validation_mismatched' (the
 default is 'validation_matched'). The test splits have no labels (-1) and are refused.
 
-The vocabulary is the run's (``fixed_head.train.vocab``): ``data.vocab``, else the
+The vocabulary is the run's (``fixed_head.data.vocab``): ``data.vocab``, else the
 pre-trained run's (``init_from/vocab.txt``), else the workdir's, else one trained on
 ``train_texts``.
 """

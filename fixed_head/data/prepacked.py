@@ -7,7 +7,7 @@ order and writes them to ArrayRecord files; training then reads whole batches of
 in a new seeded order each epoch (``order.EpochOrder`` of the rows, seed ``data.shuffle_seed``),
 in one ArrayRecord call and a few NumPy operations a batch.
 
-  python -m fixed_head.data.prepacked --config=configs/lm1b.py:fixed --workdir=DIR \
+  python prepack.py --config=configs/lm1b.py:fixed --workdir=DIR \
     --config.data.prepacked_dir=PACKED
 
 writes ``PACKED/rows-00000.array_record``, ... and, last, ``PACKED/metadata.json`` (the copy
@@ -61,7 +61,7 @@ FIELDS = {'dataset': 'data.dataset', 'split': 'data.train_split', 'feature': 'da
 def command(workdir: str | None = None) -> str:
   """The shell command that prepares a copy for a run."""
   workdir = workdir or "<the run's workdir>"
-  return f"python -m fixed_head.data.prepacked --config=<the run's config> --workdir={workdir}"
+  return f"python prepack.py --config=<the run's config> --workdir={workdir}"
 
 
 def file_name(index: int) -> str:
@@ -410,37 +410,3 @@ def prepare(source, directory: str, *, workdir: str | None = None,
       f'file(s); {stats.split} split and {stats.truncated} truncated documents, '
       f'{stats.dropped_tokens} tokens dropped, {stats.empty_documents} empty skipped.')
   return metadata
-
-
-def main(argv: Sequence[str]) -> None:
-  """``python -m fixed_head.data.prepacked --config=... --workdir=...``."""
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from fixed_head.data import build_source  # pylint: disable=g-import-not-at-top
-  from fixed_head.train import launch, vocab  # pylint: disable=g-import-not-at-top
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments {argv[1:]}')
-  launch.quiet_start()
-  f = flags.FLAGS
-  data = f.config.data.to_dict()
-  if data.get('name') != 'tfds':
-    raise UsageError(f"data.name={data.get('name')!r}: pre-packed copies are made of "
-                     "data.name='tfds' sources (configs/lm1b.py).")
-  directory = data.get('prepacked_dir') or ''
-  if not directory:
-    raise UsageError("data.prepacked_dir='': set --config.data.prepacked_dir=DIR, the "
-                     'directory the pre-packed copy is written to.')
-  tokenizer = vocab.for_data(data, workdir=f.workdir)  # the run's: read or trained there
-  source = build_source(dict(data, prepacked_dir=''), 'train', tokenizer=tokenizer)
-  prepare(source, directory, workdir=f.workdir, rows_per_file=f.rows_per_file)
-
-
-if __name__ == '__main__':
-  from absl import app as _app, flags as _flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  from fixed_head.train import launch as _launch  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file('config', None, 'Run config file (configs/lm1b.py[:arg]).')
-  _flags.DEFINE_string('workdir', None, 'The run\'s workdir: where its tokenizer is (or is '
-                       'trained into, WORKDIR/tokenizer/) unless data.tokenizer_path says.')
-  _flags.DEFINE_integer('rows_per_file', ROWS_PER_FILE, 'Rows in each ArrayRecord file.')
-  _flags.mark_flags_as_required(['config', 'workdir'])
-  _app.run(_launch.user_errors(main), flags_parser=_launch.parse_flags)

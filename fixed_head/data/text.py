@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fixed_head.data import order, packing, tokenizers
+from fixed_head.data import shakespeare
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
@@ -35,9 +36,6 @@ def read_documents(pattern: str, doc_per: str = 'line') -> list[str]:
   paths = sorted(p for p in glob_lib.glob(os.path.expanduser(pattern), recursive=True)
                  if os.path.isfile(p))
   if not paths:
-    # Imported here, not above: `python -m fixed_head.data.shakespeare` runs that module as
-    # __main__, which must not be imported already when the package loads (runpy warns).
-    from fixed_head.data import shakespeare  # pylint: disable=g-import-not-at-top
     hint = shakespeare.fetch_hint(pattern) or ('; give a glob of UTF-8 text files, e.g. '
                                                '"~/corpus/*.txt"')
     raise UsageError(f'data.files={pattern!r} matches no file{hint}.')

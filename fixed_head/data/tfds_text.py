@@ -26,7 +26,7 @@ Eval (and ``get_batch`` / ``len`` on any split): one pass in stored order, packe
 Prepare a dataset once (this needs TensorFlow; see requirements-prepare.txt, README
 "Preparing TFDS datasets"):
 
-  python -m fixed_head.data.prepare lm1b --data_dir=DIR
+  python prepare.py lm1b --data_dir=DIR
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import grain
 import numpy as np
 
 from fixed_head import files, quiet_logs
-from fixed_head.data import order, packing, tokenizers
+from fixed_head.data import order, packing, prepacked
 from fixed_head.errors import UsageError
 
 quiet_logs.install()
@@ -55,9 +55,9 @@ Row = dict[str, np.ndarray]
 
 def prepare_command(dataset: str, data_dir: str | None) -> str:
   """The shell command that prepares ``dataset`` for ``tfds.data_source``
-  (``fixed_head.data.prepare``; TFDS's ``tfds build`` needs apache-beam and mlcroissant
+  (``prepare.py``; TFDS's ``tfds build`` needs apache-beam and mlcroissant
   to start)."""
-  return (f'python -m fixed_head.data.prepare {dataset}'
+  return (f'python prepare.py {dataset}'
           + (f' --data_dir={data_dir}' if data_dir else ''))
 
 
@@ -310,13 +310,6 @@ def train_texts(options: Mapping[str, Any]) -> Iterable[str]:
   return itertools.chain.from_iterable(chunks(first, reader.texts, options['read_threads']))
 
 
-def _prepacked():
-  """``fixed_head.data.prepacked``, imported on use: ``python -m fixed_head.data.prepacked``
-  runs it as ``__main__``, which must not find it imported by this package already."""
-  from fixed_head.data import prepacked  # pylint: disable=g-import-not-at-top
-  return prepacked
-
-
 class TfdsTextLM:
   """Rows {'tokens', 'segment_ids', 'positions'}: int32 [n] each (segment id 0 = padding)
   from a TFDS text dataset.
@@ -365,8 +358,8 @@ class TfdsTextLM:
     self._rows: dict[str, np.ndarray] | None = None
     self.stats: packing.PackingStats | None = None  # of the held rows
     if metadata is not None:
-      _prepacked().check_identity(metadata, self.prepacked_identity(), self.prepacked_dir)
-      self.prepacked = _prepacked().PrepackedRows(self.prepacked_dir, metadata)
+      prepacked.check_identity(metadata, self.prepacked_identity(), self.prepacked_dir)
+      self.prepacked = prepacked.PrepackedRows(self.prepacked_dir, metadata)
       self.stats = packing.PackingStats(**{k: v for k, v in metadata['stats'].items()
                                            if k != 'fill'})
     if split == 'eval':
@@ -375,7 +368,6 @@ class TfdsTextLM:
   def _prepacked_metadata(self, prepacked_dir: str) -> dict[str, Any]:
     """The metadata of the pre-packed copy in ``prepacked_dir``, checked against this
     source's config and tokenizer (``prepacked_identity``)."""
-    prepacked = _prepacked()
     if files.is_url(prepacked_dir):
       raise UsageError(f'data.prepacked_dir={prepacked_dir!r}: the pre-packed copy is read '
                        'with the local file API; copy it to a local disk of each host and '
@@ -465,7 +457,7 @@ class TfdsTextLM:
       raise UsageError(f'batch_size={global_batch_size} is not divisible by the number of '
                        f'processes ({process_count}).')
     if self.prepacked is not None:
-      return _prepacked().PrepackedTrainIterator(
+      return prepacked.PrepackedTrainIterator(
           self.prepacked, global_batch_size // process_count,
           seed=self.shuffle_seed, process_index=process_index,
           process_count=process_count, read_threads=self.read_threads,

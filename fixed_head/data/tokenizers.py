@@ -7,7 +7,7 @@ in packed rows (``fixed_head.data.packing``).
 ``encode`` adds no bos/eos: the caller chooses, e.g. ``[tok.bos_id, *tok.encode(t), tok.eos_id]``.
 
 Which tokenizer a run reads with, and where its file is kept, is decided once for the run
-(``fixed_head.train.vocab``).
+(``fixed_head.data.vocab``).
 
 No TensorFlow: SentencePiece models are trained from any iterable of strings with the
 ``sentencepiece`` package and written atomically, so a reader never sees half a file.

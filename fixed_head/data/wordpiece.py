@@ -14,7 +14,7 @@ WordPiece tokens ('▁word' -> 'word', 'piece' -> '##piece') after [PAD]=0, [UNK
 ``[unused0]``, ``[unused1]``, ... to exactly ``vocab_size`` when the corpus yields fewer
 pieces. Which vocabulary a run reads with (``data.vocab``, the one of the run it is
 initialised from, the one in its workdir, or a newly trained one saved there) is decided once
-for the run (``fixed_head.train.vocab``).
+for the run (``fixed_head.data.vocab``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 Each evaluator has its own data: ``config.data`` with the evaluator's ``data`` option laid
 over it, so MNLI's two validation sets are two evaluators that differ in
 ``data.eval_split``, and an evaluator may read a corpus the run never trains on. It reads
-with the run's tokenizer (``fixed_head.train.vocab``), so its ``data`` may not change the
+with the run's tokenizer (``fixed_head.data.vocab``), so its ``data`` may not change the
 fields that choose it.
 """
 
@@ -19,8 +19,8 @@ from jax.sharding import Mesh
 
 from fixed_head import data as data_lib
 from fixed_head.errors import UsageError
+from fixed_head.nn import axes
 from fixed_head.tasks import losses
-from fixed_head.train import sharding
 
 
 def evaluator_data(data_config: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -40,8 +40,8 @@ def add_sums(totals: dict[str, Any], stats: Mapping[str, Any]) -> None:
 
 
 def on_mesh(fn: Callable, mesh: Mesh | None) -> Callable:
-  """``fn`` traced under ``mesh`` (``sharding.traced_on``), or ``fn`` itself without one."""
-  return fn if mesh is None else sharding.traced_on(mesh, fn)
+  """``fn`` traced under ``mesh`` (``axes.traced_on``), or ``fn`` itself without one."""
+  return fn if mesh is None else axes.traced_on(mesh, fn)
 
 
 def stats_step(task, model_of: Callable, mesh: Mesh | None = None) -> Callable:
@@ -93,7 +93,7 @@ class TaskEvaluator:
                model_of: Callable, put_batch: Callable, *, tokenizer=None,
                process_index: int = 0, process_count: int = 1, replicated=None):
     """model_of(params) -> the nnx model; put_batch(local numpy batch) -> global arrays;
-    tokenizer: the run's (``fixed_head.train.vocab.for_run``; None for synthetic data)."""
+    tokenizer: the run's (``fixed_head.data.vocab.for_run``; None for synthetic data)."""
     options = {**self.OPTIONS, **dict(spec)}
     self.options = options
     self.split = options['split']
@@ -105,7 +105,7 @@ class TaskEvaluator:
     self.put_batch = put_batch
     self.model_of = model_of
     self.replicated = replicated
-    self.mesh = getattr(replicated, 'mesh', None)  # traced under it (sharding.traced_on)
+    self.mesh = getattr(replicated, 'mesh', None)  # traced under it (axes.traced_on)
     self.process_index, self.process_count = process_index, process_count
     self._stats = stats_step(task, model_of, self.mesh)
 

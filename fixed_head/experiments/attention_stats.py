@@ -38,12 +38,13 @@ from flax import nnx
 from fixed_head import data as data_lib
 from fixed_head import files
 from fixed_head.config import ModelConfig
+from fixed_head.data import vocab
 from fixed_head.errors import UsageError
 from fixed_head.experiments import figures
 from fixed_head.nn import attention as attn
 from fixed_head.nn import attention_op, masks
 from fixed_head.nn import layers
-from fixed_head.train import checkpoints, run_record, trainer, vocab
+from fixed_head.train import checkpoints, run_record, trainer
 
 Array = jax.Array
 

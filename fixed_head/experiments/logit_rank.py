@@ -42,13 +42,13 @@ import numpy as np
 from fixed_head import data as data_lib
 from fixed_head import files
 from fixed_head.config import ModelConfig
+from fixed_head.data import vocab
 from fixed_head.errors import UsageError
 from fixed_head.experiments import attention_stats, figures
 from fixed_head.nn import attention as attn
 from fixed_head.nn import masks
 from fixed_head.nn import layers
 from fixed_head.tasks import losses
-from fixed_head.train import vocab
 
 Array = jax.Array
 

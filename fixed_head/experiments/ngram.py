@@ -38,11 +38,11 @@ import numpy as np
 
 from fixed_head import data as data_lib
 from fixed_head import evaluators
-from fixed_head.data import order
+from fixed_head.data import order, vocab
 from fixed_head.errors import UsageError
 from fixed_head.experiments import figures
 from fixed_head.tasks import losses
-from fixed_head.train import run_record, vocab
+from fixed_head.train import run_record
 
 Batch = Mapping[str, np.ndarray]
 Log = Callable[[str], None]

@@ -22,6 +22,7 @@ own rows; without a mesh in context (a model used on its own) nothing is pinned.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -69,3 +70,16 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
   if mesh.empty or mesh.size == 1:
     return x
   return jax.lax.with_sharding_constraint(x, activation_spec(names, x.shape, mesh))
+
+
+def traced_on(mesh: jax.sharding.Mesh, fn: Callable) -> Callable:
+  """``fn``, traced under ``mesh``'s abstract mesh (``jax.sharding.use_abstract_mesh``): the
+  models pin their activations to it (``constrain``) and a kernel in shard_map (TPU
+  attention) is laid out over it. Wrap the function that ``jax.jit`` gets."""
+
+  @functools.wraps(fn)
+  def traced(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args, **kwargs)
+
+  return traced

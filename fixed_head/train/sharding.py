@@ -11,9 +11,8 @@ feed-forward width and vocabulary split across devices).
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -132,16 +131,3 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
-
-
-def traced_on(mesh: Mesh, fn: Callable) -> Callable:
-  """``fn``, traced under ``mesh``'s abstract mesh (``jax.sharding.use_abstract_mesh``): the
-  models pin their activations to it (``fixed_head.nn.axes.constrain``) and a kernel in
-  shard_map (TPU attention) is laid out over it. Wrap the function that ``jax.jit`` gets."""
-
-  @functools.wraps(fn)
-  def traced(*args, **kwargs):
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-      return fn(*args, **kwargs)
-
-  return traced

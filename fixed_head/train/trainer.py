@@ -41,9 +41,10 @@ from fixed_head import tasks as tasks_lib
 from fixed_head.config import ModelConfig
 from fixed_head.errors import (CheckpointError, Interrupted, NonFiniteLoss, Preempted,
                                UsageError)
+from fixed_head.data import vocab
+from fixed_head.nn import axes
 from fixed_head.nn.attention_op import AttentionOp
-from fixed_head.train import (optim, preemption, profiling, run_config, run_record, sharding,
-                              vocab)
+from fixed_head.train import optim, preemption, profiling, run_config, run_record, sharding
 from fixed_head.train.metric_writer import MetricWriter
 
 State = dict[str, Any]
@@ -200,7 +201,7 @@ def make_train_step(setup: Setup, batch_example: dict[str, Any]) -> Callable:
 
   batch_shardings = {k: sharding.batch_sharding(setup.mesh, v.ndim)
                      for k, v in batch_example.items()}
-  return jax.jit(sharding.traced_on(setup.mesh, train_step),
+  return jax.jit(axes.traced_on(setup.mesh, train_step),
                  in_shardings=(setup.state_shardings, batch_shardings),
                  out_shardings=(setup.state_shardings, sharding.replicated(setup.mesh)),
                  donate_argnums=(0,))
