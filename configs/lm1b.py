@@ -48,14 +48,14 @@ counts follow the recipe (no position table and no attention biases in 't2t').
 
 Data: LM1B from TFDS through Grain (``data.name='tfds'``, fixed_head/data/tfds_text.py),
 read from a prepared ArrayRecord copy (``python prepare.py lm1b
---data_dir=DIR`` once, with requirements-prepare.txt; README "Preparing TFDS datasets"). Sentences
+--data_dir=DIR`` once, with requirements-prepare.txt; docs/data.md). Sentences
 get bos/eos and are packed into rows of n = 256 with segment ids; the 32k SentencePiece
 vocabulary is trained on the first 1M train sentences the first time and kept in
 ``WORKDIR/tokenizer/``. Evaluation scores the whole 'test' split (LM1B's held-out set) and
 reports how many tokens it scored. Point at the data with ``--config.data.data_dir=DIR``
 (default: $TFDS_DATA_DIR, else ~/tensorflow_datasets). ``--config.data.prepacked_dir=DIR``
 trains from a copy of the packed train rows made once with ``python
-prepack.py`` (README "LM1B"), several times faster to read.
+prepack.py`` (docs/data.md, "LM1B"), several times faster to read.
 
 runlocal: the same code at toy size, to check a setup end to end in a minute on a CPU (the
 numbers mean nothing), e.g. on an LM1B prepared from fake sources (``python
@@ -127,7 +127,7 @@ def get_config(arg: str = 'fixed'):
   c.data.packing_mode = 'pack'
   c.data.long_docs = 'split'
   # '' = read and pack the dataset while training; a directory = read the rows from the
-  # pre-packed copy there (python prepack.py, README "LM1B"): no Python
+  # pre-packed copy there (python prepack.py, docs/data.md): no Python
   # per sentence, rows (not documents) shuffled each epoch.
   c.data.prepacked_dir = ''
 

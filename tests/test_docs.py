@@ -58,13 +58,31 @@ def test_relative_links_in_the_markdown_files_resolve():
   assert not broken, broken
 
 
-def test_readme_contents_line_lists_every_heading_in_order():
-  """The Contents line links every '## ' and '### ' heading, in the order of the page."""
+def contents_line(text: str) -> str:
+  """README's Contents line, made from its '## ' headings (their '### ' in brackets)."""
+  link = lambda title: (f'[{title}](#' + re.sub(r'[^\w\- ]', '', title.lower()).replace(' ', '-')
+                        + ')')
+  sections = []  # [(## title, [### titles])]
+  for line in text.splitlines():
+    if line.startswith('## '):
+      sections.append((line[3:].strip(), []))
+    elif line.startswith('### ') and sections:
+      sections[-1][1].append(line[4:].strip())
+  return 'Contents: ' + ' · '.join(
+      link(title) + (f' ({", ".join(map(link, subs))})' if subs else '')
+      for title, subs in sections)
+
+
+def test_readme_contents_line_is_made_from_its_headings():
+  """The Contents line links every '## ' and '### ' heading, in the order of the page:
+  `python tests/test_docs.py` writes it."""
   text = (ROOT / 'README.md').read_text()
-  slugs = [re.sub(r'[^\w\- ]', '', line.split(' ', 1)[1].strip().lower()).replace(' ', '-')
-           for line in text.splitlines() if line.startswith(('## ', '### '))]
   (contents,) = [line for line in text.splitlines() if line.startswith('Contents: ')]
-  assert re.findall(r'\]\(#([^)]+)\)', contents) == slugs
+  assert contents == contents_line(text), 'run `python tests/test_docs.py` to rewrite it'
+
+
+def test_readme_is_a_manual_of_at_most_350_lines():
+  assert len((ROOT / 'README.md').read_text().splitlines()) <= 350
 
 
 def test_a_virtual_environment_in_the_clone_is_ignored_by_git():
@@ -88,3 +106,11 @@ def test_ci_runs_the_readmes_test_line_and_the_inner_loop_leaves_out_only_slow_t
   assert test_line in tests and 'python -m pytest -q -n 2 -m "not slow"' in tests
   ini = (ROOT / 'pytest.ini').read_text()
   assert '--strict-markers' in ini and '\n    slow:' in ini
+
+
+if __name__ == '__main__':  # rewrites README's Contents line from its headings
+  readme = ROOT / 'README.md'
+  lines = readme.read_text().split('\n')
+  (at,) = [i for i, line in enumerate(lines) if line.startswith('Contents: ')]
+  lines[at] = contents_line('\n'.join(lines))
+  readme.write_text('\n'.join(lines))

@@ -46,7 +46,7 @@ practice learn it far more slowly: in a one-layer model their gap to the optimum
 ten times larger.
 
 Measured with the repository's trainer by ``benchmarks/synthetic_head_size.py`` (table and
-machine in the README): after the default 1500 steps the gap to the optimum falls from 0.36
+machine in docs/data.md): after the default 1500 steps the gap to the optimum falls from 0.36
 nats at d_p = 2 through 0.051 at the baseline d_p = d / h = 8 to 0.008 at d_p = n = 32. Most
 of it closes by d_p = 16 = min(m, n - m), the rank of the block, as the rank argument
 predicts. Idealised position-only models (free per-position queries and keys, no tokens)

@@ -23,7 +23,7 @@ of rows each epoch, with no Python per sentence.
 Eval (and ``get_batch`` / ``len`` on any split): one pass in stored order, packed; the first
 ``num_examples`` rows are held in memory (read from the pre-packed copy when there is one).
 
-Prepare a dataset once (this needs TensorFlow; see requirements-prepare.txt, README
+Prepare a dataset once (this needs TensorFlow; see requirements-prepare.txt, docs/data.md,
 "Preparing TFDS datasets"):
 
   python prepare.py lm1b --data_dir=DIR
@@ -75,7 +75,7 @@ def _data_dir_field(data_dir: str | None) -> str:
 
 def _how_to_prepare(dataset: str, data_dir: str | None) -> str:
   return (f'prepare it once with `{prepare_command(dataset, data_dir)}` (needs '
-          '`pip install -r requirements-prepare.txt`; see README.md, "Preparing TFDS datasets"), or set '
+          '`pip install -r requirements-prepare.txt`; see docs/data.md, "Preparing TFDS datasets"), or set '
           'data.data_dir to the directory where it is prepared')
 
 
