@@ -14,6 +14,8 @@ from matplotlib import image
 from fixed_head.errors import UsageError
 from fixed_head.experiments import figures, theory_figures
 
+import cli
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
@@ -131,7 +133,7 @@ def test_entry_point_reruns_and_refusals(quick, tmp_path):
 
   before = _contents(output)
   stamps = {n: os.stat(output / n).st_mtime_ns for n in theory_figures.OUTPUTS}
-  again = _entry_point(f'--output={output}', '--quick')
+  again = cli.run('theory_figures.py', f'--output={output}', '--quick')  # mistakes in process
   assert again.returncode == 2
   assert again.stdout == ''
   assert len(again.stderr.splitlines()) == 1
@@ -140,7 +142,7 @@ def test_entry_point_reruns_and_refusals(quick, tmp_path):
   assert _contents(output) == before
   assert {n: os.stat(output / n).st_mtime_ns for n in theory_figures.OUTPUTS} == stamps
 
-  missing = _entry_point('--quick')
+  missing = cli.run('theory_figures.py', '--quick')
   assert missing.returncode == 2
   assert len(missing.stderr.splitlines()) == 1 and '--output' in missing.stderr
 

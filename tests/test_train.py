@@ -20,6 +20,7 @@ from fixed_head import data as data_lib
 from fixed_head import files
 from fixed_head.errors import UsageError
 
+import cli
 import repo_configs
 
 REPO = repo_configs.REPO
@@ -352,8 +353,8 @@ def test_command_lines(tmp_path):
   saved = _run('eval.py', f'--workdir={workdir}')  # the run's config.json, no --config
   assert saved.returncode == 0, saved.stderr
   assert saved.stdout.splitlines()[0] == evaluation.stdout.splitlines()[0]
-  bad = _run('train.py', '--config=configs/default.py', f'--workdir={workdir}x',
-             '--config.model.num_heads=7', '--config.model.head_size=None')
+  bad = cli.run('train.py', '--config=configs/default.py', f'--workdir={workdir}x',
+                '--config.model.num_heads=7', '--config.model.head_size=None')  # in process
   assert bad.returncode == 2
   assert bad.stderr.strip().splitlines()[-1].startswith('error: model.num_heads=7 does not')
   assert 'Traceback' not in bad.stderr
