@@ -308,7 +308,8 @@ def test_bert_adamw_refuses_l2_weight_decay():
   with pytest.raises(errors.UsageError, match=r"^config.optimizer.weight_decay_mode='l2': "
                      r"'bert_adamw' .* set --config.optimizer.weight_decay_mode=decoupled.$"):
     run_config.validate(config)
-  with pytest.raises(ValueError, match=r"weight_decay_mode='l2' must be 'decoupled'"):
-    optim.make_optimizer(config.optimizer, 10)
+  with pytest.raises(errors.UsageError, match=r"^config.optimizer.weight_decay_mode='l2': "
+                     r"'bert_adamw' .* set --config.optimizer.weight_decay_mode=decoupled.$"):
+    optim.make_optimizer(config.optimizer, 10)  # the same one check
   config.optimizer.weight_decay_mode = 'decoupled'
   run_config.validate(config)

@@ -1,13 +1,15 @@
 """fixed_head/train/run_config.py: a batch given in rows or in tokens, the one validated and
-frozen run config (fields an older saved config lacks take their defaults), where label
-smoothing is set, and the model fields that change the shapes."""
+typed run config (fields an older saved config lacks take their defaults; each section checks
+its own fields), where label smoothing is set, and the model fields that change the shapes."""
+
+import dataclasses
 
 import ml_collections
 import pytest
 
 from fixed_head import errors
 from fixed_head.config import ModelConfig
-from fixed_head.train import run_config
+from fixed_head.train import checkpoints, optim, run_config, sharding
 
 import repo_configs
 
@@ -52,11 +54,13 @@ def test_a_config_saved_before_the_new_fields_still_validates():
   run_config.validate(ml_collections.ConfigDict(saved), num_devices=1)
 
 
-def test_validate_returns_the_one_resolved_frozen_run_config():
+def test_validate_returns_the_one_resolved_typed_run_config():
   config = lm1b.get_config('fixed')
   del config.optimizer['weight_decay_mode']  # a field missing: it takes its default
   run = run_config.validate(config, num_devices=8)
-  assert isinstance(run, ml_collections.FrozenConfigDict)
+  assert isinstance(run, run_config.RunConfig)
+  assert (type(run.model), type(run.optimizer), type(run.mesh), type(run.checkpoint)) == (
+      ModelConfig, optim.OptimizerConfig, sharding.MeshConfig, checkpoints.CheckpointConfig)
   assert (run.batch_size, run.batch_tokens) == (128, 32_768)  # the batch in rows
   assert run.optimizer.weight_decay_mode == 'decoupled'
   with pytest.raises(AttributeError):
@@ -96,3 +100,35 @@ def test_new_model_fields_default_to_the_previous_model():
               'learned', False, True, c.dropout_rate, 'xavier_uniform', 'normal', 0.02)
   for field in ('attention_use_bias', 'position_embedding'):  # they change the shapes
     assert field in run_config.SHAPE_FIELDS
+
+
+@pytest.mark.parametrize('section, fields, message', [
+    (optim.OptimizerConfig, dict(warmup_steps=-1), r'^config.optimizer.warmup_steps=-1: must '),
+    (optim.OptimizerConfig, dict(schedule='step'), r"^config.optimizer.schedule='step': not one"),
+    (optim.OptimizerConfig, dict(b2=1.0), r'^config.optimizer.b2=1.0: must lie in \[0, 1\)'),
+    (checkpoints.CheckpointConfig, dict(every_steps=0),
+     r'^config.checkpoint.every_steps=0: must be a positive integer.$'),
+    (checkpoints.CheckpointConfig, dict(on_unreadable='skip'),
+     r"^config.checkpoint.on_unreadable='skip': must be 'error' or 'fall_back'.$"),
+    (sharding.MeshConfig, dict(data=-1, fsdp=-1), r'^config.mesh: only one axis may be -1'),
+    (sharding.MeshConfig, dict(tensor=0), r'^config.mesh.tensor=0: mesh sizes must be'),
+])
+def test_each_section_checks_its_own_fields_when_built(section, fields, message):
+  """The one check of each field is where its section is typed: built directly or through
+  validate, the message is the same."""
+  with pytest.raises(errors.UsageError, match=message):
+    section(**fields)
+  config = default.get_config()
+  config[{optim.OptimizerConfig: 'optimizer', checkpoints.CheckpointConfig: 'checkpoint',
+          sharding.MeshConfig: 'mesh'}[section]].update(fields)
+  with pytest.raises(errors.UsageError, match=message):
+    run_config.validate(config)
+
+
+def test_the_run_config_checks_its_top_level_fields_when_built():
+  run = run_config.validate(default.get_config())
+  with pytest.raises(errors.UsageError, match=r'^config.log_every_steps=0: must be a positive'):
+    dataclasses.replace(run, log_every_steps=0)
+  with pytest.raises(errors.UsageError, match=r'^config.init_step=3 needs config.init_from'):
+    dataclasses.replace(run, init_step=3)
+

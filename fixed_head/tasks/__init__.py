@@ -37,7 +37,7 @@ def check_task(config) -> type[Task]:
     raise UsageError(f'config.task.name={name!r}: not one of {sorted(TASKS)}.')
   cls = TASKS[name]
   cls.check_options(task_config)
-  model_type = config.model.get('model_type')
+  model_type = getattr(config.model, 'model_type', None)
   if model_type != cls.MODEL_TYPE:
     raise UsageError(f'config.model.model_type={model_type!r}: task {name!r} trains '
                      f'{cls.MODEL_TYPE!r} models; set --config.model.model_type='

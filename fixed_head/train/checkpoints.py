@@ -15,6 +15,7 @@ out of the way with ``set_aside`` (deleting nothing) and resumes from the step b
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -27,6 +28,34 @@ from fixed_head import files, quiet_logs
 from fixed_head.errors import CheckpointError, UsageError
 
 quiet_logs.install()
+
+ON_UNREADABLE = ('error', 'fall_back')
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  """``config.checkpoint``, typed and checked once: save every ``every_steps`` steps (and at
+  the end), keep the newest ``max_to_keep``, write asynchronously; a newest checkpoint that
+  cannot be read stops the run ('error') or is set aside ('fall_back')."""
+  every_steps: int = 500
+  max_to_keep: int = 3
+  async_save: bool = True
+  on_unreadable: str = 'error'
+
+  def __post_init__(self):
+    for field in ('every_steps', 'max_to_keep'):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UsageError(f'config.checkpoint.{field}={value!r}: must be a positive integer.')
+    if not isinstance(self.async_save, bool):
+      raise UsageError(f'config.checkpoint.async_save={self.async_save!r}: must be True or '
+                       'False.')
+    if self.on_unreadable not in ON_UNREADABLE:
+      raise UsageError(f'config.checkpoint.on_unreadable={self.on_unreadable!r}: must be '
+                       "'error' or 'fall_back'.")
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
 
 
 def checkpoint_dir(workdir: str) -> str:

@@ -27,7 +27,7 @@ import ml_collections
 
 from fixed_head import accounting
 from fixed_head.evaluators.common import TaskEvaluator, evaluator_data, stats_step
-from fixed_head.train import trainer, tpu
+from fixed_head.train import run_config, tpu, trainer
 
 GiB = 2**30
 
@@ -117,7 +117,7 @@ def _compile(name: str, rows: int, make, log: Callable[[str], None] = lambda _: 
                     bytes_accessed=cost.get('bytes accessed'))
 
 
-def _eval_rows(config: ml_collections.ConfigDict) -> tuple[int, dict[str, Any]]:
+def _eval_rows(config: run_config.RunConfig) -> tuple[int, dict[str, Any]]:
   """(global batch, data config) of the largest evaluation batch in ``config.evals``."""
   specs = [dict(s) for s in config.evals.values()]
   if not specs:
@@ -134,7 +134,7 @@ def _eval_step(setup: trainer.Setup, rows: int, data_config) -> Any:
   return step.lower(setup.abstract_state['params'], spec).compile()
 
 
-def remedies(config: ml_collections.ConfigDict, setup: trainer.Setup) -> tuple[str, ...]:
+def remedies(config: run_config.RunConfig, setup: trainer.Setup) -> tuple[str, ...]:
   """The changes that lower a step's memory and apply to this config."""
   out = []
   remat = config.model.remat

@@ -38,6 +38,7 @@ Both use the same mask. T2T's ``optimize.weight_decay`` skips only 1-D variables
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -45,21 +46,86 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fixed_head.errors import UsageError
+
 SCHEDULES = ('rsqrt', 'linear', 'bert', 'cosine', 'constant', 'noam')
 OPTIMIZERS = ('adamw', 'adam', 'bert_adamw')
 WEIGHT_DECAY_MODES = ('decoupled', 'l2')
+
+
+def _fail(field: str, value: Any, message: str):
+  raise UsageError(f'config.optimizer.{field}={value!r}: {message}')
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """``config.optimizer``, typed; each field is checked here, once, when it is built."""
+  name: str = 'adamw'
+  learning_rate: float = 1e-3
+  schedule: str = 'cosine'
+  warmup_steps: int = 100
+  weight_decay: float = 0.01
+  b1: float = 0.9
+  b2: float = 0.98
+  eps: float = 1e-9
+  grad_clip_norm: float | None = 1.0
+  weight_decay_mode: str = 'decoupled'
+
+  def __post_init__(self):
+    for field, choices in (('name', OPTIMIZERS), ('schedule', SCHEDULES),
+                           ('weight_decay_mode', WEIGHT_DECAY_MODES)):
+      if getattr(self, field) not in choices:
+        _fail(field, getattr(self, field), f'not one of {choices}.')
+    if not _number(self.learning_rate) or not self.learning_rate > 0:
+      _fail('learning_rate', self.learning_rate, 'must be positive.')
+    if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) \
+        or self.warmup_steps < 0:
+      _fail('warmup_steps', self.warmup_steps, 'must be an integer >= 0.')
+    if not _number(self.weight_decay) or self.weight_decay < 0:
+      _fail('weight_decay', self.weight_decay, 'must be >= 0.')
+    for field in ('b1', 'b2'):
+      if not _number(getattr(self, field)) or not 0 <= getattr(self, field) < 1:
+        _fail(field, getattr(self, field), 'must lie in [0, 1).')
+    if not _number(self.eps) or not self.eps > 0:
+      _fail('eps', self.eps, 'must be positive.')
+    if self.grad_clip_norm is not None and (not _number(self.grad_clip_norm)
+                                            or self.grad_clip_norm < 0):
+      _fail('grad_clip_norm', self.grad_clip_norm, 'must be >= 0 (0 or None: no clipping).')
+    if self.name == 'bert_adamw' and self.weight_decay_mode != 'decoupled':
+      _fail('weight_decay_mode', self.weight_decay_mode,
+            "'bert_adamw' decays the weights decoupled, as Google BERT; set "
+            '--config.optimizer.weight_decay_mode=decoupled.')
+
+  @classmethod
+  def of(cls, opt: Mapping[str, Any] | OptimizerConfig) -> OptimizerConfig:
+    """``opt`` typed: a mapping's missing fields take their defaults; an unknown one is
+    refused, naming it."""
+    if isinstance(opt, cls):
+      return opt
+    opt = opt.to_dict() if hasattr(opt, 'to_dict') else dict(opt)
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(opt) - set(known))
+    if unknown:
+      raise UsageError(f'config.optimizer: unknown field(s) {unknown}; known: {known}.')
+    return cls(**opt)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def _number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 # config.optimizer's fields and their defaults (run_config.defaults() takes them from here).
-DEFAULTS = dict(name='adamw', learning_rate=1e-3, schedule='cosine', warmup_steps=100,
-                weight_decay=0.01, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=1.0,
-                weight_decay_mode='decoupled')
+DEFAULTS = OptimizerConfig().to_dict()
 
 
-def make_schedule(opt: Mapping[str, Any], num_train_steps: int,
+def make_schedule(opt: Mapping[str, Any] | OptimizerConfig, num_train_steps: int,
                   emb_dim: int | None = None) -> optax.Schedule:
   """The learning rate at a step; 'noam' needs the model width ``emb_dim``."""
-  lr, warmup, name = opt['learning_rate'], opt['warmup_steps'], opt['schedule']
-  if name not in SCHEDULES:
-    raise ValueError(f'optimizer.schedule={name!r} is not one of {SCHEDULES}.')
+  opt = OptimizerConfig.of(opt)
+  lr, warmup, name = opt.learning_rate, opt.warmup_steps, opt.schedule
 
   def schedule(step):
     step = jnp.asarray(step, jnp.float32)
@@ -126,32 +192,25 @@ def scale_by_bert_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6
   return optax.GradientTransformation(init, update)
 
 
-def make_optimizer(opt: Mapping[str, Any], num_train_steps: int, emb_dim: int | None = None
+def make_optimizer(opt: Mapping[str, Any] | OptimizerConfig, num_train_steps: int,
+                   emb_dim: int | None = None
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(optax transformation, schedule) for ``config.optimizer``; a field it lacks has its
-  value in ``DEFAULTS``."""
-  opt = {**DEFAULTS, **opt}
-  if opt['name'] not in OPTIMIZERS:
-    raise ValueError(f"optimizer.name={opt['name']!r} is not one of {OPTIMIZERS}.")
-  mode = opt['weight_decay_mode']
-  if mode not in WEIGHT_DECAY_MODES:
-    raise ValueError(f'optimizer.weight_decay_mode={mode!r} is not one of {WEIGHT_DECAY_MODES}.')
-  if opt['name'] == 'bert_adamw' and mode != 'decoupled':
-    raise ValueError("optimizer.name='bert_adamw' decays weights decoupled; "
-                     f"optimizer.weight_decay_mode={mode!r} must be 'decoupled'.")
+  """(optax transformation, schedule) for ``config.optimizer`` (a mapping's missing fields
+  take their defaults)."""
+  opt = OptimizerConfig.of(opt)
   schedule = make_schedule(opt, num_train_steps, emb_dim)
   chain = []
-  if mode == 'l2' and opt['weight_decay']:  # T2T's: in the gradient, before everything else
-    chain.append(optax.add_decayed_weights(opt['weight_decay'], mask=decay_mask))
-  if opt['grad_clip_norm']:
-    chain.append(optax.clip_by_global_norm(opt['grad_clip_norm']))
-  if opt['name'] == 'bert_adamw':
-    chain += [scale_by_bert_adam(opt['b1'], opt['b2'], opt['eps']),
-              optax.add_decayed_weights(opt['weight_decay'], mask=decay_mask),
+  if opt.weight_decay_mode == 'l2' and opt.weight_decay:  # T2T's: in the gradient, first
+    chain.append(optax.add_decayed_weights(opt.weight_decay, mask=decay_mask))
+  if opt.grad_clip_norm:
+    chain.append(optax.clip_by_global_norm(opt.grad_clip_norm))
+  if opt.name == 'bert_adamw':
+    chain += [scale_by_bert_adam(opt.b1, opt.b2, opt.eps),
+              optax.add_decayed_weights(opt.weight_decay, mask=decay_mask),
               optax.scale_by_learning_rate(schedule)]
   else:
-    decoupled = opt['name'] == 'adamw' and mode == 'decoupled'
-    chain.append(optax.adamw(schedule, b1=opt['b1'], b2=opt['b2'], eps=opt['eps'],
-                             weight_decay=opt['weight_decay'] if decoupled else 0.0,
+    decoupled = opt.name == 'adamw' and opt.weight_decay_mode == 'decoupled'
+    chain.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+                             weight_decay=opt.weight_decay if decoupled else 0.0,
                              mask=decay_mask))
   return optax.chain(*chain), schedule

@@ -1,28 +1,34 @@
-"""The run configuration (an ``ml_collections.ConfigDict``): defaults, validation, and the
-batch given in tokens (``resolve``). Whether a saved run may resume with a config is
-``fixed_head.train.run_record.check_resume``.
+"""The run configuration: defaults, validation, and the batch given in tokens (``resolve``).
+Whether a saved run may resume with a config is ``fixed_head.train.run_record.check_resume``.
 
-Every config in ``configs/`` starts from ``defaults()`` and changes fields. ``validate`` runs
-before anything is built, names the field at fault, and returns the one config the rest of
-the run reads: every field present (``complete``), the batch in rows, frozen.
+Every config in ``configs/`` starts from ``defaults()`` (an ``ml_collections.ConfigDict``, the
+user's interface) and changes fields. ``validate`` runs before anything is built and converts
+it, once, into the ``RunConfig`` the rest of the run reads: every field present
+(``complete``), the batch in rows, typed and frozen. Each field is checked in one place,
+where its section is typed (``RunConfig`` for the top-level fields, ``ModelConfig``,
+``optim.OptimizerConfig``, ``sharding.MeshConfig``, ``checkpoints.CheckpointConfig``; the
+task, source and evaluators for their open sections); ``validate`` adds only the checks that
+span sections.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
 import ml_collections
 
-from fixed_head.train import optim
+from fixed_head import renames
 from fixed_head.config import ModelConfig
 from fixed_head.data import SOURCES
-from fixed_head import renames
 from fixed_head.errors import UsageError
 from fixed_head.evaluators import EVALUATORS
 from fixed_head.tasks import check_task
-from fixed_head.train.sharding import resolve_mesh_shape
+from fixed_head.train import optim
+from fixed_head.train.checkpoints import CheckpointConfig
+from fixed_head.train.sharding import MeshConfig, resolve_mesh_shape
 
 # Model fields that change parameter shapes or structure: a checkpoint written with other
 # values cannot be restored.
@@ -81,14 +87,12 @@ def defaults() -> ml_collections.ConfigDict:
   # the fields and schedules are described in fixed_head/train/optim.py.
   c.optimizer = ml_collections.ConfigDict(optim.DEFAULTS)
 
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.mesh = ml_collections.ConfigDict(MeshConfig().to_dict())
 
-  c.checkpoint = ml_collections.ConfigDict(dict(
-      every_steps=500, max_to_keep=3, async_save=True))
-  # A latest checkpoint that cannot be read: 'error' stops with a message; 'fall_back'
-  # moves it to WORKDIR/checkpoints_set_aside (nothing is deleted) and resumes from the
-  # newest readable one.
-  c.checkpoint.on_unreadable = 'error'
+  # every_steps, max_to_keep, async_save; on_unreadable: a latest checkpoint that cannot be
+  # read stops the run ('error') or is moved to WORKDIR/checkpoints_set_aside (nothing is
+  # deleted) and the run resumes from the newest readable one ('fall_back').
+  c.checkpoint = ml_collections.ConfigDict(CheckpointConfig().to_dict())
 
   c.log_every_steps = 50
   c.eval_every_steps = 500  # 0: evaluate only at the end
@@ -166,116 +170,142 @@ def _known_keys(tree: Any, prefix: str = '') -> set[str]:
   return keys
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
-             num_processes: int = 1) -> ml_collections.FrozenConfigDict:
+def _positive_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """The validated run config, the one the run reads (``validate`` builds it once from the
+  ConfigDict). Each field is checked where it is typed: the top-level fields here, the
+  model in ``ModelConfig``, the optimizer in ``optim.OptimizerConfig``, the mesh and the
+  checkpoints in theirs; the open sections (``task``, ``data``, ``evals``: their fields
+  depend on the task, source or evaluator they name) by what they configure. ``validate``
+  keeps the checks that span sections."""
+  seed: int
+  dropout_rng_impl: str
+  num_train_steps: int
+  batch_size: int  # rows, global (batch_tokens resolved into it)
+  batch_tokens: int | None
+  log_every_steps: int
+  eval_every_steps: int
+  profile_steps: int
+  init_from: str | None
+  init_step: int | None
+  task: ml_collections.FrozenConfigDict
+  model: ModelConfig
+  data: ml_collections.FrozenConfigDict
+  optimizer: optim.OptimizerConfig
+  mesh: MeshConfig
+  checkpoint: CheckpointConfig
+  evals: ml_collections.FrozenConfigDict
+
+  def __post_init__(self):
+    for field in ('num_train_steps', 'batch_size', 'log_every_steps'):
+      if not _positive_int(getattr(self, field)):
+        raise UsageError(f'config.{field}={getattr(self, field)!r}: must be a positive '
+                         'integer.')
+    if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+      raise UsageError(f'config.seed={self.seed!r}: must be an integer.')
+    profile = self.profile_steps
+    if isinstance(profile, bool) or not isinstance(profile, int) or profile < 0:
+      raise UsageError(f'config.profile_steps={profile!r}: must be an integer >= 0 (the steps '
+                       'to trace; 0: none).')
+    every = self.eval_every_steps
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+      raise UsageError(f'config.eval_every_steps={every!r}: must be an integer >= 0.')
+    if self.init_step is not None and not _positive_int(self.init_step):
+      raise UsageError(f'config.init_step={self.init_step!r}: must be a positive checkpoint '
+                       'step, or None for the latest.')
+    if self.init_step is not None and not self.init_from:
+      raise UsageError(f'config.init_step={self.init_step} needs config.init_from (the run '
+                       'to start from).')
+    if self.dropout_rng_impl not in DROPOUT_RNG_IMPLS:
+      raise UsageError(f'config.dropout_rng_impl={self.dropout_rng_impl!r}: not one of '
+                       f'{DROPOUT_RNG_IMPLS}.')
+
+  @classmethod
+  def of(cls, tree: dict[str, Any]) -> RunConfig:
+    """The typed config of a complete config tree (every field present, batch in rows)."""
+    sections = dict(model=model_config(tree['model']),
+                    optimizer=optim.OptimizerConfig.of(tree['optimizer']),
+                    mesh=MeshConfig.of(tree['mesh']),
+                    checkpoint=CheckpointConfig(**tree['checkpoint']),
+                    **{name: ml_collections.FrozenConfigDict(tree[name])
+                       for name in _OPEN_SECTIONS})
+    return cls(**{**tree, **sections})
+
+  def get(self, field: str, default: Any = None) -> Any:
+    return getattr(self, field, default)
+
+  def to_dict(self) -> dict[str, Any]:
+    """The config as a tree of plain values (what config.json holds)."""
+    return {f.name: (value.to_dict() if hasattr(value, 'to_dict') else value)
+            for f in dataclasses.fields(self) for value in [getattr(self, f.name)]}
+
+
+def validate(config: ml_collections.ConfigDict | RunConfig, num_devices: int | None = None,
+             num_processes: int = 1) -> RunConfig:
   """Checks ``config``; raises UsageError naming the field. Returns the run config the run
   reads: ``config`` completed with the defaults of fields it lacks, the batch in rows
-  (``resolve``), frozen. ``model_config(returned)`` is its model.
+  (``resolve``), typed (``RunConfig``, each section checked where it is typed); here only
+  the unknown fields and the checks that span sections.
 
   ``num_devices``: when given, the mesh and batch are checked against it.
   """
+  if isinstance(config, RunConfig):
+    config = ml_collections.ConfigDict(config.to_dict())
   unknown = sorted(_known_keys(config) - _known_keys(defaults()))
   renames.check_moved(unknown, config)
   if unknown:
     raise UsageError(f'config: unknown field(s) {unknown}; see fixed_head/train/run_config.py '
                      'defaults() for the known ones.')
   # The batch in rows (batch_tokens and batch_size must agree), every field present.
-  config = ml_collections.ConfigDict(complete(resolve(config).to_dict()))
-  for field in ('num_train_steps', 'batch_size', 'log_every_steps'):
-    if not isinstance(config[field], int) or config[field] <= 0:
-      raise UsageError(f'config.{field}={config[field]!r}: must be a positive integer.')
-  profile = config.profile_steps
-  if isinstance(profile, bool) or not isinstance(profile, int) or profile < 0:
-    raise UsageError(f'config.profile_steps={profile!r}: must be an integer >= 0 (the steps '
-                     'to trace; 0: none).')
-  if not isinstance(config.eval_every_steps, int) or config.eval_every_steps < 0:
-    raise UsageError(f'config.eval_every_steps={config.eval_every_steps!r}: must be an '
-                     'integer >= 0.')
-  ck = config.checkpoint
-  for field in ('every_steps', 'max_to_keep'):
-    if not isinstance(ck[field], int) or ck[field] <= 0:
-      raise UsageError(f'config.checkpoint.{field}={ck[field]!r}: must be a positive integer.')
-  if ck.on_unreadable not in ('error', 'fall_back'):
-    raise UsageError(f"config.checkpoint.on_unreadable={ck.on_unreadable!r}: must be 'error' "
-                     "or 'fall_back'.")
+  run = RunConfig.of(complete(resolve(config).to_dict()))
 
-  model = model_config(config)
-
-  task = check_task(config)
-  init_step = config.init_step
-  if init_step is not None and (isinstance(init_step, bool) or not isinstance(init_step, int)
-                                or init_step <= 0):
-    raise UsageError(f'config.init_step={init_step!r}: must be a positive checkpoint step, or '
-                     'None for the latest.')
-  if init_step is not None and not config.init_from:
-    raise UsageError(f'config.init_step={init_step} needs config.init_from (the run to start '
-                     'from).')
-
-  if config.data.name not in SOURCES:
-    raise UsageError(f'config.data.name={config.data.name!r}: not one of {sorted(SOURCES)}.')
-  seq_len = config.data.get('seq_len')
-  if seq_len is not None and seq_len > model.max_len:
+  task = check_task(run)
+  if run.data.name not in SOURCES:
+    raise UsageError(f'config.data.name={run.data.name!r}: not one of {sorted(SOURCES)}.')
+  seq_len = run.data.get('seq_len')
+  if seq_len is not None and seq_len > run.model.max_len:
     raise UsageError(f'config.data.seq_len={seq_len} exceeds config.model.max_len='
-                     f'{model.max_len}; raise max_len or shorten the sequences.')
-
-  opt = config.optimizer
-  if opt.name not in optim.OPTIMIZERS:
-    raise UsageError(f'config.optimizer.name={opt.name!r}: not one of {optim.OPTIMIZERS}.')
-  if opt.schedule not in optim.SCHEDULES:
-    raise UsageError(f'config.optimizer.schedule={opt.schedule!r}: not one of '
-                     f'{optim.SCHEDULES}.')
-  if not opt.learning_rate > 0:
-    raise UsageError(f'config.optimizer.learning_rate={opt.learning_rate!r}: must be positive.')
-  if opt.warmup_steps < 0:
-    raise UsageError(f'config.optimizer.warmup_steps={opt.warmup_steps}: must be >= 0.')
-  mode = opt.weight_decay_mode
-  if mode not in optim.WEIGHT_DECAY_MODES:
-    raise UsageError(f'config.optimizer.weight_decay_mode={mode!r}: not one of '
-                     f'{optim.WEIGHT_DECAY_MODES}.')
-  if opt.name == 'bert_adamw' and mode != 'decoupled':
-    raise UsageError(f"config.optimizer.weight_decay_mode={mode!r}: 'bert_adamw' decays the "
-                     "weights decoupled, as Google BERT; set "
-                     "--config.optimizer.weight_decay_mode=decoupled.")
-  if config.dropout_rng_impl not in DROPOUT_RNG_IMPLS:
-    raise UsageError(f'config.dropout_rng_impl={config.dropout_rng_impl!r}: not one of '
-                     f'{DROPOUT_RNG_IMPLS}.')
-
-  for name, spec in config.evals.items():
+                     f'{run.model.max_len}; raise max_len or shorten the sequences.')
+  for name, spec in run.evals.items():
     if spec.get('type') not in EVALUATORS:
       raise UsageError(f'config.evals.{name}.type={spec.get("type")!r}: not one of '
                        f'{sorted(EVALUATORS)}.')
     EVALUATORS[spec['type']].check_options(f'config.evals.{name}', spec, task.NAME)
 
   if num_devices is not None:
-    try:
-      data, fsdp, tensor = resolve_mesh_shape(config.mesh, num_devices)
-    except ValueError as e:
-      raise UsageError(f'config.{e}') from None
-    if config.batch_size % (data * fsdp):
-      raise UsageError(f'config.batch_size={config.batch_size} is not divisible by the '
+    data, fsdp, tensor = resolve_mesh_shape(run.mesh, num_devices)
+    if run.batch_size % (data * fsdp):
+      raise UsageError(f'config.batch_size={run.batch_size} is not divisible by the '
                        f'data-parallel size data x fsdp = {data * fsdp}.')
-    if model.num_heads % tensor:
-      raise UsageError(f'config.model.num_heads={model.num_heads} is not divisible by the '
+    if run.model.num_heads % tensor:
+      raise UsageError(f'config.model.num_heads={run.model.num_heads} is not divisible by the '
                        f'tensor-parallel size mesh.tensor={tensor}.')
-    if config.batch_size % num_processes:
-      raise UsageError(f'config.batch_size={config.batch_size} is not divisible by the '
+    if run.batch_size % num_processes:
+      raise UsageError(f'config.batch_size={run.batch_size} is not divisible by the '
                        f'number of processes ({num_processes}).')
-    for name, spec in config.evals.items():
+    for name, spec in run.evals.items():
       size = spec.get('batch_size', EVALUATORS[spec['type']].OPTIONS['batch_size'])
       if size % (data * fsdp):
         raise UsageError(f'config.evals.{name}.batch_size={size} is not divisible by the '
                          f'data-parallel size {data * fsdp}.')
-  return ml_collections.FrozenConfigDict(config)
+  return run
 
 
-def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
-  """The ModelConfig of ``config.model``; UsageError naming the field it refuses."""
+def model_config(model: Any) -> ModelConfig:
+  """The ModelConfig of a run config's ``model`` section (or of a run config); UsageError
+  naming the field it refuses."""
+  if isinstance(model, RunConfig):
+    return model.model
   try:
-    return ModelConfig.from_mapping(config.model)
+    return ModelConfig.from_mapping(model)
   except ValueError as e:  # the model's own validation: a field of config.model
     raise UsageError(str(e)) from None
 
 
-def to_json(config: ml_collections.ConfigDict) -> str:
+def to_json(config: ml_collections.ConfigDict | RunConfig) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
 

@@ -39,7 +39,8 @@ DATA_LOCATION_FIELDS = ('data.data_dir', 'data.read_threads', 'data.prepacked_di
 OBJECTIVE_FIELDS = ('task.label_smoothing',)
 
 
-def as_dict(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
+def as_dict(config: run_config.RunConfig | ml_collections.ConfigDict | dict[str, Any]
+            ) -> dict[str, Any]:
   """The config as config.json holds it (JSON types: tuples become lists)."""
   if isinstance(config, dict):
     return json.loads(json.dumps(config, default=str))
@@ -83,7 +84,7 @@ def _binds_checkpoints(field: str) -> bool:
           or (section == 'data' and field not in DATA_LOCATION_FIELDS))
 
 
-def check_resume(saved: dict[str, Any], config: ml_collections.ConfigDict,
+def check_resume(saved: dict[str, Any], config: run_config.RunConfig,
                  workdir: str) -> None:
   """Refuses to resume ``workdir`` when its saved config has other parameter shapes, another
   optimizer, or other data: the checkpoints and the record would no longer agree."""
@@ -138,7 +139,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(saved)
 
 
-def record(config: ml_collections.ConfigDict, workdir: str, saved: dict[str, Any] | None,
+def record(config: run_config.RunConfig, workdir: str, saved: dict[str, Any] | None,
            step: int) -> dict[str, tuple[Any, Any]]:
   """Writes config.json (the config the run continues with from ``step``) and, when it
   changes ``saved``, a line of config_history.jsonl. Returns the changes. Process 0 only."""
@@ -164,7 +165,7 @@ def history(workdir: str) -> list[dict[str, Any]]:
   return [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()]
 
 
-def eval_target(config: ml_collections.ConfigDict, workdir: str, *,
+def eval_target(config: run_config.RunConfig, workdir: str, *,
                 other_data: bool) -> str:
   """The result file name for evaluating ``workdir`` with ``config`` (see the module doc).
 

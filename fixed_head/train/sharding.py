@@ -11,6 +11,7 @@ feed-forward width and vocabulary split across devices).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,29 +40,57 @@ LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 
 
-def resolve_mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
-  """(data, fsdp, tensor) sizes; at most one may be -1, meaning "all remaining devices"."""
-  sizes = [int(mesh_config[a]) for a in MESH_AXES]
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """``config.mesh``, typed and checked once: the sizes of the mesh axes 'data', 'fsdp' and
+  'tensor', each positive or -1 (all remaining devices; one axis at most)."""
+  data: int = -1
+  fsdp: int = 1
+  tensor: int = 1
+
+  def __post_init__(self):
+    for axis in MESH_AXES:
+      size = getattr(self, axis)
+      if isinstance(size, bool) or not isinstance(size, int) or size == 0 or size < -1:
+        raise UsageError(f'config.mesh.{axis}={size!r}: mesh sizes must be positive or -1.')
+    fill = [a for a in MESH_AXES if getattr(self, a) == -1]
+    if len(fill) > 1:
+      raise UsageError(f'config.mesh: only one axis may be -1 (fill), got {fill}.')
+
+  @classmethod
+  def of(cls, mesh: Mapping[str, int] | MeshConfig) -> MeshConfig:
+    if isinstance(mesh, cls):
+      return mesh
+    mesh = mesh.to_dict() if hasattr(mesh, 'to_dict') else dict(mesh)
+    unknown = sorted(set(mesh) - set(MESH_AXES))
+    if unknown:
+      raise UsageError(f'config.mesh: unknown axis {unknown}; the axes are {MESH_AXES}.')
+    return cls(**mesh)
+
+  def to_dict(self) -> dict[str, int]:
+    return dataclasses.asdict(self)
+
+
+def resolve_mesh_shape(mesh_config: Mapping[str, int] | MeshConfig, num_devices: int
+                       ) -> tuple[int, ...]:
+  """(data, fsdp, tensor) sizes on ``num_devices``, the -1 axis filled."""
+  mesh = MeshConfig.of(mesh_config)
+  sizes = [getattr(mesh, a) for a in MESH_AXES]
   fill = [a for a, s in zip(MESH_AXES, sizes) if s == -1]
-  bad = [a for a, s in zip(MESH_AXES, sizes) if s == 0 or s < -1]
-  if bad:
-    raise UsageError(f'mesh.{bad[0]}={mesh_config[bad[0]]}: mesh sizes must be positive or -1.')
-  if len(fill) > 1:
-    raise UsageError(f'mesh: only one axis may be -1 (fill), got {fill}.')
   known = math.prod(s for s in sizes if s != -1)
   if fill:
     if num_devices % known:
-      raise UsageError(f'mesh: {num_devices} devices cannot be split with fixed axes of '
-                       f'total size {known}; mesh.{fill[0]}=-1 needs a divisor.')
+      raise UsageError(f'config.mesh: {num_devices} devices cannot be split with fixed axes '
+                       f'of total size {known}; mesh.{fill[0]}=-1 needs a divisor.')
     sizes[MESH_AXES.index(fill[0])] = num_devices // known
   if math.prod(sizes) != num_devices:
-    raise UsageError(f'mesh: data x fsdp x tensor = {" x ".join(map(str, sizes))} = '
+    raise UsageError(f'config.mesh: data x fsdp x tensor = {" x ".join(map(str, sizes))} = '
                      f'{math.prod(sizes)}, but {num_devices} devices are present; set one '
                      'axis to -1 to fill the rest.')
   return tuple(sizes)
 
 
-def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[Any] | None = None) -> Mesh:
+def make_mesh(mesh_config: Mapping[str, int] | MeshConfig, devices: Sequence[Any] | None = None) -> Mesh:
   """A ('data', 'fsdp', 'tensor') mesh over ``devices`` (default: all), checked with
   ``check_batch_feed``. TPU devices are laid out along the chips' interconnect
   (``mesh_utils.create_device_mesh``); others in list order."""

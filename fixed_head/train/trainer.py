@@ -54,7 +54,7 @@ State = dict[str, Any]
 class Setup:
   """Everything derived from a config and the devices, before any array is made."""
 
-  config: ml_collections.FrozenConfigDict  # the run config run_config.validate returns
+  config: run_config.RunConfig  # the run config run_config.validate returns
   model_config: ModelConfig
   task: tasks_lib.Task
   mesh: Mesh
@@ -104,7 +104,8 @@ def build_setup(config: ml_collections.ConfigDict,
                 attention_platform: str | None = None,
                 attention_record: list[dict] | None = None) -> Setup:
   """Validates ``config`` against the devices and derives the mesh, model and shardings;
-  ``Setup.config`` is the validated run config (every field, the batch in rows, frozen).
+  ``Setup.config`` is the validated run config (``RunConfig``: every field, the batch in
+  rows, typed).
   The model's attention chooses its implementation for ``attention_platform`` (default:
   this process's backend) and appends each choice to ``attention_record``, if given
   (``AttentionOp``'s ``platform`` and ``record``; compile_check sets both)."""
@@ -112,7 +113,7 @@ def build_setup(config: ml_collections.ConfigDict,
   # The processes the devices belong to: this run's, or those of a slice compiled for.
   num_processes = len({d.process_index for d in devices})
   config = run_config.validate(config, num_devices=len(devices), num_processes=num_processes)
-  model_config = run_config.model_config(config)
+  model_config = config.model
   op = AttentionOp(model_config.attention_impl, platform=attention_platform,
                    record=attention_record)
   task = tasks_lib.build_task(config, model_config, op)
@@ -251,8 +252,8 @@ def _build_evaluators(setup: Setup, tokenizer) -> dict[str, Any]:
       replicated=sharding.replicated(setup.mesh))
 
 
-def check_init_from(config: ml_collections.ConfigDict, model_config: ModelConfig
-                    ) -> ml_collections.FrozenConfigDict:
+def check_init_from(config: run_config.RunConfig, model_config: ModelConfig
+                    ) -> run_config.RunConfig:
   """The run config of the run ``config.init_from`` names, after checking that it is a
   training run whose model has this model's shapes; UsageError naming the field otherwise.
   Checked once, before anything is built or written; ``load_pretrained`` takes the result."""
@@ -266,7 +267,7 @@ def check_init_from(config: ml_collections.ConfigDict, model_config: ModelConfig
   except UsageError as e:
     raise UsageError(f'config.init_from={source_dir}: the config.json of that run does not '
                      f'validate ({e}); start from another run.') from None
-  source_model = run_config.model_config(source_config)
+  source_model = source_config.model
   for field in run_config.SHAPE_FIELDS:
     ours, theirs = getattr(model_config, field), getattr(source_model, field)
     if field != 'model_type' and ours != theirs:
@@ -277,7 +278,7 @@ def check_init_from(config: ml_collections.ConfigDict, model_config: ModelConfig
   return source_config
 
 
-def load_pretrained(setup: Setup, params: Any, source_config: ml_collections.ConfigDict,
+def load_pretrained(setup: Setup, params: Any, source_config: run_config.RunConfig,
                     log: Callable[[str], None] = print) -> Any:
   """``params`` with the parameters the task loads (``Task.PRETRAINED``: the encoder for
   fine-tuning, everything for a second pre-training stage) replaced by those of the run
@@ -288,7 +289,7 @@ def load_pretrained(setup: Setup, params: Any, source_config: ml_collections.Con
   whose parameters are not those this task loads.
   """
   source_dir = setup.config.init_from
-  source_task = tasks_lib.build_task(source_config, run_config.model_config(source_config))
+  source_task = tasks_lib.build_task(source_config, source_config.model)
   _, shapes, shardings = _abstract_model(source_task, setup.mesh)
   step, loaded = checkpoints.load_params(source_dir, setup.config.init_step,
                                          _placed(nnx.to_pure_dict(shapes), shardings),
