@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from fixed_head.train import trainer
-from fixed_head.data import build_source, packing, tfds_text, tokenizers, train_iterator
+from fixed_head.data import build_source, packing, tokenizers, train_iterator
 
 import repo_configs
 import resolved
