@@ -30,8 +30,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fixed_head.data import (bert_pretraining, glue, order, squad, synthetic, text, tfds_text,
-                             tokenizers)
+from fixed_head.data import (bert_pretraining, glue, order, rows, squad, synthetic, text,
+                             tfds_text, tokenizers)
 from fixed_head import renames
 from fixed_head.errors import UsageError
 
@@ -58,40 +58,13 @@ SOURCES: dict[str, Source] = {
 }
 
 
-_LM_ROWS = ('tokens', 'segment_ids', 'positions')
-_BERT_INPUTS = ('tokens', 'token_types', 'input_mask')
-# What each source's rows hold, known without reading one: {key: (kind, dtype)}, where a
-# 'seq' value is [n], a 'row' value a scalar and a 'predictions' value [max_predictions].
-_ROW_LAYOUTS: dict[str, dict[str, tuple[str, Any]]] = {
-    'synthetic': {'tokens': ('seq', np.int32), 'optimal_nll': ('seq', np.float32)},
-    'text': {k: ('seq', np.int32) for k in _LM_ROWS},
-    'tfds': {k: ('seq', np.int32) for k in _LM_ROWS},
-    'bert_pretraining': {**{k: ('seq', np.int32) for k in _BERT_INPUTS},
-                         'masked_positions': ('predictions', np.int32),
-                         'masked_ids': ('predictions', np.int32),
-                         'masked_weights': ('predictions', np.float32),
-                         'nsp_label': ('row', np.int32), 'weight': ('row', np.float32)},
-    'glue': {**{k: ('seq', np.int32) for k in _BERT_INPUTS}, 'label': ('row', np.int32),
-             'weight': ('row', np.float32)},
-    'squad': {**{k: ('seq', np.int32) for k in _BERT_INPUTS},
-              'start_position': ('row', np.int32), 'end_position': ('row', np.int32),
-              'feature_index': ('row', np.int32), 'weight': ('row', np.float32)},
-}
-
-
 def batch_spec(data_config: Mapping[str, Any], batch_size: int
                ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
   """{key: (shape, dtype)} of a global batch of ``batch_size`` rows of source
-  ``data_config.name``, known from the config alone (no data is read): what the train step
-  is compiled for before the first batch, and what ``compile.py`` compiles without data."""
-  name = data_config.get('name')
-  if name not in _ROW_LAYOUTS:
-    raise UsageError(f'data.name={name!r} is not one of {sorted(SOURCES)}.')
-  sizes = {'seq': (int(data_config['seq_len']),), 'row': ()}
-  if name == 'bert_pretraining':
-    sizes['predictions'] = (int(data_config['max_predictions_per_seq']),)
-  return {key: ((batch_size, *sizes[kind]), np.dtype(dtype))
-          for key, (kind, dtype) in _ROW_LAYOUTS[name].items()}
+  ``data_config.name`` (its class's ``ROWS``), known from the config alone (no data is read):
+  what the train step is compiled for before the first batch, and what ``compile.py``
+  compiles without data."""
+  return rows.batch_spec(_entry(data_config).cls.ROWS, data_config, batch_size)
 
 
 def check_batch_spec(batch: Mapping[str, np.ndarray],

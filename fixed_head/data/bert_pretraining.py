@@ -57,7 +57,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fixed_head.data import bert_instances, order, packing, sentences
+from fixed_head.data import bert_instances, order, packing, rows, sentences
 from fixed_head.data import text as text_lib
 from fixed_head.data import wordpiece
 from fixed_head.errors import UsageError
@@ -446,6 +446,12 @@ class BertPretrainingData:
   or, when that is None, the last ``eval_fraction`` of each ``train_split`` (which train then
   leaves out); records are read and tokenised on demand, the last ``cache_documents`` kept.
   """
+
+  # What its rows hold, known without reading one (fixed_head/data/rows.py).
+  ROWS = {**rows.BERT_INPUTS, 'masked_positions': ('predictions', np.int32),
+          'masked_ids': ('predictions', np.int32),
+          'masked_weights': ('predictions', np.float32), 'nsp_label': ('row', np.int32),
+          **rows.WEIGHT}
 
   # The config fields that choose the vocabulary (the run's resolver reads them, not the
   # source), with their defaults; a new one is trained on the first tokenizer_max_documents

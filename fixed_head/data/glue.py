@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from fixed_head.data import order, packing, tfds_text
+from fixed_head.data import order, packing, rows, tfds_text
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
@@ -99,6 +99,9 @@ class GlueData:
   ``num_examples`` caps the examples read (the first of the split, in stored order).
   Examples are tokenised when first read and kept (token ids only).
   """
+
+  # What its rows hold, known without reading one (fixed_head/data/rows.py).
+  ROWS = {**rows.BERT_INPUTS, 'label': ('row', np.int32), **rows.WEIGHT}
 
   NAME = 'glue'
   # The config fields that choose the vocabulary (the run's resolver reads them, not the

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from fixed_head import metrics
-from fixed_head.data import glue, order, packing, tfds_text, wordpiece
+from fixed_head.data import glue, order, packing, rows, tfds_text, wordpiece
 from fixed_head.errors import UsageError
 
 SPLITS = ('train', 'eval')
@@ -228,6 +228,11 @@ class SquadData:
   i's tokens come from; ``gold_answers(feature_indices)``: {id: gold texts} of the questions
   those features belong to.
   """
+
+  # What its rows hold, known without reading one (fixed_head/data/rows.py).
+  ROWS = {**rows.BERT_INPUTS, 'start_position': ('row', np.int32),
+          'end_position': ('row', np.int32), 'feature_index': ('row', np.int32),
+          **rows.WEIGHT}
 
   NAME = 'squad'
   # The config fields that choose the vocabulary (the run's resolver reads them, not the

@@ -191,6 +191,9 @@ class SyntheticCopyLM:
     support: k, memory positions each copying row draws from; default max(1, m // 2).
   """
 
+  # What its rows hold, known without reading one (fixed_head/data/rows.py).
+  ROWS = {'tokens': ('seq', np.int32), 'optimal_nll': ('seq', np.float32)}
+
   # An index iterator's state saved before order.STATE_VERSION reads the same rows here: the
   # train split is read in stored order, as it always was (data.IndexIterator.set_state).
   READS_V1_STATES = True

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fixed_head.data import order, packing, tokenizers
+from fixed_head.data import order, packing, rows, tokenizers
 from fixed_head.data import shakespeare
 from fixed_head.errors import UsageError
 
@@ -86,6 +86,9 @@ class TextFilesLM:
 
   Rows: {'tokens', 'segment_ids', 'positions'}: int32 [n] each (segment id 0 = padding).
   """
+
+  # What its rows hold, known without reading one (fixed_head/data/rows.py).
+  ROWS = rows.LM
 
   # An index iterator's state saved before order.STATE_VERSION reads the same rows here: the
   # one order is the one this source always had (data.IndexIterator.set_state).

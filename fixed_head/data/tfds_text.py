@@ -42,7 +42,7 @@ import grain
 import numpy as np
 
 from fixed_head import files, quiet_logs
-from fixed_head.data import order, packing, prepacked
+from fixed_head.data import order, packing, prepacked, rows
 from fixed_head.errors import UsageError
 
 quiet_logs.install()
@@ -318,6 +318,9 @@ class TfdsTextLM:
   reads ``eval_split``; ``len`` / ``get_batch`` / ``[i]`` serve the first ``num_examples``
   rows of one in-order pass (built at once for 'eval', on first use for 'train').
   """
+
+  # What its rows hold, known without reading one (fixed_head/data/rows.py).
+  ROWS = rows.LM
 
   # The config fields that choose the tokenizer (the run's resolver reads them, not the
   # source), with their defaults: a SentencePiece model trained on the first
