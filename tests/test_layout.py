@@ -87,3 +87,22 @@ def test_no_file_or_package_imports_one_that_imports_it_back():
                                                  'fixed_head.tasks'))}
   assert {(p, t) for p in below for t in packages[p] if t in ('fixed_head.train',
           'fixed_head.experiments')} == set()
+
+
+def test_the_layers_of_docs_architecture_are_the_import_graphs():
+  """docs/architecture.md draws the packages top to bottom: none imports one drawn above
+  it, and its first layer lists every entry point in the repository's root."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+  doc = (pathlib.Path(REPO) / 'docs' / 'architecture.md').read_text()
+  block = doc.split('## The layers\n\n```\n', 1)[1].split('```', 1)[0].splitlines()
+  drawn = [f'fixed_head.{line.split("/", 1)[0]}' for line in block
+           if line[:1].isalpha() and line.split()[0].endswith('/')]
+  assert sorted(drawn) == ['fixed_head.data', 'fixed_head.evaluators', 'fixed_head.experiments',
+                           'fixed_head.tasks', 'fixed_head.train']  # the order is checked below
+  packages = {}
+  for module, targets in _imports().items():
+    package = '.'.join(module.split('.')[:2])
+    packages.setdefault(package, set()).update('.'.join(t.split('.')[:2]) for t in targets)
+  assert [(p, q) for i, p in enumerate(drawn) for q in drawn[:i] if q in packages[p]] == []
+  scripts = {w for line in block[:2] for w in line.split() if w.endswith('.py')}
+  assert scripts == {p.name for p in pathlib.Path(REPO).glob('*.py')}  # every entry point
