@@ -99,22 +99,30 @@ class ModelConfig:
 
     Unknown keys are an error (a typo must not silently fall back to a default).
     """
-    if isinstance(mapping, ModelConfig):
-      return mapping
-    if hasattr(mapping, 'to_dict'):
-      mapping = mapping.to_dict()
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(mapping) - known)
-    if unknown:
-      raise ValueError(
-          f'model config: unknown field(s) {unknown}; known fields are {sorted(known)}.')
-    return cls(**dict(mapping))
+    return section_from_mapping(cls, mapping, 'model config')
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
   def replace(self, **changes) -> 'ModelConfig':
     return dataclasses.replace(self, **changes)
+
+
+def section_from_mapping(cls: type, mapping: Mapping[str, Any] | Any, name: str,
+                         error: type[Exception] = ValueError) -> Any:
+  """``mapping`` (a dict, an ``ml_collections.ConfigDict`` or already a ``cls``) as the frozen
+  dataclass ``cls`` of a config section: a field it lacks takes its default, one ``cls`` does
+  not have is refused with ``error`` naming the section ``name`` (a typo must not silently
+  fall back to a default); ``cls`` checks the values it is built with."""
+  if isinstance(mapping, cls):
+    return mapping
+  if hasattr(mapping, 'to_dict'):
+    mapping = mapping.to_dict()
+  known = sorted(f.name for f in dataclasses.fields(cls))
+  unknown = sorted(set(mapping) - set(known))
+  if unknown:
+    raise error(f'{name}: unknown field(s) {unknown}; known fields are {known}.')
+  return cls(**dict(mapping))
 
 
 def head_size_of(emb_dim: int, num_heads: int, head_size: int | None, *,

@@ -58,6 +58,17 @@ def _imports() -> dict[str, set[str]]:
   return arrows
 
 
+def _package_imports(files: dict[str, set[str]]) -> dict[str, set[str]]:
+  """``_imports`` between packages (fixed_head.<package or top-level module>): every package
+  with the others its files import."""
+  package = lambda name: '.'.join(name.split('.')[:2])
+  packages = {}
+  for module, targets in files.items():
+    packages.setdefault(package(module), set()).update(
+        package(t) for t in targets if package(t) != package(module))
+  return packages
+
+
 def _cycles(arrows: dict[str, set[str]]) -> list[str]:
   """The nodes that reach themselves along ``arrows``."""
 
@@ -76,11 +87,7 @@ def _cycles(arrows: dict[str, set[str]]) -> list[str]:
 def test_no_file_or_package_imports_one_that_imports_it_back():
   files = _imports()
   assert _cycles(files) == []
-  package = lambda name: '.'.join(name.split('.')[:2])  # fixed_head.<package or module>
-  packages = {}
-  for module, targets in files.items():
-    packages.setdefault(package(module), set()).update(
-        package(t) for t in targets if package(t) != package(module))
+  packages = _package_imports(files)
   assert _cycles(packages) == []
   # the input side, the tasks and the evaluators sit below training: none imports it
   below = {p for p in packages if p.startswith(('fixed_head.data', 'fixed_head.evaluators',
@@ -99,10 +106,7 @@ def test_the_layers_of_docs_architecture_are_the_import_graphs():
            if line[:1].isalpha() and line.split()[0].endswith('/')]
   assert sorted(drawn) == ['fixed_head.data', 'fixed_head.evaluators', 'fixed_head.experiments',
                            'fixed_head.tasks', 'fixed_head.train']  # the order is checked below
-  packages = {}
-  for module, targets in _imports().items():
-    package = '.'.join(module.split('.')[:2])
-    packages.setdefault(package, set()).update('.'.join(t.split('.')[:2]) for t in targets)
+  packages = _package_imports(_imports())
   assert [(p, q) for i, p in enumerate(drawn) for q in drawn[:i] if q in packages[p]] == []
   scripts = {w for line in block[:2] for w in line.split() if w.endswith('.py')}
   assert scripts == {p.name for p in pathlib.Path(REPO).glob('*.py')}  # every entry point

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fixed_head.config import section_from_mapping
 from fixed_head.errors import UsageError
 
 SCHEDULES = ('rsqrt', 'linear', 'bert', 'cosine', 'constant', 'noam')
@@ -100,14 +101,7 @@ class OptimizerConfig:
   def of(cls, opt: Mapping[str, Any] | OptimizerConfig) -> OptimizerConfig:
     """``opt`` typed: a mapping's missing fields take their defaults; an unknown one is
     refused, naming it."""
-    if isinstance(opt, cls):
-      return opt
-    opt = opt.to_dict() if hasattr(opt, 'to_dict') else dict(opt)
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(opt) - set(known))
-    if unknown:
-      raise UsageError(f'config.optimizer: unknown field(s) {unknown}; known: {known}.')
-    return cls(**opt)
+    return section_from_mapping(cls, opt, 'config.optimizer', UsageError)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

@@ -21,7 +21,7 @@ from typing import Any
 import ml_collections
 
 from fixed_head import renames
-from fixed_head.config import ModelConfig
+from fixed_head.config import ModelConfig, section_from_mapping
 from fixed_head.data import SOURCES
 from fixed_head.errors import UsageError
 from fixed_head.evaluators import EVALUATORS
@@ -125,6 +125,12 @@ def complete(tree: dict[str, Any]) -> dict[str, Any]:
   return merge(defaults().to_dict(), renames.moved_to_today(tree), True)
 
 
+def _integer(value: Any, minimum: int | None = None) -> bool:
+  """An int (not a bool), at least ``minimum`` when given."""
+  return (isinstance(value, int) and not isinstance(value, bool)
+          and (minimum is None or value >= minimum))
+
+
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy of ``config`` with the batch in rows: when ``batch_tokens`` is set,
   ``batch_size`` = ``batch_tokens`` // ``data.seq_len``. The trainer runs on the result.
@@ -140,11 +146,11 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       raise UsageError('config.batch_size=None and config.batch_tokens=None: give the batch '
                        'in rows (--config.batch_size) or in tokens (--config.batch_tokens).')
     return resolved
-  if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens <= 0:
+  if not _integer(tokens, 1):
     raise UsageError(f'config.batch_tokens={tokens!r}: must be a positive integer (tokens a '
                      'step), or None to give the batch in rows with config.batch_size.')
   seq_len = config.data.get('seq_len')
-  if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
+  if not _integer(seq_len, 1):
     raise UsageError(f'config.batch_tokens={tokens} needs config.data.seq_len (tokens a row), '
                      f'which is {seq_len!r}; give the batch in rows with config.batch_size.')
   rows, rest = divmod(tokens, seq_len)
@@ -168,10 +174,6 @@ def _known_keys(tree: Any, prefix: str = '') -> set[str]:
     if isinstance(value, ml_collections.ConfigDict) and key not in ('data', 'evals', 'task'):
       keys |= _known_keys(value, path + '.')
   return keys
-
-
-def _positive_int(value: Any) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,19 +204,18 @@ class RunConfig:
 
   def __post_init__(self):
     for field in ('num_train_steps', 'batch_size', 'log_every_steps'):
-      if not _positive_int(getattr(self, field)):
+      if not _integer(getattr(self, field), 1):
         raise UsageError(f'config.{field}={getattr(self, field)!r}: must be a positive '
                          'integer.')
-    if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+    if not _integer(self.seed):
       raise UsageError(f'config.seed={self.seed!r}: must be an integer.')
-    profile = self.profile_steps
-    if isinstance(profile, bool) or not isinstance(profile, int) or profile < 0:
-      raise UsageError(f'config.profile_steps={profile!r}: must be an integer >= 0 (the steps '
-                       'to trace; 0: none).')
-    every = self.eval_every_steps
-    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-      raise UsageError(f'config.eval_every_steps={every!r}: must be an integer >= 0.')
-    if self.init_step is not None and not _positive_int(self.init_step):
+    if not _integer(self.profile_steps, 0):
+      raise UsageError(f'config.profile_steps={self.profile_steps!r}: must be an integer >= 0 '
+                       '(the steps to trace; 0: none).')
+    if not _integer(self.eval_every_steps, 0):
+      raise UsageError(f'config.eval_every_steps={self.eval_every_steps!r}: must be an '
+                       'integer >= 0.')
+    if self.init_step is not None and not _integer(self.init_step, 1):
       raise UsageError(f'config.init_step={self.init_step!r}: must be a positive checkpoint '
                        'step, or None for the latest.')
     if self.init_step is not None and not self.init_from:
@@ -230,7 +231,8 @@ class RunConfig:
     sections = dict(model=model_config(tree['model']),
                     optimizer=optim.OptimizerConfig.of(tree['optimizer']),
                     mesh=MeshConfig.of(tree['mesh']),
-                    checkpoint=CheckpointConfig(**tree['checkpoint']),
+                    checkpoint=section_from_mapping(CheckpointConfig, tree['checkpoint'],
+                                                    'config.checkpoint', UsageError),
                     **{name: ml_collections.FrozenConfigDict(tree[name])
                        for name in _OPEN_SECTIONS})
     return cls(**{**tree, **sections})

@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from fixed_head.config import section_from_mapping
 from fixed_head.errors import UsageError
 from fixed_head.nn.axes import ACTIVATION_MESH_AXES
 from flax import nnx
@@ -59,13 +60,9 @@ class MeshConfig:
 
   @classmethod
   def of(cls, mesh: Mapping[str, int] | MeshConfig) -> MeshConfig:
-    if isinstance(mesh, cls):
-      return mesh
-    mesh = mesh.to_dict() if hasattr(mesh, 'to_dict') else dict(mesh)
-    unknown = sorted(set(mesh) - set(MESH_AXES))
-    if unknown:
-      raise UsageError(f'config.mesh: unknown axis {unknown}; the axes are {MESH_AXES}.')
-    return cls(**mesh)
+    """``mesh`` typed: a mapping's missing axes take their defaults; an unknown one is
+    refused, naming it."""
+    return section_from_mapping(cls, mesh, 'config.mesh', UsageError)
 
   def to_dict(self) -> dict[str, int]:
     return dataclasses.asdict(self)

@@ -55,7 +55,6 @@ class Setup:
   """Everything derived from a config and the devices, before any array is made."""
 
   config: run_config.RunConfig  # the run config run_config.validate returns
-  model_config: ModelConfig
   task: tasks_lib.Task
   mesh: Mesh
   graphdef: Any  # nnx.GraphDef of the model
@@ -63,6 +62,10 @@ class Setup:
   schedule: optax.Schedule
   abstract_state: State  # ShapeDtypeStructs with their shardings
   state_shardings: State
+
+  @property
+  def model_config(self) -> ModelConfig:
+    return self.config.model
 
   def model_of(self, params) -> nnx.Module:
     """The task's model holding ``params`` (a pure dict, matched to the model's variables
@@ -130,8 +133,8 @@ def build_setup(config: ml_collections.ConfigDict,
       transform_non_params=lambda _: replicated)
   state_shardings = {'step': replicated, 'params': param_shardings,
                      'opt_state': opt_shardings}
-  return Setup(config=config, model_config=model_config, task=task, mesh=mesh,
-               graphdef=graphdef, tx=tx, schedule=schedule, abstract_state=_placed(abstract, state_shardings),
+  return Setup(config=config, task=task, mesh=mesh, graphdef=graphdef, tx=tx,
+               schedule=schedule, abstract_state=_placed(abstract, state_shardings),
                state_shardings=state_shardings)
 
 
